@@ -1,0 +1,50 @@
+// What an engine needs to know about a helper or kfunc: its native function
+// and the kinds of its arguments, so pointer arguments can be checked against
+// the memory the program may touch before the call (the runtime form of the
+// kernel verifier's check_func_arg). Implementations live in src/helpers.
+#pragma once
+
+#include <cstdint>
+
+namespace userbpf::vm {
+
+// Every helper and kfunc has this native signature: five 64-bit arguments in
+// r1-r5, result in r0. The JIT calls these directly.
+using HelperFn = uint64_t (*)(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5);
+
+enum class ArgKind : uint8_t {
+  kNone,          // argument unused
+  kAnything,      // any scalar or pointer, not dereferenced by the helper
+  kConstMapPtr,   // a struct bpf_map * the program obtained by ld_imm64
+  kMapKey,        // readable, key_size of the map in the previous kConstMapPtr argument
+  kMapValue,      // readable, value_size of that map
+  kMem,           // readable memory, size in the next kConstSize/kConstSizeOrZero argument
+  kUninitMem,     // writable memory, size in the next size argument
+  kConstSize,     // size of the preceding kMem/kUninitMem, > 0
+  kConstSizeOrZero,
+  kConstStr,      // NUL-terminated string in readable memory (e.g. a format)
+  kCtx,           // the program's context pointer
+  kFunc,          // a callback: BPF_PSEUDO_FUNC value
+  kMapValueOrNull,  // like kMapValue, NULL allowed
+};
+
+enum class RetKind : uint8_t {
+  kInteger,        // scalar
+  kVoid,
+  kMapValueOrNull, // pointer into the map of the kConstMapPtr argument: becomes accessible
+  kMemOrNull,      // pointer to memory the helper vouches for (size in ret_size)
+};
+
+struct HelperProto {
+  const char* name = nullptr;
+  HelperFn fn = nullptr;
+  ArgKind args[5] = {};
+  RetKind ret = RetKind::kInteger;
+  bool sleepable_only = false;  // may only be called from sleepable programs
+};
+
+// Helper ids are the kernel's (enum bpf_func_id); the table is indexed by id.
+inline constexpr uint32_t kMaxHelperId = 256;
+using HelperTable = const HelperProto* const*;  // kMaxHelperId entries, nullptr if unknown
+
+}  // namespace userbpf::vm

@@ -1,0 +1,69 @@
+// A loaded program: its instructions as the loader linked them, the maps and
+// kfuncs they reference, and the executable form an engine runs.
+//
+// Linked form (what the loader produces, what `prog dump` disassembles):
+//   - ld_imm64 src=kPseudoMapIdx:       imm = index into maps
+//   - ld_imm64 src=kPseudoMapIdxValue:  imm = index into maps, next imm = offset
+//   - ld_imm64 src=kPseudoFunc:         imm = target pc - (pc + 1)
+//   - call src=kPseudoCall:             imm = target pc - (pc + 1)
+//   - call src=kPseudoCallHelper:       imm = kernel helper id (known to helpers)
+//   - call src=kPseudoKfuncCall:        imm = index into kfuncs
+// Subprograms called from the entry are appended after it, as libbpf does.
+//
+// Executable form (built by prepare_program()): map references become the
+// 64-bit address of the Map or of the value (src cleared), so the interpreter
+// treats them as plain constants; pseudo-func loads become the callback
+// encoding of the engine (make_callback_value()).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "isa/insn.h"
+#include "maps/map.h"
+#include "vm/helper_proto.h"
+#include "vm/prog_types.h"
+
+namespace userbpf::vm {
+
+struct ProgramStats {
+  std::atomic<uint64_t> run_cnt{0};
+  std::atomic<uint64_t> run_time_ns{0};
+  std::atomic<uint64_t> faults{0};
+  std::atomic<uint64_t> misses{0};  // runs skipped (no CPU slot in a signal handler)
+};
+
+struct Program {
+  std::string name;     // function name
+  std::string section;  // ELF section, e.g. "xdp" or "tp/syscalls/sys_enter_openat"
+  ProgType type = ProgType::kUNSPEC;
+  bool sleepable = false;
+  std::string license;
+
+  std::vector<isa::Insn> insns;              // linked form
+  std::vector<maps::Map*> maps;              // referenced maps (owned by the object)
+  std::vector<const HelperProto*> kfuncs;    // resolved kfuncs
+  HelperTable helpers = nullptr;             // helper protos by kernel id
+
+  std::vector<isa::Insn> exec_insns;         // executable form
+  bool prepared = false;
+
+  ProgramStats stats;
+};
+
+// Checks the linked form (valid opcodes and variants, registers, r10 never
+// written, jumps and calls inside the program and not into the middle of an
+// ld_imm64, known helpers and kfuncs, map indexes in range, exit reachable as
+// the last instruction of every path's end) and builds exec_insns. Errors
+// name the pc.
+Status prepare_program(Program& prog);
+
+// Callback values (BPF_PSEUDO_FUNC) in the interpreter's executable form: the
+// target pc tagged so helpers can pass it back to RunContext::call_fn.
+inline constexpr uint64_t kCallbackTag = 0xcb00'0000'0000'0000ull;
+constexpr uint64_t make_callback_value(uint32_t pc) { return kCallbackTag | pc; }
+
+}  // namespace userbpf::vm

@@ -1,0 +1,88 @@
+// The state of one program run that helpers and engines share: the context
+// and packet regions, the CPU slot, where bpf_printk output goes, and how a
+// helper calls back into the program (bpf_loop, for_each_map_elem).
+//
+// Contexts: a RunContext lives on the stack of the thread running the program
+// (possibly a signal handler); current_run() is that thread's innermost run,
+// saved and restored around nested runs, so helpers find it without arguments.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "vm/program.h"
+
+namespace userbpf::vm {
+
+// Where trace_printk / bpf_printk output goes (stderr by default, like
+// trace_pipe). write() receives one formatted line, including its newline.
+struct PrintSink {
+  void (*write)(void* user, const char* data, size_t len) = nullptr;
+  void* user = nullptr;
+};
+void stderr_print(void* user, const char* data, size_t len);
+inline PrintSink default_print_sink() { return PrintSink{&stderr_print, nullptr}; }
+
+// Why a run stopped early. Engines fill it and return an Error naming it.
+struct Fault {
+  uint32_t pc = 0;
+  uint64_t addr = 0;
+  std::string what;  // "out-of-bounds load of 4 bytes", "instruction budget exhausted", ...
+};
+
+struct RunContext {
+  Program* prog = nullptr;
+
+  // r1 at entry, and the region it points to.
+  void* ctx = nullptr;
+  size_t ctx_size = 0;
+  bool ctx_writable = true;
+
+  // Packet region [data_meta, data_end) for xdp/tc/socket programs (may be
+  // empty); legacy ld_abs/ld_ind read [data, data_end).
+  uint8_t* data_meta = nullptr;
+  uint8_t* data = nullptr;
+  uint8_t* data_end = nullptr;
+
+  uint32_t cpu = 0;        // CPU slot; bpf_get_smp_processor_id()
+  uint32_t num_cpus = 1;
+  PrintSink print = default_print_sink();
+
+  // Instructions left before the run is stopped as a runaway loop.
+  uint64_t insn_budget = 1ull << 32;
+
+  // Calls a callback (a kFunc argument value) with five arguments and
+  // returns its r0. Set by the engine running this program. On a fault inside
+  // the callback, the engine records it and unwinds the whole run.
+  uint64_t (*call_fn)(RunContext* rc, uint64_t fn, uint64_t a1, uint64_t a2, uint64_t a3,
+                      uint64_t a4, uint64_t a5) = nullptr;
+  void* engine_state = nullptr;
+
+  Fault fault;
+  bool faulted = false;
+
+  RunContext* outer = nullptr;  // enclosing run on this thread (re-entrancy)
+};
+
+// The innermost run on this thread, nullptr outside programs.
+RunContext* current_run();
+
+// Makes rc current for the duration of a run (restores the outer one after).
+class RunScope {
+ public:
+  explicit RunScope(RunContext& rc);
+  ~RunScope();
+  RunScope(const RunScope&) = delete;
+  RunScope& operator=(const RunScope&) = delete;
+
+ private:
+  RunContext& rc_;
+};
+
+// Runs prog in the interpreter with r1 = rc.ctx. Returns r0, or an Error
+// (EFAULT for bad memory access, E2BIG... see interp.cc) whose message names
+// the pc and address; rc.fault holds the details.
+Result<uint64_t> interpret(Program& prog, RunContext& rc);
+
+}  // namespace userbpf::vm
