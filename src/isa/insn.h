@@ -119,6 +119,11 @@ constexpr int size_bytes(uint8_t size) {
 
 inline constexpr uint8_t kLdImm64 = kClassLd | kModeImm | kSizeDw;  // 0x18
 inline constexpr uint8_t kCall = kClassJmp | kJmpCall;                // 0x85
+// callx: indirect call through the register in dst; src, off and imm are 0.
+// That is LLVM's encoding (llvm-mc-19 assembles `callx r2` to 8d 02 00 00 00 00
+// 00 00), the kernel's (Documentation/bpf/linux-notes.rst: "callx dst") and
+// bpf_conformance's. GNU as for -mcpu=v1 and older uBPF put the register in imm
+// instead; validate_insn() rejects that form.
 inline constexpr uint8_t kCallx = kClassJmp | kJmpCall | kSrcX;       // 0x8d
 inline constexpr uint8_t kExit = kClassJmp | kJmpExit;                // 0x95
 

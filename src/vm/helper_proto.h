@@ -26,6 +26,8 @@ enum class ArgKind : uint8_t {
   kCtx,           // the program's context pointer
   kFunc,          // a callback: BPF_PSEUDO_FUNC value
   kMapValueOrNull,  // like kMapValue, NULL allowed
+  kFixedSizeMem,  // writable, 8-byte aligned, HelperProto::arg_size bytes (kernel
+                  // ARG_PTR_TO_FIXED_SIZE_MEM | MEM_UNINIT, e.g. bpf_strtol's *res)
 };
 
 enum class RetKind : uint8_t {
@@ -41,6 +43,12 @@ struct HelperProto {
   ArgKind args[5] = {};
   RetKind ret = RetKind::kInteger;
   bool sleepable_only = false;  // may only be called from sleepable programs
+  uint32_t arg_size[5] = {};    // bytes of each kFixedSizeMem argument
+  // kMemOrNull: bytes the returned pointer may access (the program may read
+  // and write them until it returns). 0 with ret_size_arg >= 0: the size is
+  // that argument's value (e.g. bpf_ringbuf_reserve's size).
+  uint32_t ret_size = 0;
+  int8_t ret_size_arg = -1;
 };
 
 // Helper ids are the kernel's (enum bpf_func_id); the table is indexed by id.

@@ -49,6 +49,9 @@ struct Program {
   HelperTable helpers = nullptr;             // helper protos by kernel id
 
   std::vector<isa::Insn> exec_insns;         // executable form
+  // First pc of every function (entry 0, bpf-to-bpf call and callback
+  // targets), sorted; built by prepare_program(). Callback values must name one.
+  std::vector<uint32_t> func_entries;
   bool prepared = false;
 
   ProgramStats stats;

@@ -37,6 +37,9 @@ struct RunContext {
   // r1 at entry, and the region it points to.
   void* ctx = nullptr;
   size_t ctx_size = 0;
+  // r2 at entry: 0 normally; the conformance plugin protocol passes the
+  // memory size there.
+  uint64_t r2 = 0;
   bool ctx_writable = true;
 
   // Packet region [data_meta, data_end) for xdp/tc/socket programs (may be
@@ -44,6 +47,12 @@ struct RunContext {
   uint8_t* data_meta = nullptr;
   uint8_t* data = nullptr;
   uint8_t* data_end = nullptr;
+  // The buffer the packet lives in (the kernel's data_hard_start and hard
+  // end): bpf_xdp_adjust_head/meta may move data_meta/data down towards
+  // pkt_buf_start (less the kernel's xdp_frame reservation), adjust_tail may
+  // grow data_end up to pkt_buf_end. nullptr when the run has no packet.
+  uint8_t* pkt_buf_start = nullptr;
+  uint8_t* pkt_buf_end = nullptr;
 
   uint32_t cpu = 0;        // CPU slot; bpf_get_smp_processor_id()
   uint32_t num_cpus = 1;
@@ -58,6 +67,14 @@ struct RunContext {
   uint64_t (*call_fn)(RunContext* rc, uint64_t fn, uint64_t a1, uint64_t a2, uint64_t a3,
                       uint64_t a4, uint64_t a5) = nullptr;
   void* engine_state = nullptr;
+
+  // Memory a helper lends the program while a callback it called runs (e.g.
+  // for_each_map_elem's copy of an array index): readable, and writable if
+  // loan_writable. The helper sets it around call_fn and restores the
+  // previous loan afterwards (callbacks nest).
+  const void* loan = nullptr;
+  size_t loan_size = 0;
+  bool loan_writable = false;
 
   Fault fault;
   bool faulted = false;
@@ -84,5 +101,12 @@ class RunScope {
 // (EFAULT for bad memory access, E2BIG... see interp.cc) whose message names
 // the pc and address; rc.fault holds the details.
 Result<uint64_t> interpret(Program& prog, RunContext& rc);
+
+// Runs the function a callback value names (make_callback_value(), e.g. a
+// timer or work-queue callback registered by an earlier run) as a run of its
+// own with r1-r5 = args. EINVAL if fn is not a function of prog; otherwise
+// like interpret().
+Result<uint64_t> interpret_callback(Program& prog, RunContext& rc, uint64_t fn,
+                                    const uint64_t (&args)[5]);
 
 }  // namespace userbpf::vm

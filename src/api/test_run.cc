@@ -1,0 +1,212 @@
+// BPF_PROG_TEST_RUN in user space. Packets live in a buffer mapped below
+// 4 GiB (MAP_32BIT) so the u32 data/data_end/data_meta fields of xdp_md and
+// __sk_buff hold real addresses: programs load them with 32-bit loads exactly
+// as compiled for the kernel, with no context rewriting.
+#include "api/test_run.h"
+
+#include <arpa/inet.h>
+#include <linux/bpf.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include <cstring>
+
+namespace userbpf::internal {
+namespace {
+
+constexpr size_t kHeadroom = 256;  // XDP_PACKET_HEADROOM
+constexpr size_t kTailroom = 256;  // room for bpf_xdp_adjust_tail growth
+constexpr size_t kMaxPacket = 64 * 1024;
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// A packet buffer addressable with 32 bits: [start | headroom | packet | tailroom].
+// Mappings are kept per thread and reused across runs (a run per packet of a
+// capture must not pay for mmap); a nested run on the same thread gets its own.
+class PacketBuffer {
+ public:
+  PacketBuffer() {
+    if (!t_cache_in_use_) {
+      t_cache_in_use_ = true;
+      cached_ = true;
+      start_ = t_cache_start_;
+      cap_ = t_cache_cap_;
+    }
+  }
+  ~PacketBuffer() {
+    if (cached_) {
+      t_cache_start_ = start_;
+      t_cache_cap_ = cap_;
+      t_cache_in_use_ = false;
+    } else if (start_) {
+      munmap(start_, cap_);
+    }
+  }
+  Status init(const void* packet, size_t len) {
+    size_t need = kHeadroom + len + kTailroom;
+    if (need > cap_) {
+      if (start_) munmap(start_, cap_);
+      start_ = nullptr;
+      cap_ = 0;
+      size_t size = (need + 4095) & ~size_t{4095};
+      void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+      if (p == MAP_FAILED)
+        return make_error(ENOMEM, "cannot map a %zu-byte packet buffer below 4 GiB", size);
+      start_ = static_cast<uint8_t*>(p);
+      cap_ = size;
+    }
+    std::memset(start_, 0, kHeadroom);
+    if (len) std::memcpy(start_ + kHeadroom, packet, len);
+    std::memset(start_ + kHeadroom + len, 0, kTailroom);
+    len_ = len;
+    return Status::Ok();
+  }
+  uint8_t* start() const { return start_; }
+  uint8_t* end() const { return start_ + kHeadroom + len_ + kTailroom; }
+  uint8_t* data() const { return start_ + kHeadroom; }
+  size_t len() const { return len_; }
+
+ private:
+  static thread_local uint8_t* t_cache_start_;
+  static thread_local size_t t_cache_cap_;
+  static thread_local bool t_cache_in_use_;
+  uint8_t* start_ = nullptr;
+  size_t cap_ = 0;
+  size_t len_ = 0;
+  bool cached_ = false;
+};
+
+thread_local uint8_t* PacketBuffer::t_cache_start_ = nullptr;
+thread_local size_t PacketBuffer::t_cache_cap_ = 0;
+thread_local bool PacketBuffer::t_cache_in_use_ = false;
+
+uint32_t addr32(const void* p) { return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p)); }
+
+bool is_skb_type(vm::ProgType t) {
+  switch (t) {
+    case vm::ProgType::kSCHED_CLS:
+    case vm::ProgType::kSCHED_ACT:
+    case vm::ProgType::kSOCKET_FILTER:
+    case vm::ProgType::kCGROUP_SKB:
+    case vm::ProgType::kLWT_IN:
+    case vm::ProgType::kLWT_OUT:
+    case vm::ProgType::kLWT_XMIT:
+    case vm::ProgType::kSK_SKB:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions& opts) {
+  if (opts.struct_size > sizeof(RunOptions))
+    return make_error(EINVAL, "RunOptions from a newer userbpf (size %zu > %zu)",
+                      opts.struct_size, sizeof(RunOptions));
+  if (opts.engine == Engine::kJit)
+    return make_error(ENOTSUP, "program %s: the JIT engine is not available yet",
+                      prog.name.c_str());
+  if (opts.packet_size > kMaxPacket)
+    return make_error(EINVAL, "packet of %zu bytes is larger than %zu", opts.packet_size,
+                      kMaxPacket);
+
+  const bool xdp = prog.type == vm::ProgType::kXDP;
+  const bool skb = is_skb_type(prog.type);
+  PacketBuffer pkt;
+  xdp_md xdp_ctx{};
+  __sk_buff skb_ctx{};
+  std::vector<uint8_t> blob;
+
+  vm::RunContext proto;
+  proto.prog = &prog;
+  proto.num_cpus = rt.num_cpus;
+  proto.cpu = current_cpu(rt);
+  proto.print = rt.print;
+  if (opts.insn_budget) proto.insn_budget = opts.insn_budget;
+
+  if (xdp || skb) {
+    if (opts.ctx_size)
+      return make_error(EINVAL, "program %s (%s): pass a packet, not a context blob",
+                        prog.name.c_str(), vm::prog_type_name(prog.type));
+    USERBPF_TRY(pkt.init(opts.packet, opts.packet_size));
+    uint8_t* data = pkt.data();
+    uint8_t* data_end = data + pkt.len();
+    proto.data_meta = data;
+    proto.data = data;
+    proto.data_end = data_end;
+    proto.pkt_buf_start = pkt.start();
+    proto.pkt_buf_end = pkt.end();
+    if (xdp) {
+      xdp_ctx.data = addr32(data);
+      xdp_ctx.data_end = addr32(data_end);
+      xdp_ctx.data_meta = addr32(data);
+      xdp_ctx.ingress_ifindex = 1;
+      proto.ctx = &xdp_ctx;
+      proto.ctx_size = sizeof(xdp_ctx);
+      proto.ctx_writable = false;
+    } else {
+      skb_ctx.len = static_cast<uint32_t>(pkt.len());
+      skb_ctx.wire_len = skb_ctx.len;
+      if (pkt.len() >= 14) {
+        uint16_t proto_be;
+        std::memcpy(&proto_be, data + 12, 2);
+        skb_ctx.protocol = proto_be;
+      }
+      skb_ctx.ifindex = 1;
+      skb_ctx.ingress_ifindex = 1;
+      skb_ctx.data = addr32(data);
+      skb_ctx.data_end = addr32(data_end);
+      skb_ctx.data_meta = addr32(data);
+      skb_ctx.gso_segs = 1;
+      proto.ctx = &skb_ctx;
+      proto.ctx_size = sizeof(skb_ctx);
+      proto.ctx_writable = true;
+    }
+  } else {
+    if (opts.packet_size)
+      return make_error(EINVAL, "program %s (%s) takes a context blob, not a packet",
+                        prog.name.c_str(), vm::prog_type_name(prog.type));
+    if (opts.ctx_size) {
+      blob.assign(static_cast<const uint8_t*>(opts.ctx),
+                  static_cast<const uint8_t*>(opts.ctx) + opts.ctx_size);
+      proto.ctx = blob.data();
+      proto.ctx_size = blob.size();
+    }
+  }
+
+  const uint32_t repeat = opts.repeat ? opts.repeat : 1;
+  uint64_t retval = 0;
+  uint64_t t0 = now_ns();
+  for (uint32_t i = 0; i < repeat; i++) {
+    vm::RunContext rc = proto;
+    auto r = vm::interpret(prog, rc);
+    if (!r.ok()) {
+      prog.stats.faults.fetch_add(1, std::memory_order_relaxed);
+      return r.take_error();
+    }
+    retval = r.value();
+    if (xdp || skb) {  // a helper may have moved the packet bounds (adjust_head/tail)
+      proto.data_meta = rc.data_meta;
+      proto.data = rc.data;
+      proto.data_end = rc.data_end;
+    }
+  }
+  uint64_t total = now_ns() - t0;
+  prog.stats.run_cnt.fetch_add(repeat, std::memory_order_relaxed);
+  prog.stats.run_time_ns.fetch_add(total, std::memory_order_relaxed);
+
+  RunResult res;
+  res.retval = retval;
+  res.duration_ns = total / repeat;
+  if (xdp || skb) res.packet_out.assign(proto.data, proto.data_end);
+  if (!blob.empty()) res.ctx_out = std::move(blob);
+  return res;
+}
+
+}  // namespace userbpf::internal

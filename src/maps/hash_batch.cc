@@ -1,0 +1,96 @@
+// Hash map lookup_batch and lookup_and_delete_batch, bucket by bucket, with
+// the kernel's semantics (hashtab.c __htab_map_lookup_and_delete_batch):
+//   - elem_flags only BPF_F_LOCK (EINVAL otherwise or without a spin lock),
+//     flags must be 0 (EINVAL), count 0 returns 0 at once;
+//   - the cursor (in_batch/out_batch) is a u32 bucket index; a cursor past
+//     the last bucket returns -ENOENT with count 0 and out_batch untouched;
+//   - whole buckets only: a bucket that does not fit in the remaining room
+//     stops the call (-ENOSPC if nothing was copied yet, else 0), and
+//     out_batch names that bucket so the next call starts with it;
+//   - reaching the end returns -ENOENT with count and out_batch filled in;
+//   - -EBUSY from a bucket lock (re-entry) also reports count and out_batch.
+// Host only.
+#include <cerrno>
+#include <cstring>
+
+#include "maps/hash_map_internal.h"
+#include "maps/map_internal.h"
+
+namespace userbpf::maps {
+namespace {
+
+int htab_batch(Map* map, BatchArgs& args, bool do_delete) {
+  HashMap* h = to_htab(map);
+  if ((args.elem_flags & ~kBpfFLock) || ((args.elem_flags & kBpfFLock) && !map_has_spin_lock(map)))
+    return -EINVAL;
+  if (args.flags) return -EINVAL;
+  uint32_t max_count = args.count;
+  if (max_count == 0) return 0;
+  args.count = 0;
+  uint32_t batch = 0;
+  if (args.in_batch) std::memcpy(&batch, args.in_batch, sizeof(batch));
+  if (batch >= h->n_buckets) return -ENOENT;
+
+  auto* keys = static_cast<unsigned char*>(args.keys);
+  auto* values = static_cast<unsigned char*>(args.values);
+  uint32_t total = 0;
+  int ret = 0;
+  for (;;) {
+    uint32_t bucket_cnt = 0;
+    if (!is_nulls(htab_first(h, batch))) {
+      ret = htab_lock_bucket(h, batch);
+      if (ret) break;
+      uintptr_t first = htab_first(h, batch);
+      for (uintptr_t p = first; !is_nulls(p);
+           p = reinterpret_cast<HashElem*>(p)->next.load(std::memory_order_relaxed))
+        bucket_cnt++;
+      if (bucket_cnt > max_count - total) {
+        if (total == 0) ret = -ENOSPC;
+        htab_unlock_bucket(h, batch);
+        break;
+      }
+      uint32_t j = total;
+      for (uintptr_t p = first; !is_nulls(p); j++) {
+        auto* e = reinterpret_cast<HashElem*>(p);
+        copy_from_map(keys + static_cast<size_t>(j) * h->key_size, elem_key(e), h->key_size);
+        copy_from_map(values + static_cast<size_t>(j) * h->value_size, elem_value(h, e),
+                      h->value_size);
+        p = e->next.load(std::memory_order_relaxed);
+      }
+      if (do_delete && bucket_cnt) {
+        // Unlink the whole chain at once; its elements keep their links, so
+        // lock-free readers on them still end at this bucket's marker, and
+        // so does the walk below that frees them.
+        h->buckets[batch].head.store(nulls_marker(batch), std::memory_order_release);
+      }
+      htab_unlock_bucket(h, batch);
+      if (do_delete) {
+        for (uintptr_t p = first; !is_nulls(p);) {
+          auto* e = reinterpret_cast<HashElem*>(p);
+          p = e->next.load(std::memory_order_relaxed);  // before e can be reused
+          htab_free_elem(h, e);
+        }
+      }
+    }
+    total += bucket_cnt;
+    batch++;
+    if (batch >= h->n_buckets) {
+      ret = -ENOENT;
+      break;
+    }
+  }
+  if (args.out_batch) std::memcpy(args.out_batch, &batch, sizeof(batch));
+  args.count = total;
+  return ret;
+}
+
+}  // namespace
+
+int htab_map_lookup_batch(Map* map, BatchArgs& args) {
+  return htab_batch(map, args, false);
+}
+int htab_map_lookup_and_delete_batch(Map* map, BatchArgs& args) {
+  return htab_batch(map, args, true);
+}
+
+}  // namespace userbpf::maps

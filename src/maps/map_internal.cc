@@ -1,0 +1,57 @@
+// Memory charging and attribute-check reasons shared by the map families.
+#include "maps/map_internal.h"
+
+#include <cerrno>
+
+namespace userbpf::maps {
+namespace {
+
+// Host-only (map creation), so a plain thread_local is fine.
+thread_local const char* t_reject_reason = nullptr;
+
+// Types whose map_extra means something (kernel: bloom filter hash count,
+// arena user address). A new type using map_extra (qp-trie) joins this list.
+bool type_uses_map_extra(uint32_t type) {
+  return type == static_cast<uint32_t>(MapType::kBLOOM_FILTER) ||
+         type == static_cast<uint32_t>(MapType::kARENA);
+}
+
+}  // namespace
+
+bool map_charge(Map* map, uint64_t bytes) {
+  uint64_t limit = map->attr.memory_limit;
+  if (limit == 0) {
+    map->memory_used.fetch_add(bytes, std::memory_order_relaxed);
+    return true;
+  }
+  uint64_t used = map->memory_used.load(std::memory_order_relaxed);
+  do {
+    if (used + bytes > limit || used + bytes < used) return false;
+  } while (!map->memory_used.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
+  return true;
+}
+
+void map_uncharge(Map* map, uint64_t bytes) {
+  map->memory_used.fetch_sub(bytes, std::memory_order_relaxed);
+}
+
+int reject_attr(int err, const char* why) {
+  t_reject_reason = why;
+  return -err;
+}
+
+const char* take_reject_reason() {
+  const char* r = t_reject_reason;
+  t_reject_reason = nullptr;
+  return r;
+}
+
+int map_create_check(const MapAttr& attr) {
+  if (attr.map_extra != 0 && !type_uses_map_extra(attr.type))
+    return reject_attr(EINVAL, "map_extra must be 0 for this map type");
+  if ((attr.map_flags & kBpfFRdonly) && (attr.map_flags & kBpfFWronly))
+    return reject_attr(EINVAL, "map_flags has both BPF_F_RDONLY and BPF_F_WRONLY");
+  return 0;
+}
+
+}  // namespace userbpf::maps

@@ -1,0 +1,697 @@
+// The interpreter: a computed-goto dispatch loop over the executable form,
+// one label per opcode byte (the table is spelled from the opcode X-lists),
+// with kernel semantics for every instruction and every memory access
+// checked against the regions the run may touch.
+//
+// Errors interpret() returns (rc.fault has pc, address and what):
+//   EFAULT  bad load/store/atomic, bad helper pointer argument, call through a
+//           value that is not a callback
+//   E2BIG   more than kMaxCallFrames nested frames
+//   ELOOP   rc.insn_budget exhausted (runaway loop)
+//   EINVAL  program not prepared, or an invalid instruction reached
+//
+// Speed: the stack check is inline (one compare: the current frame chain is
+// one contiguous range), then a one-entry cache of the last other region hit,
+// then interp_check.cc. The instruction budget is charged only on backward
+// jumps (with the jump distance, the size of the loop body) and calls, so
+// straight-line code and forward branches pay nothing.
+#include <cinttypes>
+#include <cstring>
+#include <optional>
+
+#include "isa/decode.h"
+#include "isa/opcodes.h"
+#include "vm/interp_state.h"
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "le/be and the packet loads assume a little-endian host");
+
+namespace userbpf::vm {
+namespace interp {
+namespace {
+
+using isa::Insn;
+using namespace isa;  // opcode constants in the dispatch table
+
+constexpr uintptr_t kFrame = kStackSize;
+
+inline uint64_t sdiv64(uint64_t a, uint64_t b) {
+  if (b == 0) return 0;
+  if (b == ~0ull) return 0 - a;  // INT64_MIN / -1 wraps to INT64_MIN, no SIGFPE
+  return static_cast<uint64_t>(static_cast<int64_t>(a) / static_cast<int64_t>(b));
+}
+inline uint64_t smod64(uint64_t a, uint64_t b) {
+  if (b == 0) return a;
+  if (b == ~0ull) return 0;
+  return static_cast<uint64_t>(static_cast<int64_t>(a) % static_cast<int64_t>(b));
+}
+inline uint32_t sdiv32(uint32_t a, uint32_t b) {
+  if (b == 0) return 0;
+  if (b == ~0u) return 0 - a;
+  return static_cast<uint32_t>(static_cast<int32_t>(a) / static_cast<int32_t>(b));
+}
+inline uint32_t smod32(uint32_t a, uint32_t b) {
+  if (b == 0) return a;
+  if (b == ~0u) return 0;
+  return static_cast<uint32_t>(static_cast<int32_t>(a) % static_cast<int32_t>(b));
+}
+
+// Legacy packet load: big-endian, from [data, data_end). False when out of range.
+inline bool load_packet(const RunContext& rc, int64_t off, int size, uint64_t* out) {
+  if (off < 0 || rc.data == nullptr || rc.data_end <= rc.data) return false;
+  const uint64_t len = static_cast<uint64_t>(rc.data_end - rc.data);
+  if (static_cast<uint64_t>(off) > len ||
+      len - static_cast<uint64_t>(off) < static_cast<uint64_t>(size)) {
+    return false;
+  }
+  const uint8_t* p = rc.data + off;
+  uint64_t v = 0;
+  for (int i = 0; i < size; ++i) v = (v << 8) | p[i];
+  *out = v;
+  return true;
+}
+
+// Pushes frame depth + 1 (the caller checked the limit); clears it the first
+// time this run reaches that depth.
+inline void enter_frame(InterpState& s) {
+  ++s.depth;
+  if (s.depth >= s.zeroed) {
+    std::memset(s.stack_top - (s.depth + 1) * kFrame, 0, kFrame);
+    s.zeroed = s.depth + 1;
+  }
+}
+
+uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args);
+
+// RunContext::call_fn: a helper calling back into the program.
+uint64_t call_callback(RunContext* rc, uint64_t fn, uint64_t a1, uint64_t a2, uint64_t a3,
+                       uint64_t a4, uint64_t a5) {
+  InterpState& s = *static_cast<InterpState*>(rc->engine_state);
+  if (s.stop != Stop::kRunning) return 0;
+  if (!is_callback_value(*s.prog, fn)) {
+    set_fault(s, EFAULT, s.call_pc, fn, "callback 0x%" PRIx64 " is not a function", fn);
+    return 0;
+  }
+  if (s.budget == 0) {
+    set_fault(s, ELOOP, s.call_pc, 0, "instruction budget exhausted");
+    return 0;
+  }
+  --s.budget;
+  const Insn* saved_call_pc = s.call_pc;
+  const uint64_t args[5] = {a1, a2, a3, a4, a5};
+  const uint64_t r0 = run_frames(s, static_cast<uint32_t>(fn), args);
+  s.call_pc = saved_call_pc;
+  return r0;
+}
+
+// Runs the function at entry on a new frame until it returns; r0 or 0 if the
+// run stopped. Re-entered (recursively) for callbacks.
+uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wc99-designator"
+#pragma clang diagnostic ignored "-Wgnu-designator"
+#pragma clang diagnostic ignored "-Winitializer-overrides"
+#pragma clang diagnostic ignored "-Wgnu-label-as-value"
+  // clang-format off
+#define USERBPF_ALU_ENTRY(name, op)                      \
+  [kClassAlu64 | kSrcK | op] = &&alu64_##name##_k,       \
+  [kClassAlu64 | kSrcX | op] = &&alu64_##name##_x,       \
+  [kClassAlu | kSrcK | op] = &&alu32_##name##_k,         \
+  [kClassAlu | kSrcX | op] = &&alu32_##name##_x,
+#define USERBPF_JMP_ENTRY(name, op)                      \
+  [kClassJmp | kSrcK | op] = &&jmp_##name##_k,           \
+  [kClassJmp | kSrcX | op] = &&jmp_##name##_x,           \
+  [kClassJmp32 | kSrcK | op] = &&jmp32_##name##_k,       \
+  [kClassJmp32 | kSrcX | op] = &&jmp32_##name##_x,
+#define USERBPF_MEM_ENTRY(name, size, bytes)             \
+  [kClassLdx | kModeMem | size] = &&ldx_##name,          \
+  [kClassSt | kModeMem | size] = &&st_##name,            \
+  [kClassStx | kModeMem | size] = &&stx_##name,
+  static const void* const kTable[256] = {
+      [0 ... 255] = &&invalid,
+      USERBPF_ALU_BINOPS(USERBPF_ALU_ENTRY)
+      USERBPF_JMP_CONDS(USERBPF_JMP_ENTRY)
+      USERBPF_MEM_SIZES(USERBPF_MEM_ENTRY)
+      [kClassAlu64 | kAluNeg] = &&alu64_neg,
+      [kClassAlu | kAluNeg] = &&alu32_neg,
+      [kClassAlu | kSrcK | kAluEnd] = &&end_le,
+      [kClassAlu | kSrcX | kAluEnd] = &&end_be,
+      [kClassAlu64 | kSrcK | kAluEnd] = &&end_be,  // bswap: same as be on little-endian
+      [kClassJmp | kJmpJa] = &&ja,
+      [kClassJmp32 | kJmpJa] = &&gotol,
+      [kClassJmp | kJmpJcond] = &&may_goto,
+      [kCall] = &&call,
+      [kCallx] = &&callx,
+      [kExit] = &&exit,
+      [kLdImm64] = &&ld_imm64,
+      [kClassLd | kModeAbs | kSizeB] = &&ld_abs_b,
+      [kClassLd | kModeAbs | kSizeH] = &&ld_abs_h,
+      [kClassLd | kModeAbs | kSizeW] = &&ld_abs_w,
+      [kClassLd | kModeInd | kSizeB] = &&ld_ind_b,
+      [kClassLd | kModeInd | kSizeH] = &&ld_ind_h,
+      [kClassLd | kModeInd | kSizeW] = &&ld_ind_w,
+      [kClassLdx | kModeMemsx | kSizeB] = &&ldxsx_b,
+      [kClassLdx | kModeMemsx | kSizeH] = &&ldxsx_h,
+      [kClassLdx | kModeMemsx | kSizeW] = &&ldxsx_w,
+      [kClassStx | kModeAtomic | kSizeW] = &&atomic_w,
+      [kClassStx | kModeAtomic | kSizeDw] = &&atomic_dw,
+  };
+#undef USERBPF_ALU_ENTRY
+#undef USERBPF_JMP_ENTRY
+#undef USERBPF_MEM_ENTRY
+  // clang-format on
+
+  if (s.depth + 1 >= kMaxCallFrames) {
+    set_fault(s, E2BIG, s.call_pc, 0, "call stack deeper than %d frames", kMaxCallFrames);
+    return 0;
+  }
+  enter_frame(s);
+  const int base = s.depth;
+  const Insn* const insns = s.insns;
+  const Insn* pc = insns + entry;
+  const Insn* target;
+  uint64_t reg[kNumRegs] = {0, args[0], args[1], args[2], args[3], args[4]};
+  const uintptr_t top = reinterpret_cast<uintptr_t>(s.stack_top);
+  reg[10] = top - base * kFrame;
+  // The current chain of frames: [stk_lo, stk_lo + stk_span).
+  uintptr_t stk_lo = top - (base + 1) * kFrame;
+  uintptr_t stk_span = (base + 1) * kFrame;
+  uint64_t budget = s.budget;
+  uint64_t addr;
+  uint64_t acc_size;
+  bool acc_write;
+  bool acc_atomic;
+
+#define DST reg[pc->dst]
+#define SRC reg[pc->src]
+#define IMM64 static_cast<uint64_t>(static_cast<int64_t>(pc->imm))
+#define IMM32 static_cast<uint32_t>(pc->imm)
+#define DISPATCH() goto* kTable[pc->code]
+#define NEXT()  \
+  do {          \
+    ++pc;       \
+    DISPATCH(); \
+  } while (0)
+  // Backward jumps charge the budget with their distance.
+#define JUMP_BY(o)                                              \
+  do {                                                          \
+    const int64_t o_ = (o);                                     \
+    if (o_ < 0) {                                               \
+      if (budget < static_cast<uint64_t>(-o_)) goto budget_out; \
+      budget -= static_cast<uint64_t>(-o_);                     \
+    }                                                           \
+    pc += o_ + 1;                                               \
+    DISPATCH();                                                 \
+  } while (0)
+#define CHECK_ACCESS(a, size, write, atomic)                         \
+  do {                                                               \
+    addr = (a);                                                      \
+    if (__builtin_expect(addr - stk_lo > stk_span - (size), 0) &&    \
+        !check_mem_nonstack(s, addr, size, write)) {                 \
+      acc_size = (size), acc_write = (write), acc_atomic = (atomic); \
+      goto bad_access;                                               \
+    }                                                                \
+  } while (0)
+
+  DISPATCH();
+
+  // ---- ALU ------------------------------------------------------------------
+#define ALU_SIMPLE(name, OP)                                                                   \
+  alu64_##name##_k : DST = DST OP IMM64;                                                       \
+  NEXT();                                                                                      \
+  alu64_##name##_x : DST = DST OP SRC;                                                         \
+  NEXT();                                                                                      \
+  alu32_##name##_k : DST = static_cast<uint32_t>(static_cast<uint32_t>(DST) OP IMM32);         \
+  NEXT();                                                                                      \
+  alu32_##name##_x                                                                             \
+      : DST = static_cast<uint32_t>(static_cast<uint32_t>(DST) OP static_cast<uint32_t>(SRC)); \
+  NEXT();
+  ALU_SIMPLE(add, +)
+  ALU_SIMPLE(sub, -)
+  ALU_SIMPLE(mul, *)
+  ALU_SIMPLE(or, |)
+  ALU_SIMPLE(and, &)
+  ALU_SIMPLE(xor, ^)
+#undef ALU_SIMPLE
+
+  // Shift counts are masked to the operand width, like every kernel JIT.
+alu64_lsh_k:
+  DST <<= pc->imm & 63;
+  NEXT();
+alu64_lsh_x:
+  DST <<= SRC & 63;
+  NEXT();
+alu32_lsh_k:
+  DST = static_cast<uint32_t>(static_cast<uint32_t>(DST) << (pc->imm & 31));
+  NEXT();
+alu32_lsh_x:
+  DST = static_cast<uint32_t>(static_cast<uint32_t>(DST) << (SRC & 31));
+  NEXT();
+alu64_rsh_k:
+  DST >>= pc->imm & 63;
+  NEXT();
+alu64_rsh_x:
+  DST >>= SRC & 63;
+  NEXT();
+alu32_rsh_k:
+  DST = static_cast<uint32_t>(DST) >> (pc->imm & 31);
+  NEXT();
+alu32_rsh_x:
+  DST = static_cast<uint32_t>(DST) >> (SRC & 31);
+  NEXT();
+alu64_arsh_k:
+  DST = static_cast<uint64_t>(static_cast<int64_t>(DST) >> (pc->imm & 63));
+  NEXT();
+alu64_arsh_x:
+  DST = static_cast<uint64_t>(static_cast<int64_t>(DST) >> (SRC & 63));
+  NEXT();
+alu32_arsh_k:
+  DST = static_cast<uint32_t>(static_cast<int32_t>(static_cast<uint32_t>(DST)) >> (pc->imm & 31));
+  NEXT();
+alu32_arsh_x:
+  DST = static_cast<uint32_t>(static_cast<int32_t>(static_cast<uint32_t>(DST)) >> (SRC & 31));
+  NEXT();
+
+  // Division by zero gives 0; modulo by zero leaves dst (32-bit: zero-extended).
+#define DIVMOD(name, SRC64, SRC32)                            \
+  alu64_div_##name : {                                        \
+    const uint64_t d = SRC64;                                 \
+    DST = pc->off ? sdiv64(DST, d) : d ? DST / d : 0;         \
+    NEXT();                                                   \
+  }                                                           \
+  alu64_mod_##name : {                                        \
+    const uint64_t d = SRC64;                                 \
+    DST = pc->off ? smod64(DST, d) : d ? DST % d : DST;       \
+    NEXT();                                                   \
+  }                                                           \
+  alu32_div_##name : {                                        \
+    const uint32_t d = SRC32, v = static_cast<uint32_t>(DST); \
+    DST = pc->off ? sdiv32(v, d) : d ? v / d : 0;             \
+    NEXT();                                                   \
+  }                                                           \
+  alu32_mod_##name : {                                        \
+    const uint32_t d = SRC32, v = static_cast<uint32_t>(DST); \
+    DST = pc->off ? smod32(v, d) : d ? v % d : v;             \
+    NEXT();                                                   \
+  }
+  DIVMOD(k, IMM64, IMM32)
+  DIVMOD(x, SRC, static_cast<uint32_t>(SRC))
+#undef DIVMOD
+
+alu64_mov_k:
+  DST = IMM64;
+  NEXT();
+alu32_mov_k:
+  DST = IMM32;
+  NEXT();
+alu64_mov_x:
+  switch (pc->off) {
+    case 0:
+      DST = SRC;
+      NEXT();
+    case 8:
+      DST = static_cast<uint64_t>(static_cast<int64_t>(static_cast<int8_t>(SRC)));
+      NEXT();
+    case 16:
+      DST = static_cast<uint64_t>(static_cast<int64_t>(static_cast<int16_t>(SRC)));
+      NEXT();
+    case 32:
+      DST = static_cast<uint64_t>(static_cast<int64_t>(static_cast<int32_t>(SRC)));
+      NEXT();
+    default: {  // addr_space_cast (prepare allowed only off=1, imm 1 or 1 << 16)
+      const uint32_t lo = static_cast<uint32_t>(SRC);
+      if (pc->imm == kAddrSpaceCastToKern) {
+        DST = lo;
+      } else {
+        DST = lo ? (s.user_base_hi << 32) | lo : 0;
+      }
+      NEXT();
+    }
+  }
+alu32_mov_x:
+  switch (pc->off) {
+    case 8:
+      DST = static_cast<uint32_t>(static_cast<int32_t>(static_cast<int8_t>(SRC)));
+      NEXT();
+    case 16:
+      DST = static_cast<uint32_t>(static_cast<int32_t>(static_cast<int16_t>(SRC)));
+      NEXT();
+    default:
+      DST = static_cast<uint32_t>(SRC);
+      NEXT();
+  }
+alu64_neg:
+  DST = 0 - DST;
+  NEXT();
+alu32_neg:
+  DST = static_cast<uint32_t>(0 - static_cast<uint32_t>(DST));
+  NEXT();
+end_le:
+  DST = pc->imm == 16   ? static_cast<uint16_t>(DST)
+        : pc->imm == 32 ? static_cast<uint32_t>(DST)
+                        : DST;
+  NEXT();
+end_be:
+  DST = pc->imm == 16   ? __builtin_bswap16(static_cast<uint16_t>(DST))
+        : pc->imm == 32 ? __builtin_bswap32(static_cast<uint32_t>(DST))
+                        : __builtin_bswap64(DST);
+  NEXT();
+
+  // ---- jumps ----------------------------------------------------------------
+#define JMP_COND(name, T64, T32, COND)                                                         \
+  jmp_##name##_k : if (COND(static_cast<T64>(DST), static_cast<T64>(IMM64))) JUMP_BY(pc->off); \
+  NEXT();                                                                                      \
+  jmp_##name##_x : if (COND(static_cast<T64>(DST), static_cast<T64>(SRC))) JUMP_BY(pc->off);   \
+  NEXT();                                                                                      \
+  jmp32_##name##_k                                                                             \
+      : if (COND(static_cast<T32>(static_cast<uint32_t>(DST)), static_cast<T32>(IMM32)))       \
+            JUMP_BY(pc->off);                                                                  \
+  NEXT();                                                                                      \
+  jmp32_##name##_x : if (COND(static_cast<T32>(static_cast<uint32_t>(DST)),                    \
+                              static_cast<T32>(static_cast<uint32_t>(SRC)))) JUMP_BY(pc->off); \
+  NEXT();
+#define EQ(a, b) ((a) == (b))
+#define NE(a, b) ((a) != (b))
+#define GT(a, b) ((a) > (b))
+#define GE(a, b) ((a) >= (b))
+#define LT(a, b) ((a) < (b))
+#define LE(a, b) ((a) <= (b))
+#define SET(a, b) (((a) & (b)) != 0)
+  JMP_COND(jeq, uint64_t, uint32_t, EQ)
+  JMP_COND(jne, uint64_t, uint32_t, NE)
+  JMP_COND(jgt, uint64_t, uint32_t, GT)
+  JMP_COND(jge, uint64_t, uint32_t, GE)
+  JMP_COND(jlt, uint64_t, uint32_t, LT)
+  JMP_COND(jle, uint64_t, uint32_t, LE)
+  JMP_COND(jset, uint64_t, uint32_t, SET)
+  JMP_COND(jsgt, int64_t, int32_t, GT)
+  JMP_COND(jsge, int64_t, int32_t, GE)
+  JMP_COND(jslt, int64_t, int32_t, LT)
+  JMP_COND(jsle, int64_t, int32_t, LE)
+#undef EQ
+#undef NE
+#undef GT
+#undef GE
+#undef LT
+#undef LE
+#undef SET
+#undef JMP_COND
+
+ja:
+  JUMP_BY(pc->off);
+gotol:
+  JUMP_BY(pc->imm);
+may_goto:
+  // Falls through while the run's loop budget lasts, jumps once it is spent.
+  if (s.may_goto_left == 0) JUMP_BY(pc->off);
+  --s.may_goto_left;
+  NEXT();
+
+  // ---- calls ----------------------------------------------------------------
+call:
+  if (pc->src == kPseudoCall) {
+    target = pc + 1 + pc->imm;
+    goto push_frame;
+  }
+  {
+    const HelperProto& proto =
+        pc->src == kPseudoCallHelper ? *s.prog->helpers[pc->imm] : *s.prog->kfuncs[pc->imm];
+    s.budget = budget;
+    s.call_pc = pc;
+    if (!check_helper_args(s, proto, reg)) goto stopped;
+    reg[0] = proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
+    if (proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) {
+      grant_return(s, proto, reg + 1, reg[0]);
+    }
+    reg[1] = reg[2] = reg[3] = reg[4] = reg[5] = kClobberedReg;
+    // The helper may have moved the packet or run callbacks that faulted.
+    s.hit = Region{};
+    if (s.stop != Stop::kRunning) goto stopped;
+    budget = s.budget;
+    NEXT();
+  }
+callx:
+  if (!is_callback_value(*s.prog, DST)) {
+    set_fault(s, EFAULT, pc, DST, "callx r%d: 0x%" PRIx64 " is not a function", pc->dst, DST);
+    goto stopped;
+  }
+  target = insns + static_cast<uint32_t>(DST);
+push_frame:
+  if (s.depth + 1 >= kMaxCallFrames) {
+    set_fault(s, E2BIG, pc, 0, "call stack deeper than %d frames", kMaxCallFrames);
+    goto stopped;
+  }
+  if (budget == 0) goto budget_out;
+  --budget;
+  {
+    CallFrame& f = s.frames[s.depth];
+    f.ret = pc + 1;
+    std::memcpy(f.callee_saved, &reg[6], sizeof(f.callee_saved));
+  }
+  enter_frame(s);
+  reg[10] -= kFrame;
+  stk_lo -= kFrame;
+  stk_span += kFrame;
+  pc = target;
+  DISPATCH();
+exit:
+  if (s.depth == base) {
+    --s.depth;
+    s.budget = budget;
+    return reg[0];
+  }
+  --s.depth;
+  {
+    const CallFrame& f = s.frames[s.depth];
+    std::memcpy(&reg[6], f.callee_saved, sizeof(f.callee_saved));
+    pc = f.ret;
+  }
+  reg[10] += kFrame;
+  stk_lo += kFrame;
+  stk_span -= kFrame;
+  DISPATCH();
+
+  // ---- loads and stores -----------------------------------------------------
+ld_imm64:
+  DST = static_cast<uint64_t>(static_cast<uint32_t>(pc[0].imm)) |
+        (static_cast<uint64_t>(static_cast<uint32_t>(pc[1].imm)) << 32);
+  pc += 2;
+  DISPATCH();
+
+#define LDX(name, T)                                                            \
+  ldx_##name : {                                                                \
+    CHECK_ACCESS(SRC + static_cast<int64_t>(pc->off), sizeof(T), false, false); \
+    T v;                                                                        \
+    __builtin_memcpy(&v, reinterpret_cast<const void*>(addr), sizeof(T));       \
+    DST = static_cast<uint64_t>(v);                                             \
+    NEXT();                                                                     \
+  }
+#define LDXSX(name, T)                                                          \
+  ldxsx_##name : {                                                              \
+    CHECK_ACCESS(SRC + static_cast<int64_t>(pc->off), sizeof(T), false, false); \
+    T v;                                                                        \
+    __builtin_memcpy(&v, reinterpret_cast<const void*>(addr), sizeof(T));       \
+    DST = static_cast<uint64_t>(static_cast<int64_t>(v));                       \
+    NEXT();                                                                     \
+  }
+#define STORE(name, T, VALUE, KIND)                                            \
+  KIND##_##name : {                                                            \
+    CHECK_ACCESS(DST + static_cast<int64_t>(pc->off), sizeof(T), true, false); \
+    const T v = static_cast<T>(VALUE);                                         \
+    __builtin_memcpy(reinterpret_cast<void*>(addr), &v, sizeof(T));            \
+    NEXT();                                                                    \
+  }
+  LDX(b, uint8_t)
+  LDX(h, uint16_t)
+  LDX(w, uint32_t)
+  LDX(dw, uint64_t)
+  LDXSX(b, int8_t)
+  LDXSX(h, int16_t)
+  LDXSX(w, int32_t)
+  STORE(b, uint8_t, pc->imm, st)
+  STORE(h, uint16_t, pc->imm, st)
+  STORE(w, uint32_t, pc->imm, st)
+  STORE(dw, uint64_t, static_cast<int64_t>(pc->imm), st)
+  STORE(b, uint8_t, SRC, stx)
+  STORE(h, uint16_t, SRC, stx)
+  STORE(w, uint32_t, SRC, stx)
+  STORE(dw, uint64_t, SRC, stx)
+#undef LDX
+#undef LDXSX
+#undef STORE
+
+  // Atomics use real atomic instructions: maps are shared between threads.
+  // cmpxchg compares with r0 and leaves the old value in r0 either way.
+#define ATOMIC(name, T)                                                                          \
+  atomic_##name : {                                                                              \
+    CHECK_ACCESS(DST + static_cast<int64_t>(pc->off), sizeof(T), true, true);                    \
+    if (addr % sizeof(T) != 0) {                                                                 \
+      acc_size = sizeof(T), acc_write = true, acc_atomic = true;                                 \
+      goto bad_access;                                                                           \
+    }                                                                                            \
+    T* p = reinterpret_cast<T*>(addr);                                                           \
+    const T v = static_cast<T>(SRC);                                                             \
+    switch (pc->imm) {                                                                           \
+      case kAtomicAdd:                                                                           \
+        __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);                                              \
+        break;                                                                                   \
+      case kAtomicOr:                                                                            \
+        __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST);                                               \
+        break;                                                                                   \
+      case kAtomicAnd:                                                                           \
+        __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST);                                              \
+        break;                                                                                   \
+      case kAtomicXor:                                                                           \
+        __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST);                                              \
+        break;                                                                                   \
+      case kAtomicAdd | kAtomicFetch:                                                            \
+        SRC = __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);                                        \
+        break;                                                                                   \
+      case kAtomicOr | kAtomicFetch:                                                             \
+        SRC = __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST);                                         \
+        break;                                                                                   \
+      case kAtomicAnd | kAtomicFetch:                                                            \
+        SRC = __atomic_fetch_and(p, v, __ATOMIC_SEQ_CST);                                        \
+        break;                                                                                   \
+      case kAtomicXor | kAtomicFetch:                                                            \
+        SRC = __atomic_fetch_xor(p, v, __ATOMIC_SEQ_CST);                                        \
+        break;                                                                                   \
+      case kAtomicXchg:                                                                          \
+        SRC = __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST);                                       \
+        break;                                                                                   \
+      default: {                                                                                 \
+        T expected = static_cast<T>(reg[0]);                                                     \
+        __atomic_compare_exchange_n(p, &expected, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); \
+        reg[0] = expected;                                                                       \
+        break;                                                                                   \
+      }                                                                                          \
+    }                                                                                            \
+    NEXT();                                                                                      \
+  }
+  ATOMIC(w, uint32_t)
+  ATOMIC(dw, uint64_t)
+#undef ATOMIC
+
+  // Legacy packet loads: out of range ends the program with r0 = 0, as the
+  // kernel's generated code does.
+#define LD_PKT(name, bytes, OFFSET)               \
+  name: {                                         \
+    uint64_t v;                                   \
+    if (!load_packet(*s.rc, OFFSET, bytes, &v)) { \
+      s.stop = Stop::kAborted;                    \
+      goto stopped;                               \
+    }                                             \
+    reg[0] = v;                                   \
+    NEXT();                                       \
+  }
+  LD_PKT(ld_abs_b, 1, pc->imm)
+  LD_PKT(ld_abs_h, 2, pc->imm)
+  LD_PKT(ld_abs_w, 4, pc->imm)
+  LD_PKT(ld_ind_b, 1, static_cast<int32_t>(SRC + IMM64))
+  LD_PKT(ld_ind_h, 2, static_cast<int32_t>(SRC + IMM64))
+  LD_PKT(ld_ind_w, 4, static_cast<int32_t>(SRC + IMM64))
+#undef LD_PKT
+
+  // ---- stops ----------------------------------------------------------------
+invalid:
+  set_fault(s, EINVAL, pc, 0, "invalid instruction (code 0x%02x)", pc->code);
+  goto stopped;
+budget_out:
+  set_fault(s, ELOOP, pc, 0, "instruction budget exhausted");
+  goto stopped;
+bad_access:
+  fault_access(s, pc, addr, acc_size, acc_write, acc_atomic);
+stopped:
+  s.depth = base - 1;
+  if (s.stop == Stop::kRunning) s.stop = Stop::kFaulted;
+  return 0;
+
+#undef DST
+#undef SRC
+#undef IMM64
+#undef IMM32
+#undef DISPATCH
+#undef NEXT
+#undef JUMP_BY
+#undef CHECK_ACCESS
+#pragma clang diagnostic pop
+}
+
+}  // namespace
+}  // namespace interp
+
+namespace {
+
+// One run from entry with r1-r5 = args; the body of interpret() and
+// interpret_callback().
+Result<uint64_t> run(Program& prog, RunContext& rc, uint32_t entry, const uint64_t* args) {
+  alignas(64) uint8_t stack[isa::kMaxCallFrames * isa::kStackSize];
+  interp::InterpState s;
+  s.prog = &prog;
+  s.rc = &rc;
+  s.insns = prog.exec_insns.data();
+  s.stack_top = stack + sizeof(stack);
+  s.budget = rc.insn_budget;
+  s.user_base_hi = interp::arena_user_base_hi(prog);
+
+  auto* const saved_call_fn = rc.call_fn;
+  void* const saved_state = rc.engine_state;
+  rc.prog = &prog;
+  rc.call_fn = &interp::call_callback;
+  rc.engine_state = &s;
+  rc.faulted = false;
+  rc.fault.pc = 0;
+  rc.fault.addr = 0;
+  rc.fault.what.clear();
+  uint64_t r0;
+  {
+    std::optional<RunScope> scope;
+    if (current_run() != &rc) scope.emplace(rc);
+    r0 = interp::run_frames(s, entry, args);
+  }
+  rc.insn_budget = s.budget;
+  rc.call_fn = saved_call_fn;
+  rc.engine_state = saved_state;
+
+  switch (s.stop) {
+    case interp::Stop::kRunning:
+      return r0;
+    case interp::Stop::kAborted:
+      return uint64_t{0};
+    case interp::Stop::kFaulted:
+      break;
+  }
+  rc.faulted = true;
+  rc.fault.pc = s.fault_pc;
+  rc.fault.addr = s.fault_addr;
+  rc.fault.what = s.what;
+  if (s.err == EFAULT) {
+    return make_error(EFAULT, "program '%s': pc %u: %s at 0x%" PRIx64, prog.name.c_str(),
+                      s.fault_pc, s.what, s.fault_addr);
+  }
+  return make_error(s.err, "program '%s': pc %u: %s", prog.name.c_str(), s.fault_pc, s.what);
+}
+
+}  // namespace
+
+Result<uint64_t> interpret(Program& prog, RunContext& rc) {
+  if (!prog.prepared || prog.exec_insns.empty()) {
+    return make_error(EINVAL, "program '%s' is not prepared", prog.name.c_str());
+  }
+  const uint64_t args[5] = {reinterpret_cast<uintptr_t>(rc.ctx), rc.r2, 0, 0, 0};
+  return run(prog, rc, 0, args);
+}
+
+Result<uint64_t> interpret_callback(Program& prog, RunContext& rc, uint64_t fn,
+                                    const uint64_t (&args)[5]) {
+  if (!prog.prepared || prog.exec_insns.empty()) {
+    return make_error(EINVAL, "program '%s' is not prepared", prog.name.c_str());
+  }
+  if (!interp::is_callback_value(prog, fn)) {
+    return make_error(EINVAL, "program '%s': 0x%" PRIx64 " is not one of its functions",
+                      prog.name.c_str(), fn);
+  }
+  return run(prog, rc, static_cast<uint32_t>(fn), args);
+}
+
+}  // namespace userbpf::vm
