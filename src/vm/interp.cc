@@ -140,6 +140,9 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
       [kClassJmp | kJmpJa] = &&ja,
       [kClassJmp32 | kJmpJa] = &&gotol,
       [kClassJmp | kJmpJcond] = &&may_goto,
+      [kExecMovsx64] = &&exec_movsx64,
+      [kExecMovsx32] = &&exec_movsx32,
+      [kExecAddrSpaceCast] = &&exec_addr_space_cast,
       [kCall] = &&call,
       [kCallx] = &&callx,
       [kExit] = &&exit,
@@ -305,41 +308,36 @@ alu32_mov_k:
   DST = IMM32;
   NEXT();
 alu64_mov_x:
+  DST = SRC;
+  NEXT();
+alu32_mov_x:
+  DST = static_cast<uint32_t>(SRC);
+  NEXT();
+exec_movsx64:
   switch (pc->off) {
-    case 0:
-      DST = SRC;
-      NEXT();
     case 8:
       DST = static_cast<uint64_t>(static_cast<int64_t>(static_cast<int8_t>(SRC)));
       NEXT();
     case 16:
       DST = static_cast<uint64_t>(static_cast<int64_t>(static_cast<int16_t>(SRC)));
       NEXT();
-    case 32:
+    default:  // 32 (prepare allowed only 8/16/32)
       DST = static_cast<uint64_t>(static_cast<int64_t>(static_cast<int32_t>(SRC)));
       NEXT();
-    default: {  // addr_space_cast (prepare allowed only off=1, imm 1 or 1 << 16)
-      const uint32_t lo = static_cast<uint32_t>(SRC);
-      if (pc->imm == kAddrSpaceCastToKern) {
-        DST = lo;
-      } else {
-        DST = lo ? (s.user_base_hi << 32) | lo : 0;
-      }
-      NEXT();
-    }
   }
-alu32_mov_x:
-  switch (pc->off) {
-    case 8:
-      DST = static_cast<uint32_t>(static_cast<int32_t>(static_cast<int8_t>(SRC)));
-      NEXT();
-    case 16:
-      DST = static_cast<uint32_t>(static_cast<int32_t>(static_cast<int16_t>(SRC)));
-      NEXT();
-    default:
-      DST = static_cast<uint32_t>(SRC);
-      NEXT();
+exec_movsx32:
+  DST = pc->off == 8 ? static_cast<uint32_t>(static_cast<int32_t>(static_cast<int8_t>(SRC)))
+                     : static_cast<uint32_t>(static_cast<int32_t>(static_cast<int16_t>(SRC)));
+  NEXT();
+exec_addr_space_cast: {  // prepare allowed only imm 1 or 1 << 16
+  const uint32_t lo = static_cast<uint32_t>(SRC);
+  if (pc->imm == kAddrSpaceCastToKern) {
+    DST = lo;
+  } else {
+    DST = lo ? (s.user_base_hi << 32) | lo : 0;
   }
+  NEXT();
+}
 alu64_neg:
   DST = 0 - DST;
   NEXT();
@@ -420,12 +418,12 @@ call:
     s.call_pc = pc;
     if (!check_helper_args(s, proto, reg)) goto stopped;
     reg[0] = proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
-    if (proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) {
-      grant_return(s, proto, reg + 1, reg[0]);
-    }
-    reg[1] = reg[2] = reg[3] = reg[4] = reg[5] = kClobberedReg;
     // The helper may have moved the packet or run callbacks that faulted.
     s.hit = Region{};
+    if (proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) {
+      grant_return(s, proto, reg + 1, reg[0]);  // also caches it: the next access is likely there
+    }
+    reg[1] = reg[2] = reg[3] = reg[4] = reg[5] = kClobberedReg;
     if (s.stop != Stop::kRunning) goto stopped;
     budget = s.budget;
     NEXT();

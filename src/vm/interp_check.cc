@@ -81,6 +81,7 @@ Region map_value_region(const maps::Map* m, uintptr_t lo) {
 void add_grant(InterpState& s, const Region& r) {
   s.grants[s.num_grants % kMaxGrants] = r;
   ++s.num_grants;
+  s.hit = r;
 }
 
 // A sized pointer argument: region check of size bytes at v.

@@ -16,6 +16,11 @@
 #include "vm/program.h"
 
 namespace userbpf::vm {
+
+static_assert(isa::opcode_info(kExecMovsx64).kind == isa::OpKind::kInvalid &&
+                  isa::opcode_info(kExecMovsx32).kind == isa::OpKind::kInvalid &&
+                  isa::opcode_info(kExecAddrSpaceCast).kind == isa::OpKind::kInvalid,
+              "executable-form opcodes must be invalid in the ISA");
 namespace {
 
 using isa::Insn;
@@ -132,7 +137,12 @@ Status prepare_program(Program& prog) {
     const Insn& insn = in[pc];
     const isa::OpKind kind = isa::opcode_info(insn.code).kind;
 
-    if (kind == isa::OpKind::kJa || kind == isa::OpKind::kJmpCond || kind == isa::OpKind::kJcond) {
+    if (insn.code == (isa::kClassAlu64 | isa::kSrcX | isa::kAluMov) && insn.off != 0) {
+      out[pc].code = insn.off == 1 ? kExecAddrSpaceCast : kExecMovsx64;
+    } else if (insn.code == (isa::kClassAlu | isa::kSrcX | isa::kAluMov) && insn.off != 0) {
+      out[pc].code = kExecMovsx32;
+    } else if (kind == isa::OpKind::kJa || kind == isa::OpKind::kJmpCond ||
+               kind == isa::OpKind::kJcond) {
       const int64_t t = isa::branch_target(insn, pc);
       if (!valid_target(t) || static_cast<size_t>(t) < entries[func] ||
           static_cast<size_t>(t) >= func_end) {

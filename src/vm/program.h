@@ -13,7 +13,9 @@
 // Executable form (built by prepare_program()): map references become the
 // 64-bit address of the Map or of the value (src cleared), so the interpreter
 // treats them as plain constants; pseudo-func loads become the callback
-// encoding of the engine (make_callback_value()).
+// encoding of the engine (make_callback_value()); sign-extending moves and
+// addr_space_cast get opcodes of their own (kExec*), so engines dispatch on
+// the opcode byte alone and a plain register move never tests off.
 #pragma once
 
 #include <atomic>
@@ -56,6 +58,12 @@ struct Program {
 
   ProgramStats stats;
 };
+
+// Executable-form-only opcodes: bytes the ISA leaves invalid (no program can
+// contain them), standing for the off-selected variants of MOV X.
+inline constexpr uint8_t kExecMovsx64 = 0xef;        // ALU64 MOV X, off 8/16/32
+inline constexpr uint8_t kExecMovsx32 = 0xec;        // ALU MOV X, off 8/16
+inline constexpr uint8_t kExecAddrSpaceCast = 0xff;  // ALU64 MOV X, off 1
 
 // Checks the linked form (valid opcodes and variants, registers, r10 never
 // written, jumps and calls inside the program and not into the middle of an
