@@ -30,6 +30,8 @@ u64 bpf_ktime_get_ns(u64, u64, u64, u64, u64);
 u64 bpf_ktime_get_boot_ns(u64, u64, u64, u64, u64);
 u64 bpf_ktime_get_coarse_ns(u64, u64, u64, u64, u64);
 u64 bpf_ktime_get_tai_ns(u64, u64, u64, u64, u64);
+u64 bpf_rcu_read_lock(u64, u64, u64, u64, u64);    // kfunc
+u64 bpf_rcu_read_unlock(u64, u64, u64, u64, u64);  // kfunc
 u64 bpf_jiffies64(u64, u64, u64, u64, u64);
 
 // --- misc (helpers_misc.cc) ------------------------------------------------

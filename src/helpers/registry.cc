@@ -122,11 +122,19 @@ constexpr std::array<const HelperProto*, vm::kMaxHelperId> kHelperTable = [] {
   return table;
 }();
 
-// kfuncs by name, resolved by the loader from extern symbols. Empty for now;
-// later issues add bpf_obj_new_impl, bpf_arena_alloc_pages, ... here, as
-// HelperProto{.name = "...", .fn = ..., .args = {...}, .ret = ...}, and raise
-// the count.
-constexpr std::array<HelperProto, 0> kKfuncs = {};
+// kfuncs by name, resolved by the loader from extern symbols. Later issues
+// add bpf_obj_new_impl, bpf_arena_alloc_pages, ... here.
+constexpr HelperEntry kKfuncEntries[] = {
+    // A program run is already an RCU read-side section: explicit nested
+    // sections need no work (the RCU issue revisits them for sleepable runs).
+    def(0, "bpf_rcu_read_lock", &bpf_rcu_read_lock, RetKind::kVoid, {}),
+    def(0, "bpf_rcu_read_unlock", &bpf_rcu_read_unlock, RetKind::kVoid, {}),
+};
+constexpr std::array<HelperProto, std::size(kKfuncEntries)> kKfuncs = [] {
+  std::array<HelperProto, std::size(kKfuncEntries)> out{};
+  for (size_t i = 0; i < out.size(); i++) out[i] = kKfuncEntries[i].proto;
+  return out;
+}();
 
 }  // namespace
 

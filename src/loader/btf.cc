@@ -64,15 +64,17 @@ bool refers_by_type(BtfKind kind) {
 }  // namespace
 
 const char* btf_kind_name(BtfKind kind) {
-  static const char* const kNames[] = {
-      "UNKNOWN", "INT",  "PTR",     "ARRAY", "STRUCT",     "UNION", "ENUM",
-      "FWD",     "TYPEDEF", "VOLATILE", "CONST", "RESTRICT", "FUNC", "FUNC_PROTO",
-      "VAR",     "DATASEC", "FLOAT", "DECL_TAG", "TYPE_TAG", "ENUM64"};
+  static const char* const kNames[] = {"UNKNOWN", "INT",      "PTR",      "ARRAY",      "STRUCT",
+                                       "UNION",   "ENUM",     "FWD",      "TYPEDEF",    "VOLATILE",
+                                       "CONST",   "RESTRICT", "FUNC",     "FUNC_PROTO", "VAR",
+                                       "DATASEC", "FLOAT",    "DECL_TAG", "TYPE_TAG",   "ENUM64"};
   auto k = static_cast<uint32_t>(kind);
   return k <= kBtfMaxKind ? kNames[k] : "?";
 }
 
-uint32_t Btf::u32_at(size_t off) const { return load_u32(raw_.data() + type_start_ + off); }
+uint32_t Btf::u32_at(size_t off) const {
+  return load_u32(raw_.data() + type_start_ + off);
+}
 
 Result<Btf> Btf::parse(std::span<const uint8_t> raw) {
   Btf btf;
@@ -102,7 +104,8 @@ Result<Btf> Btf::parse(std::span<const uint8_t> raw) {
     return make_error(EINVAL, "BTF: type section [%u, +%u) past the end of the data (%" PRIu64 ")",
                       type_off, type_len, body);
   if (uint64_t{str_off} + str_len > body)
-    return make_error(EINVAL, "BTF: string section [%u, +%u) past the end of the data (%" PRIu64 ")",
+    return make_error(EINVAL,
+                      "BTF: string section [%u, +%u) past the end of the data (%" PRIu64 ")",
                       str_off, str_len, body);
   if (type_off < uint64_t{str_off} + str_len && str_off < uint64_t{type_off} + type_len)
     return make_error(EINVAL, "BTF: type section [%u, +%u) overlaps string section [%u, +%u)",
@@ -143,13 +146,17 @@ Status Btf::check_type(uint32_t id, size_t off, BtfType& t, size_t& next) const 
     return make_error(EINVAL, "BTF: type [%u] at offset %zu: unknown kind %u", id, off, kind);
   t.kind = static_cast<BtfKind>(kind);
   if (t.name_off >= str_len_)
-    return make_error(EINVAL, "BTF: type [%u] at offset %zu: name offset %u outside the string "
-                      "section (len %zu)", id, off, t.name_off, str_len_);
+    return make_error(EINVAL,
+                      "BTF: type [%u] at offset %zu: name offset %u outside the string "
+                      "section (len %zu)",
+                      id, off, t.name_off, str_len_);
   t.data_off = static_cast<uint32_t>(off + kBtfTypeLen);
   size_t extra = trailer_size(t.kind, t.vlen);
   if (type_len_ - t.data_off < extra)
-    return make_error(EINVAL, "BTF: type [%u] %s at offset %zu: %zu trailing bytes (vlen %u) run "
-                      "past the type section", id, btf_kind_name(t.kind), off, extra, t.vlen);
+    return make_error(EINVAL,
+                      "BTF: type [%u] %s at offset %zu: %zu trailing bytes (vlen %u) run "
+                      "past the type section",
+                      id, btf_kind_name(t.kind), off, extra, t.vlen);
   next = t.data_off + extra;
   // Name offsets inside trailers.
   if (t.kind == BtfKind::kStruct || t.kind == BtfKind::kUnion || t.kind == BtfKind::kEnum ||
@@ -158,8 +165,10 @@ Status Btf::check_type(uint32_t id, size_t off, BtfType& t, size_t& next) const 
     for (uint16_t i = 0; i < t.vlen; i++) {
       uint32_t name = u32_at(t.data_off + i * rec);
       if (name >= str_len_)
-        return make_error(EINVAL, "BTF: type [%u] %s: member %u name offset %u outside the string "
-                          "section", id, btf_kind_name(t.kind), i, name);
+        return make_error(EINVAL,
+                          "BTF: type [%u] %s: member %u name offset %u outside the string "
+                          "section",
+                          id, btf_kind_name(t.kind), i, name);
     }
   }
   return Status::Ok();

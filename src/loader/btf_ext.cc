@@ -22,10 +22,9 @@ uint32_t load_u32(const uint8_t* p) {
 
 const char* core_relo_kind_name(uint32_t kind) {
   static const char* const kNames[] = {
-      "field_byte_offset", "field_byte_size", "field_exists",   "field_signed",
-      "field_lshift_u64",  "field_rshift_u64", "type_id_local", "type_id_target",
-      "type_exists",       "type_size",        "enumval_exists", "enumval_value",
-      "type_matches"};
+      "field_byte_offset", "field_byte_size", "field_exists",   "field_signed", "field_lshift_u64",
+      "field_rshift_u64",  "type_id_local",   "type_id_target", "type_exists",  "type_size",
+      "enumval_exists",    "enumval_value",   "type_matches"};
   return kind < sizeof(kNames) / sizeof(kNames[0]) ? kNames[kind] : "unknown";
 }
 
@@ -49,7 +48,8 @@ Result<std::vector<CoreRelo>> parse_core_relos(std::span<const uint8_t> ext, con
   if (off > body || len > body - off)
     return make_error(EINVAL, ".BTF.ext: CO-RE relocations [%u, +%u) past the end (%zu bytes)", off,
                       len, body);
-  if (len < 4) return make_error(EINVAL, ".BTF.ext: CO-RE relocations: %u bytes, no record size", len);
+  if (len < 4)
+    return make_error(EINVAL, ".BTF.ext: CO-RE relocations: %u bytes, no record size", len);
   const uint8_t* q = p + hdr_len + off;
   uint32_t rec_size = load_u32(q);
   if (rec_size < kMinCoreRecSize || rec_size % 4 != 0)
@@ -66,9 +66,10 @@ Result<std::vector<CoreRelo>> parse_core_relos(std::span<const uint8_t> ext, con
       return make_error(EINVAL, ".BTF.ext: CO-RE section name offset %u is not a BTF string",
                         sec_name_off);
     if (num == 0 || num > (len - pos) / rec_size)
-      return make_error(EINVAL, ".BTF.ext: CO-RE section '%.*s': %u records of %u bytes do not fit "
-                        "in the remaining %zu bytes", static_cast<int>(sec.size()), sec.data(), num,
-                        rec_size, len - pos);
+      return make_error(EINVAL,
+                        ".BTF.ext: CO-RE section '%.*s': %u records of %u bytes do not fit "
+                        "in the remaining %zu bytes",
+                        static_cast<int>(sec.size()), sec.data(), num, rec_size, len - pos);
     for (uint32_t i = 0; i < num; i++, pos += rec_size) {
       CoreRelo r;
       r.section = std::string(sec);

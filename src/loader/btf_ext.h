@@ -14,11 +14,11 @@
 namespace userbpf::loader {
 
 struct CoreRelo {
-  std::string section;  // ELF section of the instruction
+  std::string section;    // ELF section of the instruction
   uint32_t insn_off = 0;  // byte offset in that section
   uint32_t type_id = 0;
-  std::string access;     // access string, e.g. "0:1"
-  uint32_t kind = 0;      // enum bpf_core_relo_kind
+  std::string access;  // access string, e.g. "0:1"
+  uint32_t kind = 0;   // enum bpf_core_relo_kind
 };
 
 const char* core_relo_kind_name(uint32_t kind);

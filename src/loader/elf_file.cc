@@ -51,48 +51,54 @@ Status check_raw_headers(const uint8_t* p, size_t size) {
     return make_error(EINVAL, "ELF: e_type %u is not ET_REL (expected a relocatable object)",
                       eh.e_type);
   if (eh.e_machine != EM_BPF)
-    return make_error(EINVAL, "ELF: e_machine %u is not EM_BPF (%u): not a BPF object", eh.e_machine,
-                      EM_BPF);
+    return make_error(EINVAL, "ELF: e_machine %u is not EM_BPF (%u): not a BPF object",
+                      eh.e_machine, EM_BPF);
   if (eh.e_ehsize != sizeof(Elf64_Ehdr))
     return make_error(EINVAL, "ELF: e_ehsize %u, expected %zu", eh.e_ehsize, sizeof(Elf64_Ehdr));
   if (eh.e_phnum != 0 || eh.e_phoff != 0)
-    return make_error(EINVAL, "ELF: relocatable object has program headers (e_phoff 0x%" PRIx64
-                      ", e_phnum %u)", eh.e_phoff, eh.e_phnum);
-  if (eh.e_shoff == 0)
-    return make_error(EINVAL, "ELF: no section header table (e_shoff 0)");
+    return make_error(
+        EINVAL, "ELF: relocatable object has program headers (e_phoff 0x%" PRIx64 ", e_phnum %u)",
+        eh.e_phoff, eh.e_phnum);
+  if (eh.e_shoff == 0) return make_error(EINVAL, "ELF: no section header table (e_shoff 0)");
   if (eh.e_shentsize != sizeof(Elf64_Shdr))
     return make_error(EINVAL, "ELF: e_shentsize %u, expected %zu", eh.e_shentsize,
                       sizeof(Elf64_Shdr));
   if (eh.e_shoff % 8 != 0)
     return make_error(EINVAL, "ELF: e_shoff 0x%" PRIx64 " is not 8-byte aligned", eh.e_shoff);
   if (!range_ok(eh.e_shoff, sizeof(Elf64_Shdr), size))
-    return make_error(EINVAL, "ELF: section header table at 0x%" PRIx64 " is past the end (size %zu)",
+    return make_error(EINVAL,
+                      "ELF: section header table at 0x%" PRIx64 " is past the end (size %zu)",
                       eh.e_shoff, size);
   Elf64_Shdr sh0;
   std::memcpy(&sh0, p + eh.e_shoff, sizeof(sh0));
   uint64_t shnum = eh.e_shnum != 0 ? eh.e_shnum : sh0.sh_size;  // extended numbering
   if (shnum == 0) return make_error(EINVAL, "ELF: no sections");
   if (shnum > (size - eh.e_shoff) / sizeof(Elf64_Shdr))
-    return make_error(EINVAL, "ELF: section header table (0x%" PRIx64 " + %" PRIu64
+    return make_error(EINVAL,
+                      "ELF: section header table (0x%" PRIx64 " + %" PRIu64
                       " entries) runs past the end of the file (size %zu)",
                       eh.e_shoff, shnum, size);
   uint64_t shstrndx = eh.e_shstrndx == SHN_XINDEX ? sh0.sh_link : eh.e_shstrndx;
   if (shstrndx == SHN_UNDEF || shstrndx >= shnum)
-    return make_error(EINVAL, "ELF: section name table index %" PRIu64 " out of range (%" PRIu64
-                      " sections)", shstrndx, shnum);
+    return make_error(
+        EINVAL, "ELF: section name table index %" PRIu64 " out of range (%" PRIu64 " sections)",
+        shstrndx, shnum);
   for (uint64_t i = 0; i < shnum; i++) {
     Elf64_Shdr sh;
     std::memcpy(&sh, p + eh.e_shoff + i * sizeof(Elf64_Shdr), sizeof(sh));
     if (sh.sh_type == SHT_NULL || sh.sh_type == SHT_NOBITS) continue;
     if (!range_ok(sh.sh_offset, sh.sh_size, size))
-      return make_error(EINVAL, "ELF: section #%" PRIu64 " data [0x%" PRIx64 ", +0x%" PRIx64
+      return make_error(EINVAL,
+                        "ELF: section #%" PRIu64 " data [0x%" PRIx64 ", +0x%" PRIx64
                         ") runs past the end of the file (size %zu)",
                         i, sh.sh_offset, sh.sh_size, size);
   }
   return Status::Ok();
 }
 
-Elf* as_elf(void* p) { return static_cast<Elf*>(p); }
+Elf* as_elf(void* p) {
+  return static_cast<Elf*>(p);
+}
 
 }  // namespace
 
@@ -114,7 +120,9 @@ const char* reloc_type_name(uint32_t type) {
   return "unknown";
 }
 
-void ElfFile::ElfDeleter::operator()(void* elf) const { elf_end(as_elf(elf)); }
+void ElfFile::ElfDeleter::operator()(void* elf) const {
+  elf_end(as_elf(elf));
+}
 
 ElfFile::~ElfFile() = default;
 
@@ -163,7 +171,8 @@ Status ElfFile::load_sections() {
     if (i == 0) continue;  // the null section has no name
     const char* name = elf_strptr(elf, shstrndx, sh.sh_name);
     if (name == nullptr)
-      return make_error(EINVAL, "ELF: section #%zu: name offset 0x%x is not a string of the "
+      return make_error(EINVAL,
+                        "ELF: section #%zu: name offset 0x%x is not a string of the "
                         "section name table (section #%zu): %s",
                         i, sh.sh_name, shstrndx, elf_err());
     s.name = name;
@@ -175,7 +184,8 @@ Status ElfFile::load_sections() {
     if (s.type != SHT_PROGBITS || s.size == 0 || (s.flags & SHF_COMPRESSED)) continue;
     Elf_Data* d = elf_getdata(elf_getscn(elf, s.index), nullptr);
     if (d == nullptr || d->d_size != s.size || d->d_buf == nullptr)
-      return make_error(EINVAL, "ELF: cannot read data of section '%s' (#%u, offset 0x%" PRIx64
+      return make_error(EINVAL,
+                        "ELF: cannot read data of section '%s' (#%u, offset 0x%" PRIx64
                         ", size 0x%" PRIx64 "): %s",
                         s.name.c_str(), s.index, s.offset, s.size, elf_err());
     s.data = std::span<const uint8_t>(static_cast<const uint8_t*>(d->d_buf), d->d_size);
@@ -187,8 +197,10 @@ Status ElfFile::load_symbols() {
   Elf* elf = as_elf(elf_.get());
   for (const ElfSection& s : sections_) {
     if (s.type == SHT_SYMTAB_SHNDX)
-      return make_error(EINVAL, "ELF: section '%s': extended symbol section indexes "
-                        "(SHT_SYMTAB_SHNDX) are not supported", s.name.c_str());
+      return make_error(EINVAL,
+                        "ELF: section '%s': extended symbol section indexes "
+                        "(SHT_SYMTAB_SHNDX) are not supported",
+                        s.name.c_str());
     if (s.type != SHT_SYMTAB) continue;
     if (symtab_index_ != 0)
       return make_error(EINVAL, "ELF: more than one symbol table (sections #%u and #%u)",
@@ -199,12 +211,15 @@ Status ElfFile::load_symbols() {
 
   const ElfSection& st = sections_[symtab_index_];
   if (st.entsize != sizeof(Elf64_Sym) || st.size % sizeof(Elf64_Sym) != 0)
-    return make_error(EINVAL, "ELF: symbol table '%s': entry size %" PRIu64 " / size %" PRIu64
+    return make_error(EINVAL,
+                      "ELF: symbol table '%s': entry size %" PRIu64 " / size %" PRIu64
                       " do not match Elf64_Sym (%zu bytes)",
                       st.name.c_str(), st.entsize, st.size, sizeof(Elf64_Sym));
   if (st.link == 0 || st.link >= sections_.size() || sections_[st.link].type != SHT_STRTAB)
-    return make_error(EINVAL, "ELF: symbol table '%s': string table index %u is not a "
-                      "SHT_STRTAB section", st.name.c_str(), st.link);
+    return make_error(EINVAL,
+                      "ELF: symbol table '%s': string table index %u is not a "
+                      "SHT_STRTAB section",
+                      st.name.c_str(), st.link);
   if (st.size == 0) return Status::Ok();
   Elf_Data* d = elf_getdata(elf_getscn(elf, st.index), nullptr);
   if (d == nullptr || d->d_size != st.size)
@@ -233,8 +248,10 @@ Status ElfFile::load_symbols() {
                         name);
     if (sym.st_shndx != SHN_UNDEF && sym.st_shndx < SHN_LORESERVE &&
         sym.st_shndx >= sections_.size())
-      return make_error(EINVAL, "ELF: symbol #%zu '%s': section index %u out of range (%zu "
-                        "sections)", i, name, sym.st_shndx, sections_.size());
+      return make_error(EINVAL,
+                        "ELF: symbol #%zu '%s': section index %u out of range (%zu "
+                        "sections)",
+                        i, name, sym.st_shndx, sections_.size());
   }
   return Status::Ok();
 }
@@ -249,12 +266,15 @@ Result<std::vector<ElfRel>> ElfFile::relocations(const ElfSection& rel) const {
   if (rel.type != SHT_REL)
     return make_error(EINVAL, "ELF: section '%s' is not a SHT_REL section", rel.name.c_str());
   if (rel.entsize != sizeof(Elf64_Rel) || rel.size % sizeof(Elf64_Rel) != 0)
-    return make_error(EINVAL, "ELF: relocation section '%s': entry size %" PRIu64 " / size %" PRIu64
+    return make_error(EINVAL,
+                      "ELF: relocation section '%s': entry size %" PRIu64 " / size %" PRIu64
                       " do not match Elf64_Rel (%zu bytes)",
                       rel.name.c_str(), rel.entsize, rel.size, sizeof(Elf64_Rel));
   if (symtab_index_ == 0 || rel.link != symtab_index_)
-    return make_error(EINVAL, "ELF: relocation section '%s': symbol table link %u is not the "
-                      "symbol table (#%u)", rel.name.c_str(), rel.link, symtab_index_);
+    return make_error(EINVAL,
+                      "ELF: relocation section '%s': symbol table link %u is not the "
+                      "symbol table (#%u)",
+                      rel.name.c_str(), rel.link, symtab_index_);
   std::vector<ElfRel> out;
   if (rel.size == 0) return out;
   Elf* elf = as_elf(elf_.get());
@@ -273,7 +293,8 @@ Result<std::vector<ElfRel>> ElfFile::relocations(const ElfSection& rel) const {
     out[i].sym = static_cast<uint32_t>(GELF_R_SYM(r.r_info));
     out[i].type = static_cast<uint32_t>(GELF_R_TYPE(r.r_info));
     if (out[i].sym >= symbols_.size())
-      return make_error(EINVAL, "ELF: relocation #%zu in '%s' (offset 0x%" PRIx64
+      return make_error(EINVAL,
+                        "ELF: relocation #%zu in '%s' (offset 0x%" PRIx64
                         "): symbol index %u out of range (%zu symbols)",
                         i, rel.name.c_str(), r.r_offset, out[i].sym, symbols_.size());
   }

@@ -32,10 +32,10 @@ namespace userbpf::loader {
 struct ElfSection {
   uint32_t index = 0;
   std::string name;
-  uint32_t type = 0;     // SHT_*
-  uint64_t flags = 0;    // SHF_*
-  uint64_t offset = 0;   // file offset, for diagnostics
-  uint64_t size = 0;     // sh_size (NOBITS: bytes it occupies once loaded)
+  uint32_t type = 0;    // SHT_*
+  uint64_t flags = 0;   // SHF_*
+  uint64_t offset = 0;  // file offset, for diagnostics
+  uint64_t size = 0;    // sh_size (NOBITS: bytes it occupies once loaded)
   uint32_t link = 0;
   uint32_t info = 0;
   uint64_t addralign = 0;

@@ -15,7 +15,9 @@ constexpr uint32_t kMapTypeArray = 2;
 // array_map_alloc_check() refuses larger values with E2BIG (x86-64: 4 MiB).
 constexpr uint64_t kMaxGlobalDataSize = uint64_t{4} << 20;
 
-std::string sv(std::string_view s) { return std::string(s); }
+std::string sv(std::string_view s) {
+  return std::string(s);
+}
 
 // An integer attribute: __uint(name, val) is `int (*name)[val]`, a pointer to
 // an array of val elements; __ulong(name, val) is an enum with one value.
@@ -27,11 +29,13 @@ Result<uint64_t> map_field_int(const Btf& btf, const std::string& map, const std
   if (t && (t->kind == BtfKind::kEnum || t->kind == BtfKind::kEnum64) && t->vlen == 1)
     return static_cast<uint64_t>(btf.enum_values(*t)[0].value);
   if (t == nullptr || t->kind != BtfKind::kPtr)
-    return make_error(EINVAL, ".maps: map '%s': attribute '%s': expected PTR (from __uint()), got %s",
+    return make_error(EINVAL,
+                      ".maps: map '%s': attribute '%s': expected PTR (from __uint()), got %s",
                       map.c_str(), field.c_str(), t ? btf_kind_name(t->kind) : "void");
   const BtfType* arr = btf.type_by_id(t->size_or_type);
   if (arr == nullptr || arr->kind != BtfKind::kArray)
-    return make_error(EINVAL, ".maps: map '%s': attribute '%s': expected PTR to ARRAY, got PTR to %s",
+    return make_error(EINVAL,
+                      ".maps: map '%s': attribute '%s': expected PTR to ARRAY, got PTR to %s",
                       map.c_str(), field.c_str(), arr ? btf_kind_name(arr->kind) : "void");
   return uint64_t{btf.array(*arr).nelems};
 }
@@ -82,17 +86,19 @@ Result<MapSpec> parse_btf_map(const Btf& btf, const BtfVarSecinfo& vi, uint64_t 
                               uint32_t idx) {
   const BtfType* var = btf.type_by_id(vi.type);
   if (var == nullptr || var->kind != BtfKind::kVar)
-    return make_error(EINVAL, ".maps: DATASEC entry #%u: type [%u] is %s, expected VAR", idx, vi.type,
-                      var ? btf_kind_name(var->kind) : "void");
+    return make_error(EINVAL, ".maps: DATASEC entry #%u: type [%u] is %s, expected VAR", idx,
+                      vi.type, var ? btf_kind_name(var->kind) : "void");
   std::string name = sv(btf.str(var->name_off));
   if (name.empty()) return make_error(EINVAL, ".maps: DATASEC entry #%u: map without a name", idx);
   uint32_t linkage = btf.var_linkage(*var);
   if (linkage != kBtfVarStatic && linkage != kBtfVarGlobalAllocated)
-    return make_error(ENOTSUP, ".maps: map '%s': unsupported linkage %u (extern map?)", name.c_str(),
-                      linkage);
+    return make_error(ENOTSUP, ".maps: map '%s': unsupported linkage %u (extern map?)",
+                      name.c_str(), linkage);
   if (uint64_t{vi.offset} + vi.size > maps_size)
-    return make_error(EINVAL, ".maps: map '%s': definition [%u, +%u) outside the .maps section "
-                      "(size %" PRIu64 ")", name.c_str(), vi.offset, vi.size, maps_size);
+    return make_error(EINVAL,
+                      ".maps: map '%s': definition [%u, +%u) outside the .maps section "
+                      "(size %" PRIu64 ")",
+                      name.c_str(), vi.offset, vi.size, maps_size);
   auto def_id = btf.skip_mods_and_typedefs(var->size_or_type);
   if (!def_id.ok()) return def_id.take_error();
   const BtfType* def = btf.type_by_id(*def_id);
@@ -142,10 +148,13 @@ Result<MapSpec> parse_btf_map(const Btf& btf, const BtfVarSecinfo& vi, uint64_t 
     } else if (field == "value") {
       USERBPF_TRY(map_field_type(btf, name, "value", m.type, a.value_size, spec.btf_value_type_id));
     } else if (field == "values") {
-      return make_error(ENOTSUP, ".maps: map '%s': 'values' (map-in-map or prog array "
-                        "initialization) is not supported", name.c_str());
+      return make_error(ENOTSUP,
+                        ".maps: map '%s': 'values' (map-in-map or prog array "
+                        "initialization) is not supported",
+                        name.c_str());
     } else {
-      return make_error(ENOTSUP, ".maps: map '%s': unknown field '%s'", name.c_str(), field.c_str());
+      return make_error(ENOTSUP, ".maps: map '%s': unknown field '%s'", name.c_str(),
+                        field.c_str());
     }
   }
   return spec;
@@ -169,20 +178,28 @@ Status fixup_var_offset(const OpenContext& ctx, const std::vector<const ElfSymbo
     vi.offset = static_cast<uint32_t>(sym->value);
     return Status::Ok();
   }
-  return make_error(EINVAL, ".maps: map '%.*s': no global ELF symbol in section '.maps' for its "
-                    "BTF variable", static_cast<int>(name.size()), name.data());
+  return make_error(EINVAL,
+                    ".maps: map '%.*s': no global ELF symbol in section '.maps' for its "
+                    "BTF variable",
+                    static_cast<int>(name.size()), name.data());
 }
 
 Status collect_btf_maps(OpenContext& ctx, const ElfSection& sec) {
   ctx.maps_shndx = sec.index;
   if (sec.size == 0) return Status::Ok();
   if (ctx.btf == nullptr)
-    return make_error(EINVAL, "section '.maps' (%" PRIu64 " bytes) describes maps with BTF, but the "
-                      "object has no .BTF section (compile with clang -g)", sec.size);
+    return make_error(EINVAL,
+                      "section '.maps' (%" PRIu64
+                      " bytes) describes maps with BTF, but the "
+                      "object has no .BTF section (compile with clang -g)",
+                      sec.size);
   uint32_t ds_id = ctx.btf->find_by_name_kind(".maps", BtfKind::kDatasec);
   if (ds_id == 0)
-    return make_error(EINVAL, "section '.maps' (%" PRIu64 " bytes): the .BTF section has no "
-                      "DATASEC '.maps' describing its maps", sec.size);
+    return make_error(EINVAL,
+                      "section '.maps' (%" PRIu64
+                      " bytes): the .BTF section has no "
+                      "DATASEC '.maps' describing its maps",
+                      sec.size);
   std::vector<const ElfSymbol*> syms;  // global objects in .maps
   for (const ElfSymbol& sym : ctx.elf.symbols())
     if (sym.shndx == sec.index && sym.type == STT_OBJECT &&
@@ -217,19 +234,30 @@ Status collect_maps(OpenContext& ctx) {
   for (const ElfSection& s : ctx.elf.sections()) {
     if (s.index == 0) continue;
     if (s.name == "maps" && s.type == SHT_PROGBITS && s.size != 0)
-      return make_error(ENOTSUP, "legacy section 'maps' (struct bpf_map_def) is not supported; "
+      return make_error(ENOTSUP,
+                        "legacy section 'maps' (struct bpf_map_def) is not supported; "
                         "declare maps with BTF in SEC(\".maps\")");
+    if ((s.name == ".struct_ops" || s.name == ".struct_ops.link") && s.size != 0)
+      return make_error(ENOTSUP,
+                        "section '%s' (%" PRIu64
+                        " bytes of struct_ops maps) is not "
+                        "supported: struct_ops maps register kernel callbacks",
+                        s.name.c_str(), s.size);
     if (s.name == ".addr_space.1")
-      return make_error(ENOTSUP, "section '.addr_space.1' (%" PRIu64 " bytes of __arena global "
+      return make_error(ENOTSUP,
+                        "section '.addr_space.1' (%" PRIu64
+                        " bytes of __arena global "
                         "variables) is not supported yet: arena maps are not implemented",
                         s.size);
-    bool data = s.type == SHT_PROGBITS && (is_named(s.name, ".data") || is_named(s.name, ".rodata"));
+    bool data =
+        s.type == SHT_PROGBITS && (is_named(s.name, ".data") || is_named(s.name, ".rodata"));
     bool bss = s.type == SHT_NOBITS && is_named(s.name, ".bss");
     if ((!data && !bss) || (s.flags & SHF_EXECINSTR) || s.size == 0) continue;
     if (s.flags & SHF_COMPRESSED)
       return make_error(EINVAL, "data section '%s' is compressed", s.name.c_str());
     if (s.size > kMaxGlobalDataSize)
-      return make_error(E2BIG, "data section '%s' (%" PRIu64 " bytes) exceeds the %" PRIu64
+      return make_error(E2BIG,
+                        "data section '%s' (%" PRIu64 " bytes) exceeds the %" PRIu64
                         "-byte limit of an array map value (the kernel's KMALLOC_MAX_SIZE)",
                         s.name.c_str(), s.size, kMaxGlobalDataSize);
     MapSpec m;

@@ -84,10 +84,11 @@ Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec);
 
 // libbpf section name -> program type and sleepability (one table).
 struct SectionDef {
-  const char* prefix;       // "xdp", "tp/", "kprobe/", "fentry.s/" ...
+  const char* prefix;       // "xdp", "tp", "kprobe", "fentry.s" ... (no trailing '/')
   vm::ProgType type;
   bool sleepable;
-  bool exact;               // the whole name must match (no "/..." suffix)
+  bool exact;               // the whole name must match (no "/..." suffix); else the
+                            // name is prefix or prefix + "/..." (libbpf's "kprobe+")
 };
 const SectionDef* find_section_def(const std::string& section);
 

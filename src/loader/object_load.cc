@@ -32,10 +32,12 @@ Status init_global_data(const MapSpec& ms, maps::Map* map) {
       std::memcpy(value, ms.init.data(), ms.init.size());
     } else {
       uint32_t key = 0;
-      long err = map->ops->update_elem ? map->ops->update_elem(map, &key, ms.init.data(), maps::kBpfAny)
-                                       : -EOPNOTSUPP;
+      long err = map->ops->update_elem
+                     ? map->ops->update_elem(map, &key, ms.init.data(), maps::kBpfAny)
+                     : -EOPNOTSUPP;
       if (err < 0)
-        return make_error(static_cast<int>(-err), "map '%s': cannot write its initial value (errno %ld)",
+        return make_error(static_cast<int>(-err),
+                          "map '%s': cannot write its initial value (errno %ld)",
                           ms.attr.name.c_str(), -err);
     }
   }
@@ -93,7 +95,8 @@ Status Linker::apply(vm::Program& prog, std::vector<int64_t>& placed, uint32_t f
                           f.name.c_str(), r.insn_idx, r.map_idx, maps_.size());
       bool value = r.kind == RelocSpec::Kind::kMapValue;
       if (value && r.offset >= maps_[r.map_idx]->attr.value_size)
-        return make_error(EINVAL, "function '%s' insn %u: offset %u outside map '%s' value (%u bytes)",
+        return make_error(EINVAL,
+                          "function '%s' insn %u: offset %u outside map '%s' value (%u bytes)",
                           f.name.c_str(), r.insn_idx, r.offset, maps_[r.map_idx]->attr.name.c_str(),
                           maps_[r.map_idx]->attr.value_size);
       insn.src = value ? isa::kPseudoMapIdxValue : isa::kPseudoMapIdx;
@@ -113,9 +116,9 @@ Status Linker::apply(vm::Program& prog, std::vector<int64_t>& placed, uint32_t f
     case RelocSpec::Kind::kFunc: {
       auto it = funcs_.find({r.target_section, r.target_insn});
       if (it == funcs_.end())
-        return make_error(EINVAL, "function '%s' insn %u: no function '%s' at insn %u of section '%s'",
-                          f.name.c_str(), r.insn_idx, r.symbol.c_str(), r.target_insn,
-                          r.target_section.c_str());
+        return make_error(
+            EINVAL, "function '%s' insn %u: no function '%s' at insn %u of section '%s'",
+            f.name.c_str(), r.insn_idx, r.symbol.c_str(), r.target_insn, r.target_section.c_str());
       uint32_t g = it->second;
       if (placed[g] < 0) {
         placed[g] = static_cast<int64_t>(prog.insns.size());
@@ -160,7 +163,8 @@ Result<std::unique_ptr<vm::Program>> Linker::link(uint32_t entry) {
       continue;
     }
     stack.back().second++;
-    USERBPF_TRY(apply(*prog, placed, func, static_cast<uint32_t>(placed[func]), f.relocs[next], stack));
+    USERBPF_TRY(
+        apply(*prog, placed, func, static_cast<uint32_t>(placed[func]), f.relocs[next], stack));
   }
 
   for (size_t pc = 0; pc < prog->insns.size(); pc++) {

@@ -15,9 +15,8 @@ namespace userbpf::loader {
 namespace {
 
 std::string object_name(const std::string& path) {
-  std::string name = path.substr(path.find_last_of('/') == std::string::npos
-                                     ? 0
-                                     : path.find_last_of('/') + 1);
+  std::string name =
+      path.substr(path.find_last_of('/') == std::string::npos ? 0 : path.find_last_of('/') + 1);
   for (const char* suffix : {".bpf.o", ".o"}) {
     size_t n = std::strlen(suffix);
     if (name.size() > n && name.compare(name.size() - n, n, suffix) == 0) {
@@ -72,9 +71,11 @@ Status check_core_relos(const OpenContext& ctx) {
   if (const ElfSection* s = ctx.elf.find_section(r.section))
     if (const ProgSpec* p = find_func(ctx, s->index, r.insn_off / sizeof(isa::Insn), nullptr))
       prog = p->name;
-  return make_error(ENOTSUP, "program '%s' (section '%s'): CO-RE relocations are not supported "
+  return make_error(ENOTSUP,
+                    "program '%s' (section '%s'): CO-RE relocations are not supported "
                     "(%zu in the object; first at byte offset %u: %s of type [%u] '%.*s', access "
-                    "'%s')", prog.c_str(), r.section.c_str(), relos->size(), r.insn_off,
+                    "'%s')",
+                    prog.c_str(), r.section.c_str(), relos->size(), r.insn_off,
                     core_relo_kind_name(r.kind), r.type_id,
                     static_cast<int>(ctx.btf->type_name(r.type_id).size()),
                     ctx.btf->type_name(r.type_id).data(), r.access.c_str());
@@ -88,7 +89,8 @@ Result<ObjectSpec> open_object(const void* data, size_t size, const std::string&
   const ElfFile& file = **elf;
 
   if (file.symtab_index() == 0)
-    return make_error(EINVAL, "ELF: no symbol table (SHT_SYMTAB); programs and maps are found "
+    return make_error(EINVAL,
+                      "ELF: no symbol table (SHT_SYMTAB); programs and maps are found "
                       "through their symbols");
   ObjectSpec spec;
   spec.name = object_name(name);

@@ -21,9 +21,9 @@ struct OpenContext {
   ObjectSpec& spec;
 
   // Filled by collect_maps().
-  uint32_t maps_shndx = 0;                          // the .maps section, 0 if none
-  std::map<uint64_t, uint32_t> btf_map_by_offset;   // offset in .maps -> map index
-  std::map<uint32_t, uint32_t> data_map_by_shndx;   // data section -> map index
+  uint32_t maps_shndx = 0;                         // the .maps section, 0 if none
+  std::map<uint64_t, uint32_t> btf_map_by_offset;  // offset in .maps -> map index
+  std::map<uint32_t, uint32_t> data_map_by_shndx;  // data section -> map index
 
   // Filled by collect_programs(): per executable section, its functions
   // (indexes into spec.progs) sorted by section_insn_off.
@@ -40,6 +40,7 @@ Status collect_relocations(OpenContext& ctx);
 
 // The function of section shndx containing instruction insn (section
 // relative), or nullptr.
-const ProgSpec* find_func(const OpenContext& ctx, uint32_t shndx, uint64_t insn, uint32_t* prog_idx);
+const ProgSpec* find_func(const OpenContext& ctx, uint32_t shndx, uint64_t insn,
+                          uint32_t* prog_idx);
 
 }  // namespace userbpf::loader

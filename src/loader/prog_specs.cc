@@ -26,9 +26,10 @@ Status check_jumps(const ProgSpec& p) {
     const isa::Insn& insn = p.insns[i];
     if (insn.code == isa::kLdImm64) {
       if (i + 1 >= n)
-        return make_error(EINVAL, "program '%s' (section '%s'): ld_imm64 at insn %" PRId64
-                          " is cut off by the end of the function", p.name.c_str(),
-                          p.section.c_str(), i);
+        return make_error(EINVAL,
+                          "program '%s' (section '%s'): ld_imm64 at insn %" PRId64
+                          " is cut off by the end of the function",
+                          p.name.c_str(), p.section.c_str(), i);
       i++;
       continue;
     }
@@ -40,7 +41,8 @@ Status check_jumps(const ProgSpec& p) {
     int64_t off = (cls == isa::kClassJmp32 && op == isa::kJmpJa) ? insn.imm : insn.off;
     int64_t target = i + off + 1;
     if (target < 0 || target >= n)
-      return make_error(EINVAL, "program '%s' (section '%s'): jump at insn %" PRId64
+      return make_error(EINVAL,
+                        "program '%s' (section '%s'): jump at insn %" PRId64
                         " targets insn %" PRId64 ", outside the function (%" PRId64 " insns)",
                         p.name.c_str(), p.section.c_str(), i, target, n);
   }
@@ -55,15 +57,18 @@ Status collect_section(OpenContext& ctx, const ElfSection& s) {
   if (s.flags & SHF_COMPRESSED)
     return make_error(EINVAL, "executable section '%s' is compressed", s.name.c_str());
   if (s.size % kInsnSize != 0)
-    return make_error(EINVAL, "executable section '%s': size %" PRIu64 " is not a multiple of %" PRIu64,
+    return make_error(EINVAL,
+                      "executable section '%s': size %" PRIu64 " is not a multiple of %" PRIu64,
                       s.name.c_str(), s.size, kInsnSize);
   bool text = s.name == ".text";
   const SectionDef* def = nullptr;
   if (!text) {
     def = find_section_def(s.name);
     if (def == nullptr)
-      return make_error(EINVAL, "section '%s': unknown program section name (not one of libbpf's "
-                        "SEC() names)", s.name.c_str());
+      return make_error(EINVAL,
+                        "section '%s': unknown program section name (not one of libbpf's "
+                        "SEC() names)",
+                        s.name.c_str());
   }
 
   std::vector<const ElfSymbol*> funcs;
@@ -82,15 +87,18 @@ Status collect_section(OpenContext& ctx, const ElfSection& s) {
       return make_error(EINVAL, "section '%s': function symbol #%u has no name", s.name.c_str(),
                         sym->index);
     if (sym->value % kInsnSize != 0 || sym->size % kInsnSize != 0 || sym->size == 0)
-      return make_error(EINVAL, "section '%s': function '%s' at offset 0x%" PRIx64 " size 0x%" PRIx64
+      return make_error(EINVAL,
+                        "section '%s': function '%s' at offset 0x%" PRIx64 " size 0x%" PRIx64
                         " is not a non-empty whole number of instructions",
                         s.name.c_str(), sym->name.c_str(), sym->value, sym->size);
     if (sym->value > s.size || sym->size > s.size - sym->value)
-      return make_error(EINVAL, "section '%s': function '%s' [0x%" PRIx64 ", +0x%" PRIx64
+      return make_error(EINVAL,
+                        "section '%s': function '%s' [0x%" PRIx64 ", +0x%" PRIx64
                         ") crosses the section end (0x%" PRIx64 ")",
                         s.name.c_str(), sym->name.c_str(), sym->value, sym->size, s.size);
     if (sym->value < prev_end)
-      return make_error(EINVAL, "section '%s': function '%s' at offset 0x%" PRIx64
+      return make_error(EINVAL,
+                        "section '%s': function '%s' at offset 0x%" PRIx64
                         " overlaps the previous function (ends at 0x%" PRIx64 ")",
                         s.name.c_str(), sym->name.c_str(), sym->value, prev_end);
     prev_end = sym->value + sym->size;
@@ -121,7 +129,8 @@ Status collect_programs(OpenContext& ctx) {
   return Status::Ok();
 }
 
-const ProgSpec* find_func(const OpenContext& ctx, uint32_t shndx, uint64_t insn, uint32_t* prog_idx) {
+const ProgSpec* find_func(const OpenContext& ctx, uint32_t shndx, uint64_t insn,
+                          uint32_t* prog_idx) {
   auto it = ctx.funcs_by_shndx.find(shndx);
   if (it == ctx.funcs_by_shndx.end()) return nullptr;
   const std::vector<uint32_t>& funcs = it->second;

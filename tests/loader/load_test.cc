@@ -24,7 +24,8 @@ void expect_copy(const vm::Program& prog, const ProgSpec& f, size_t at) {
   std::vector<bool> relocated(f.insns.size(), false);
   for (const RelocSpec& r : f.relocs) {
     relocated[r.insn_idx] = true;
-    if (r.kind != RelocSpec::Kind::kCall && r.kind != RelocSpec::Kind::kKfunc) relocated[r.insn_idx + 1] = true;
+    if (r.kind != RelocSpec::Kind::kCall && r.kind != RelocSpec::Kind::kKfunc)
+      relocated[r.insn_idx + 1] = true;
   }
   for (size_t i = 0; i < f.insns.size(); i++) {
     if (relocated[i]) continue;
@@ -34,7 +35,9 @@ void expect_copy(const vm::Program& prog, const ProgSpec& f, size_t at) {
 }
 
 // The pc a call or callback load at `pc` targets.
-int64_t target(const vm::Program& prog, size_t pc) { return static_cast<int64_t>(pc) + prog.insns[pc].imm + 1; }
+int64_t target(const vm::Program& prog, size_t pc) {
+  return static_cast<int64_t>(pc) + prog.insns[pc].imm + 1;
+}
 
 const vm::Program* find_loaded(const LoadedObject& obj, const std::string& name) {
   for (const auto& p : obj.programs)
@@ -72,9 +75,9 @@ TEST(LoadObject, DepthFirstLinkOrder) {
   EXPECT_EQ(target(e, 1), static_cast<int64_t>(a_at));
   EXPECT_EQ(target(e, 4), static_cast<int64_t>(b_at));
   EXPECT_EQ(target(e, a_at), static_cast<int64_t>(c_at));  // a's pc-relative call, re-based
-  EXPECT_EQ(e.func_entries, (std::vector<uint32_t>{0, static_cast<uint32_t>(a_at),
-                                                   static_cast<uint32_t>(c_at),
-                                                   static_cast<uint32_t>(b_at)}));
+  EXPECT_EQ(e.func_entries,
+            (std::vector<uint32_t>{0, static_cast<uint32_t>(a_at), static_cast<uint32_t>(c_at),
+                                   static_cast<uint32_t>(b_at)}));
 
   // entry2 takes cb's address (bpf_loop), then calls b: entry2, cb, b.
   const vm::Program& e2 = *(*obj)->programs[1];
@@ -109,7 +112,8 @@ TEST(LoadObject, MainObject) {
   ASSERT_TRUE(spec.ok()) << spec.error().message;
   ProgSpec& tc = const_cast<ProgSpec&>(*find_prog(*spec, "tc_prog"));
   if (helpers::find_kfunc("bpf_rcu_read_lock") == nullptr) {
-    expect_error(load_object(*spec), ENOENT, {"program 'tc_prog'", "unknown kfunc 'bpf_rcu_read_lock'"});
+    expect_error(load_object(*spec), ENOENT,
+                 {"program 'tc_prog'", "unknown kfunc 'bpf_rcu_read_lock'"});
     // bpf_get_prandom_u32 (7) takes no arguments, like the kfuncs.
     std::vector<RelocSpec> kept;
     for (const RelocSpec& r : tc.relocs) {
@@ -126,7 +130,8 @@ TEST(LoadObject, MainObject) {
 
   // Global data created with its initial bytes; .rodata frozen.
   ASSERT_EQ(obj.maps.size(), 7u);
-  for (size_t i = 0; i < obj.maps.size(); i++) EXPECT_EQ(obj.maps[i]->attr.name, spec->maps[i].attr.name);
+  for (size_t i = 0; i < obj.maps.size(); i++)
+    EXPECT_EQ(obj.maps[i]->attr.name, spec->maps[i].attr.name);
   auto value = [&](const char* name) {
     maps::Map* m = obj.maps[find_map(*spec, name)].get();
     return static_cast<const uint8_t*>(m->ops->direct_value_addr(m));
@@ -243,7 +248,8 @@ TEST(LoadObject, UnknownHelperIdFromPatchedBytes) {
   expect_error(load_object(*spec), EINVAL, {"program 'entry2'", "unknown helper id 250", "insn 5"});
   call.imm = -1;
   elf.put(off, call);
-  expect_error(load_object(*open_bytes(bytes)), EINVAL, {"program 'entry2'", "unknown helper id -1"});
+  expect_error(load_object(*open_bytes(bytes)), EINVAL,
+               {"program 'entry2'", "unknown helper id -1"});
 }
 
 TEST(LoadObject, InconsistentSpecIsAnError) {

@@ -24,11 +24,14 @@ inline std::vector<uint8_t> read_prog(const std::string& name) {
   return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
 }
 
-inline Result<ObjectSpec> open_bytes(const std::vector<uint8_t>& b, const std::string& name = "t.bpf.o") {
+inline Result<ObjectSpec> open_bytes(const std::vector<uint8_t>& b,
+                                     const std::string& name = "t.bpf.o") {
   return open_object(b.data(), b.size(), name);
 }
 
-inline Result<ObjectSpec> open_prog(const std::string& name) { return open_bytes(read_prog(name), name); }
+inline Result<ObjectSpec> open_prog(const std::string& name) {
+  return open_bytes(read_prog(name), name);
+}
 
 // Trusted-input view over a valid object's bytes, for patching.
 class RawElf {
@@ -63,12 +66,14 @@ class RawElf {
     return 0;
   }
   // File offset of the name string of section i.
-  size_t name_off(size_t i) const {
-    return shdr(ehdr().e_shstrndx).sh_offset + shdr(i).sh_name;
-  }
+  size_t name_off(size_t i) const { return shdr(ehdr().e_shstrndx).sh_offset + shdr(i).sh_name; }
   // File offset of relocation #k of a REL section, and of instruction #k of a code section.
-  size_t rel_off(const std::string& rel, size_t k) const { return shdr(find(rel)).sh_offset + k * 16; }
-  size_t insn_off(const std::string& sec, size_t k) const { return shdr(find(sec)).sh_offset + k * 8; }
+  size_t rel_off(const std::string& rel, size_t k) const {
+    return shdr(find(rel)).sh_offset + k * 16;
+  }
+  size_t insn_off(const std::string& sec, size_t k) const {
+    return shdr(find(sec)).sh_offset + k * 8;
+  }
   size_t symtab() const { return find(".symtab"); }
   // File offset of the symbol with this name.
   size_t sym_off(const std::string& sym) const {

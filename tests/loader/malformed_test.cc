@@ -35,9 +35,15 @@ class Malformed : public ::testing::Test {
     Elf64_Rel r{offset, ELF64_R_INFO(sym, type)};
     elf().put(elf().rel_off(rel, k), r);
   }
-  Elf64_Rel rel(const std::string& rel, size_t k) { return elf().get<Elf64_Rel>(elf().rel_off(rel, k)); }
-  isa::Insn insn(const std::string& sec, size_t k) { return elf().get<isa::Insn>(elf().insn_off(sec, k)); }
-  void set_insn(const std::string& sec, size_t k, const isa::Insn& i) { elf().put(elf().insn_off(sec, k), i); }
+  Elf64_Rel rel(const std::string& rel, size_t k) {
+    return elf().get<Elf64_Rel>(elf().rel_off(rel, k));
+  }
+  isa::Insn insn(const std::string& sec, size_t k) {
+    return elf().get<isa::Insn>(elf().insn_off(sec, k));
+  }
+  void set_insn(const std::string& sec, size_t k, const isa::Insn& i) {
+    elf().put(elf().insn_off(sec, k), i);
+  }
   size_t btf_off() { return elf().shdr(elf().find(".BTF")).sh_offset; }
 
   std::vector<uint8_t> bytes_;
@@ -226,7 +232,8 @@ TEST_F(Malformed, TwoRelocationsOnOneInstruction) {
   Elf64_Rel r0 = rel(".relxdp", 0);
   Elf64_Rel r2 = rel(".relxdp", 2);
   patch_rel(".relxdp", 2, r0.r_offset, ELF64_R_SYM(r2.r_info), ELF64_R_TYPE(r2.r_info));
-  expect_error(open(), EINVAL, {"second relocation"});
+  expect_error(open(), EINVAL,
+               {"program 'xdp_prog'", "insn 4", "two relocations for the same instruction"});
 }
 
 TEST_F(Malformed, MapValueOffsetOutsideSection) {
@@ -251,7 +258,8 @@ TEST_F(Malformed, LocalCallIntoTheMiddleOfAFunction) {
   ASSERT_EQ(i.src, isa::kPseudoCall);
   i.imm -= 1;
   set_insn(".text", 12, i);
-  expect_error(open(), EINVAL, {"program 'global_helper'", "insn 12", "not the start of a function"});
+  expect_error(open(), EINVAL,
+               {"program 'global_helper'", "insn 12", "not the start of a function"});
 }
 
 TEST_F(Malformed, LocalCallOutsideSection) {
@@ -269,7 +277,8 @@ TEST_F(Malformed, LdImm64CutOffAtFunctionEnd) {
 TEST_F(Malformed, PseudoMapLoadWithoutRelocation) {
   set_insn("xdp", 0, isa::Insn{isa::kLdImm64, 1, isa::kPseudoMapFd, 0, 3});
   set_insn("xdp", 1, isa::Insn{0, 0, 0, 0, 0});
-  expect_error(open(), EINVAL, {"program 'xdp_prog'", "insn 0", "pseudo source 1 but no relocation"});
+  expect_error(open(), EINVAL,
+               {"program 'xdp_prog'", "insn 0", "pseudo source 1 but no relocation"});
 }
 
 TEST_F(Malformed, KfuncCallWithoutRelocation) {
@@ -294,8 +303,9 @@ TEST_F(Malformed, AbsRelocationInDataSectionIsHarmless) {
   patch_shdr(rs, [&](Elf64_Shdr& sh) { sh.sh_info = elf().find(".data"); });
   size_t n = elf().shdr(elf().find(rs)).sh_size / sizeof(Elf64_Rel);
   ASSERT_GE(n, 2u);
-  for (size_t k = 0; k < n; k++) patch_rel(rs, k, 0, ELF64_R_SYM(rel(rs, k).r_info), 2);  // ABS64 at 0
-  patch_rel(rs, 1, 12, ELF64_R_SYM(rel(rs, 1).r_info), 3);  // ABS32 at 12
+  for (size_t k = 0; k < n; k++)
+    patch_rel(rs, k, 0, ELF64_R_SYM(rel(rs, k).r_info), 2);  // ABS64 at 0
+  patch_rel(rs, 1, 12, ELF64_R_SYM(rel(rs, 1).r_info), 3);   // ABS32 at 12
   auto spec = open();
   ASSERT_TRUE(spec.ok()) << spec.error().message;
   // Bytes stay as compiled (libbpf does not apply these either).
@@ -310,6 +320,29 @@ TEST_F(Malformed, MapsWithoutBtf) {
   // Rename .BTF so the object has no BTF: .maps cannot be described.
   bytes_[elf().name_off(elf().find(".BTF")) + 3] = 'X';
   expect_error(open(), EINVAL, {"'.maps'", "no .BTF section"});
+}
+
+TEST_F(Malformed, LegacyMapsSection) {
+  // ".maps" -> "maps": the pre-BTF struct bpf_map_def section.
+  patch_shdr(".maps", [&](Elf64_Shdr& sh) { sh.sh_name += 1; });
+  expect_error(open(), ENOTSUP, {"legacy section 'maps'"});
+}
+
+TEST_F(Malformed, StructOpsSectionNotSupported) {
+  // ".data.names" -> ".struct_ops" (same length), in the section name table.
+  size_t off = elf().name_off(elf().find(".data.names"));
+  std::memcpy(&bytes_[off], ".struct_ops", 11);
+  expect_error(open(), ENOTSUP, {"section '.struct_ops'", "struct_ops maps"});
+}
+
+TEST(MalformedVersion, VersionSectionSize) {
+  std::vector<uint8_t> bytes = read_prog("loader_mapdefs.bpf.o");
+  RawElf e(bytes);
+  size_t i = e.find("version");
+  Elf64_Shdr sh = e.shdr(i);
+  sh.sh_size = 3;
+  e.set_shdr(i, sh);
+  expect_error(open_bytes(bytes), EINVAL, {"section 'version'", "size 3, expected 4"});
 }
 
 TEST_F(Malformed, MapsWithoutDatasec) {
@@ -352,10 +385,24 @@ size_t find_btf_record(const std::vector<uint8_t>& b, size_t btf, uint32_t want_
     if (kind == want_kind) return p;
     size_t extra = 0;
     switch (kind) {
-      case 1: case 14: case 17: extra = 4; break;
-      case 3: extra = 12; break;
-      case 4: case 5: case 15: case 19: extra = 12 * vlen; break;
-      case 6: case 13: extra = 8 * vlen; break;
+      case 1:
+      case 14:
+      case 17:
+        extra = 4;
+        break;
+      case 3:
+        extra = 12;
+        break;
+      case 4:
+      case 5:
+      case 15:
+      case 19:
+        extra = 12 * vlen;
+        break;
+      case 6:
+      case 13:
+        extra = 8 * vlen;
+        break;
     }
     p += 12 + extra;
   }
@@ -386,9 +433,11 @@ TEST_F(Malformed, BtfTypedefLoop) {
   for (size_t p = btf + hdr_len + type_off; p < rec; id++) {
     uint32_t info = e.get<uint32_t>(p + 4);
     uint32_t kind = (info >> 24) & 0x1f, vlen = info & 0xffff;
-    size_t extra = kind == 1 || kind == 14 || kind == 17 ? 4 : kind == 3 ? 12
-                 : kind == 4 || kind == 5 || kind == 15 || kind == 19 ? 12 * vlen
-                 : kind == 6 || kind == 13 ? 8 * vlen : 0;
+    size_t extra = kind == 1 || kind == 14 || kind == 17                ? 4
+                   : kind == 3                                          ? 12
+                   : kind == 4 || kind == 5 || kind == 15 || kind == 19 ? 12 * vlen
+                   : kind == 6 || kind == 13                            ? 8 * vlen
+                                                                        : 0;
     p += 12 + extra;
   }
   e.put<uint32_t>(rec + 8, id);

@@ -101,8 +101,8 @@ TEST(OpenObject, MainObjectPrograms) {
   // Section order, then offset within the section.
   std::vector<std::string> names;
   for (const ProgSpec& p : spec->progs) names.push_back(p.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"global_helper", "static_helper", "loop_cb", "xdp_prog",
-                                             "tc_prog", "sys_prog"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"global_helper", "static_helper", "loop_cb",
+                                             "xdp_prog", "tc_prog", "sys_prog"}));
 
   const ProgSpec* xdp = find_prog(*spec, "xdp_prog");
   ASSERT_NE(xdp, nullptr);
@@ -199,13 +199,15 @@ TEST(OpenObject, MainObjectRelocations) {
 
   // Relocations are sorted by instruction.
   for (const ProgSpec& p : spec->progs)
-    for (size_t i = 1; i < p.relocs.size(); i++) EXPECT_LT(p.relocs[i - 1].insn_idx, p.relocs[i].insn_idx);
+    for (size_t i = 1; i < p.relocs.size(); i++)
+      EXPECT_LT(p.relocs[i - 1].insn_idx, p.relocs[i].insn_idx);
 }
 
 TEST(OpenObject, MapDefinitionAttributes) {
   auto spec = open_prog("loader_mapdefs.bpf.o");
   ASSERT_TRUE(spec.ok()) << spec.error().message;
-  int bloom = find_map(*spec, "bloom"), lru = find_map(*spec, "lru"), pcpu = find_map(*spec, "static_pcpu");
+  int bloom = find_map(*spec, "bloom"), lru = find_map(*spec, "lru"),
+      pcpu = find_map(*spec, "static_pcpu");
   ASSERT_GE(bloom, 0);
   ASSERT_GE(lru, 0);
   ASSERT_GE(pcpu, 0);
@@ -224,8 +226,16 @@ TEST(OpenObject, MapDefinitionAttributes) {
   EXPECT_EQ(btf_type_name(*spec, l.btf_key_type_id), "key_t/unsigned int");
 
   const maps::MapAttr& p = spec->maps[pcpu].attr;
-  EXPECT_EQ(p.type, 6u);  // PERCPU_ARRAY
+  EXPECT_EQ(p.type, 6u);         // PERCPU_ARRAY
   EXPECT_EQ(p.value_size, 15u);  // char[3][5]
+
+  int bss = find_map(*spec, ".bss.extra");
+  ASSERT_GE(bss, 0);
+  EXPECT_TRUE(spec->maps[bss].is_global_data);
+  EXPECT_FALSE(spec->maps[bss].readonly);
+  EXPECT_EQ(spec->maps[bss].init, std::vector<uint8_t>(24, 0));
+  EXPECT_EQ(spec->license, "Dual BSD/GPL");
+  EXPECT_EQ(spec->kern_version, 0x060c00u);
 }
 
 TEST(OpenObject, LinkOrderObjectReferences) {
@@ -252,7 +262,8 @@ TEST(OpenObject, NameStripsDirectoryAndSuffix) {
 }
 
 TEST(OpenObject, UnknownSectionName) {
-  expect_error(open_prog("loader_bad_section.bpf.o"), EINVAL, {"'bogus/section'", "unknown program section"});
+  expect_error(open_prog("loader_bad_section.bpf.o"), EINVAL,
+               {"'bogus/section'", "unknown program section"});
 }
 
 TEST(OpenObject, CoreRelocationsRejected) {
@@ -265,15 +276,18 @@ TEST(OpenObject, ArenaGlobalsNotSupportedYet) {
 }
 
 TEST(OpenObject, ConflictingKeySize) {
-  expect_error(open_prog("loader_bad_mapdef.bpf.o"), EINVAL, {"map 'conflicting'", "conflicting key size 8 != 4"});
+  expect_error(open_prog("loader_bad_mapdef.bpf.o"), EINVAL,
+               {"map 'conflicting'", "conflicting key size 8 != 4"});
 }
 
 TEST(OpenObject, UnknownMapField) {
-  expect_error(open_prog("loader_bad_mapfield.bpf.o"), ENOTSUP, {"map 'odd'", "unknown field 'colour'"});
+  expect_error(open_prog("loader_bad_mapfield.bpf.o"), ENOTSUP,
+               {"map 'odd'", "unknown field 'colour'"});
 }
 
 TEST(OpenObject, ExternVariableRejected) {
-  expect_error(open_prog("loader_bad_extern.bpf.o"), ENOTSUP, {"LINUX_KERNEL_VERSION", "program 'prog'", "extern"});
+  expect_error(open_prog("loader_bad_extern.bpf.o"), ENOTSUP,
+               {"LINUX_KERNEL_VERSION", "program 'prog'", "extern"});
 }
 
 TEST(OpenObject, UnknownKfuncStillOpens) {

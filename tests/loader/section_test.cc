@@ -85,9 +85,9 @@ TEST(SectionTable, KnownNames) {
 
 TEST(SectionTable, UnknownNames) {
   // Exact names take no suffix; "type+" names need a '/' separator.
-  for (const char* name : {"", ".text", "bogus", "xdp/foo", "xdpfoo", "tc/foo", "tcx", "syscall/x",
-                           "kprobefoo", "kprobe.", "tp_btfx/y", "fentry.sx/f", "socket1",
-                           "cgroup_skb", "struct_opsx", "XDP"})
+  for (const char* name :
+       {"", ".text", "bogus", "xdp/foo", "xdpfoo", "tc/foo", "tcx", "syscall/x", "kprobefoo",
+        "kprobe.", "tp_btfx/y", "fentry.sx/f", "socket1", "cgroup_skb", "struct_opsx", "XDP"})
     EXPECT_EQ(find_section_def(name), nullptr) << name;
 }
 

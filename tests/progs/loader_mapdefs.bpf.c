@@ -1,6 +1,6 @@
 // Loader test object: BTF map definitions using every supported attribute
 // (numeric sizes, typed key/value, typedefs, map_flags, map_extra, pinning,
-// numa_node) and a static map.
+// numa_node), a static map, a named .bss.* section and a "version" section.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -35,12 +35,16 @@ static struct {
   __uint(max_entries, 4);
 } static_pcpu SEC(".maps");
 
+__u64 extra_bss[3] SEC(".bss.extra");
+
 SEC("socket")
 int use_maps(void *ctx) {
   __u64 v = 1;
   __u32 k = 0;
   bpf_map_push_elem(&bloom, &v, 0);
+  extra_bss[1]++;
   return bpf_map_lookup_elem(&lru, &k) != 0 || bpf_map_lookup_elem(&static_pcpu, &k) != 0;
 }
 
-char LICENSE[] SEC("license") = "GPL";
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+__u32 kern_version SEC("version") = 0x060c00;
