@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   clang-19 llvm-19 lld-19 libclang-rt-19-dev   # compiler, BPF target, sanitizers, libFuzzer
-  cmake ninja-build pkg-config make
+  cmake ninja-build pkg-config make clang-format-19
   libelf-dev zlib1g-dev                        # ELF loader
   libbpf-dev                                   # bpf_helpers.h for test programs; kernel differential tests
   libpcap-dev                                  # userbpf run --pcap

@@ -42,8 +42,9 @@ struct Options {
 };
 
 int usage() {
-  std::fprintf(stderr,
-               "usage: flowcount [--object FILE] [--packets N] [--flows N] [--top N] [--pcap FILE]\n");
+  std::fprintf(
+      stderr,
+      "usage: flowcount [--object FILE] [--packets N] [--flows N] [--top N] [--pcap FILE]\n");
   return 2;
 }
 
@@ -101,12 +102,18 @@ int main(int argc, char** argv) {
       return *end == '\0' && out > 0;
     };
     uint64_t v;
-    if (a == "--object" && i + 1 < argc) opt.object = argv[++i];
-    else if (a == "--pcap" && i + 1 < argc) opt.pcap = argv[++i];
-    else if (a == "--packets" && num(v)) opt.packets = v;
-    else if (a == "--flows" && num(v) && v <= 1'000'000) opt.flows = static_cast<uint32_t>(v);
-    else if (a == "--top" && num(v)) opt.top = static_cast<uint32_t>(v);
-    else return usage();
+    if (a == "--object" && i + 1 < argc)
+      opt.object = argv[++i];
+    else if (a == "--pcap" && i + 1 < argc)
+      opt.pcap = argv[++i];
+    else if (a == "--packets" && num(v))
+      opt.packets = v;
+    else if (a == "--flows" && num(v) && v <= 1'000'000)
+      opt.flows = static_cast<uint32_t>(v);
+    else if (a == "--top" && num(v))
+      opt.top = static_cast<uint32_t>(v);
+    else
+      return usage();
   }
 
   auto rt = userbpf::Runtime::create();
@@ -121,7 +128,7 @@ int main(int argc, char** argv) {
     return std::fprintf(stderr, "flowcount: object lacks count_flows or flows\n"), 1;
 
   std::vector<std::vector<uint8_t>> stream;  // generated frames, or the capture's
-  std::vector<uint32_t> order;                // which frame each packet is
+  std::vector<uint32_t> order;               // which frame each packet is
 #ifdef USERBPF_HAVE_PCAP
   if (!opt.pcap.empty()) {
     char err[PCAP_ERRBUF_SIZE];
@@ -149,8 +156,7 @@ int main(int argc, char** argv) {
       double x = u(rng);
       o = static_cast<uint32_t>(x * x * x * opt.flows) % opt.flows;
     }
-    std::printf("flowcount: %" PRIu64 " generated packets over %u flows\n", opt.packets,
-                opt.flows);
+    std::printf("flowcount: %" PRIu64 " generated packets over %u flows\n", opt.packets, opt.flows);
   }
 
   uint64_t total_bytes = 0, next_report = order.size() / 10;
@@ -186,13 +192,15 @@ int main(int argc, char** argv) {
   std::sort(all.begin(), all.end(),
             [](auto& a, auto& b) { return a.second.bytes > b.second.bytes; });
   std::printf("\n%zu flows; top %u by bytes:\n", all.size(), opt.top);
-  std::printf("  %-15s %6s   %-15s %6s  %5s %10s %12s\n", "source", "port", "destination",
-              "port", "proto", "packets", "bytes");
+  std::printf("  %-15s %6s   %-15s %6s  %5s %10s %12s\n", "source", "port", "destination", "port",
+              "proto", "packets", "bytes");
   for (size_t i = 0; i < all.size() && i < opt.top; i++) {
     const auto& [k, s] = all[i];
     std::printf("  %-15s %6u   %-15s %6u  %5s %10" PRIu64 " %12" PRIu64 "\n",
                 ip_str(k.saddr).c_str(), k.sport, ip_str(k.daddr).c_str(), k.dport,
-                k.proto == IPPROTO_TCP ? "tcp" : k.proto == IPPROTO_UDP ? "udp" : "other",
+                k.proto == IPPROTO_TCP   ? "tcp"
+                : k.proto == IPPROTO_UDP ? "udp"
+                                         : "other",
                 s.packets, s.bytes);
   }
 

@@ -69,8 +69,8 @@ class [[nodiscard]] Status {
 }  // namespace userbpf
 
 // Propagates a failed Status/Result from the current function.
-#define USERBPF_TRY(expr)                                   \
-  do {                                                      \
-    auto&& userbpf_try_ = (expr);                           \
+#define USERBPF_TRY(expr)                                     \
+  do {                                                        \
+    auto&& userbpf_try_ = (expr);                             \
     if (!userbpf_try_.ok()) return userbpf_try_.take_error(); \
   } while (0)

@@ -24,8 +24,8 @@ using PrintFn = void (*)(void* user, const char* line, size_t len);
 
 struct RuntimeOptions {
   size_t struct_size = sizeof(RuntimeOptions);
-  uint32_t num_cpus = 0;        // CPU slots; 0: the number of possible CPUs
-  PrintFn print = nullptr;      // nullptr: stderr
+  uint32_t num_cpus = 0;    // CPU slots; 0: the number of possible CPUs
+  PrintFn print = nullptr;  // nullptr: stderr
   void* print_user = nullptr;
 };
 
@@ -52,16 +52,16 @@ struct RunOptions {
   // Packet for xdp, tc and socket programs.
   const void* packet = nullptr;
   size_t packet_size = 0;
-  uint32_t repeat = 1;           // runs; the result is the last run's
+  uint32_t repeat = 1;  // runs; the result is the last run's
   Engine engine = Engine::kDefault;
-  uint64_t insn_budget = 0;      // per run; 0: default (2^32)
+  uint64_t insn_budget = 0;  // per run; 0: default (2^32)
 };
 
 struct RunResult {
   uint64_t retval = 0;
-  uint64_t duration_ns = 0;            // mean per run
-  std::vector<uint8_t> packet_out;     // packet after the last run
-  std::vector<uint8_t> ctx_out;        // context after the last run
+  uint64_t duration_ns = 0;         // mean per run
+  std::vector<uint8_t> packet_out;  // packet after the last run
+  std::vector<uint8_t> ctx_out;     // context after the last run
 };
 
 struct ProgramStats {
@@ -91,8 +91,8 @@ class Program {
 };
 
 struct BatchResult {
-  uint32_t count = 0;   // elements processed
-  bool done = false;    // reached the end (the kernel's ENOENT)
+  uint32_t count = 0;  // elements processed
+  bool done = false;   // reached the end (the kernel's ENOENT)
 };
 
 class Map {
@@ -119,12 +119,12 @@ class Map {
   // Batch operations (SPEC.md section 2). in_batch nullptr starts at the
   // beginning; out_batch receives the cursor for the next call. count is
   // the room in keys/values.
-  Result<BatchResult> lookup_batch(const void* in_batch, void* out_batch, void* keys,
-                                   void* values, uint32_t count, uint64_t elem_flags = 0,
+  Result<BatchResult> lookup_batch(const void* in_batch, void* out_batch, void* keys, void* values,
+                                   uint32_t count, uint64_t elem_flags = 0,
                                    uint64_t flags = 0) const;
   Result<BatchResult> lookup_and_delete_batch(const void* in_batch, void* out_batch, void* keys,
-                                              void* values, uint32_t count,
-                                              uint64_t elem_flags = 0, uint64_t flags = 0);
+                                              void* values, uint32_t count, uint64_t elem_flags = 0,
+                                              uint64_t flags = 0);
   Result<BatchResult> update_batch(const void* keys, const void* values, uint32_t count,
                                    uint64_t elem_flags = 0, uint64_t flags = 0);
   Result<BatchResult> delete_batch(const void* keys, uint32_t count, uint64_t elem_flags = 0,

@@ -27,14 +27,30 @@ Result<BatchResult> batch_result(const maps::Map* m, const char* op, int rc,
 
 }  // namespace
 
-const std::string& Map::name() const { return h_->map->attr.name; }
-uint32_t Map::type() const { return h_->map->attr.type; }
-const char* Map::type_name() const { return maps::map_type_name(h_->map->attr.type); }
-uint32_t Map::key_size() const { return h_->map->attr.key_size; }
-uint32_t Map::value_size() const { return h_->map->attr.value_size; }
-uint32_t Map::max_entries() const { return h_->map->attr.max_entries; }
-uint32_t Map::map_flags() const { return h_->map->attr.map_flags; }
-uint64_t Map::memory_used() const { return h_->map->memory_used.load(std::memory_order_relaxed); }
+const std::string& Map::name() const {
+  return h_->map->attr.name;
+}
+uint32_t Map::type() const {
+  return h_->map->attr.type;
+}
+const char* Map::type_name() const {
+  return maps::map_type_name(h_->map->attr.type);
+}
+uint32_t Map::key_size() const {
+  return h_->map->attr.key_size;
+}
+uint32_t Map::value_size() const {
+  return h_->map->attr.value_size;
+}
+uint32_t Map::max_entries() const {
+  return h_->map->attr.max_entries;
+}
+uint32_t Map::map_flags() const {
+  return h_->map->attr.map_flags;
+}
+uint64_t Map::memory_used() const {
+  return h_->map->memory_used.load(std::memory_order_relaxed);
+}
 
 uint32_t Map::value_buffer_size() const {
   const maps::Map* m = h_->map;
@@ -86,9 +102,9 @@ Result<BatchResult> Map::lookup_batch(const void* in_batch, void* out_batch, voi
   return batch_result(m, "lookup_batch", m->ops->lookup_batch(m, a), a);
 }
 
-Result<BatchResult> Map::lookup_and_delete_batch(const void* in_batch, void* out_batch,
-                                                 void* keys, void* values, uint32_t count,
-                                                 uint64_t elem_flags, uint64_t flags) {
+Result<BatchResult> Map::lookup_and_delete_batch(const void* in_batch, void* out_batch, void* keys,
+                                                 void* values, uint32_t count, uint64_t elem_flags,
+                                                 uint64_t flags) {
   maps::Map* m = h_->map;
   if (m->frozen.load(std::memory_order_acquire))
     return make_error(EPERM, "map %s is frozen (read-only to the host)", m->attr.name.c_str());
@@ -104,7 +120,7 @@ Result<BatchResult> Map::update_batch(const void* keys, const void* values, uint
   if (m->frozen.load(std::memory_order_acquire))
     return make_error(EPERM, "map %s is frozen (read-only to the host)", m->attr.name.c_str());
   if (!m->ops->update_batch) return unsupported(m, "update_batch").take_error();
-  maps::BatchArgs a{nullptr, nullptr, const_cast<void*>(keys), const_cast<void*>(values), count,
+  maps::BatchArgs a{nullptr,    nullptr, const_cast<void*>(keys), const_cast<void*>(values), count,
                     elem_flags, flags};
   int rc = m->ops->update_batch(m, a);
   if (rc < 0) return op_status(m, "update_batch", rc).take_error();

@@ -83,9 +83,15 @@ Status Object::load() {
   return Status::Ok();
 }
 
-bool Object::loaded() const { return impl_->loaded != nullptr; }
-const std::string& Object::name() const { return impl_->spec.name; }
-const std::string& Object::license() const { return impl_->spec.license; }
+bool Object::loaded() const {
+  return impl_->loaded != nullptr;
+}
+const std::string& Object::name() const {
+  return impl_->spec.name;
+}
+const std::string& Object::license() const {
+  return impl_->spec.license;
+}
 
 std::vector<Program> Object::programs() const {
   std::vector<Program> out;

@@ -7,11 +7,21 @@
 
 namespace userbpf {
 
-const std::string& Program::name() const { return h_->prog->name; }
-const std::string& Program::section() const { return h_->prog->section; }
-const char* Program::type_name() const { return vm::prog_type_name(h_->prog->type); }
-bool Program::sleepable() const { return h_->prog->sleepable; }
-size_t Program::insn_count() const { return h_->prog->insns.size(); }
+const std::string& Program::name() const {
+  return h_->prog->name;
+}
+const std::string& Program::section() const {
+  return h_->prog->section;
+}
+const char* Program::type_name() const {
+  return vm::prog_type_name(h_->prog->type);
+}
+bool Program::sleepable() const {
+  return h_->prog->sleepable;
+}
+size_t Program::insn_count() const {
+  return h_->prog->insns.size();
+}
 
 std::string Program::disassemble() const {
   const vm::Program& p = *h_->prog;
@@ -20,8 +30,8 @@ std::string Program::disassemble() const {
   // Name what the linked form holds as numbers: maps, helpers, kfuncs.
   opts.note = [&p](size_t, const isa::Insn& insn) -> std::string {
     char buf[160];
-    if (insn.code == isa::kLdImm64 && (insn.src == isa::kPseudoMapIdx ||
-                                       insn.src == isa::kPseudoMapIdxValue)) {
+    if (insn.code == isa::kLdImm64 &&
+        (insn.src == isa::kPseudoMapIdx || insn.src == isa::kPseudoMapIdxValue)) {
       if (insn.imm < 0 || static_cast<size_t>(insn.imm) >= p.maps.size()) return {};
       const char* name = p.maps[static_cast<size_t>(insn.imm)]->attr.name.c_str();
       if (insn.src == isa::kPseudoMapIdx) return std::string("map ") + name;
@@ -30,8 +40,7 @@ std::string Program::disassemble() const {
       return buf;
     }
     if (insn.code == isa::kCall && insn.src == isa::kPseudoCallHelper && p.helpers &&
-        insn.imm >= 0 && static_cast<uint32_t>(insn.imm) < vm::kMaxHelperId &&
-        p.helpers[insn.imm])
+        insn.imm >= 0 && static_cast<uint32_t>(insn.imm) < vm::kMaxHelperId && p.helpers[insn.imm])
       return p.helpers[insn.imm]->name;
     if (insn.code == isa::kCall && insn.src == isa::kPseudoKfuncCall && insn.imm >= 0 &&
         static_cast<size_t>(insn.imm) < p.kfuncs.size())
@@ -47,10 +56,9 @@ Result<RunResult> Program::run(const RunOptions& opts) const {
 
 ProgramStats Program::stats() const {
   const auto& s = h_->prog->stats;
-  return ProgramStats{s.run_cnt.load(std::memory_order_relaxed),
-                      s.run_time_ns.load(std::memory_order_relaxed),
-                      s.faults.load(std::memory_order_relaxed),
-                      s.misses.load(std::memory_order_relaxed)};
+  return ProgramStats{
+      s.run_cnt.load(std::memory_order_relaxed), s.run_time_ns.load(std::memory_order_relaxed),
+      s.faults.load(std::memory_order_relaxed), s.misses.load(std::memory_order_relaxed)};
 }
 
 }  // namespace userbpf

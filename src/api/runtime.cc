@@ -15,13 +15,16 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeOptions& opts) {
                       opts.struct_size, sizeof(RuntimeOptions));
   std::unique_ptr<Runtime> rt(new Runtime());
   int possible = get_nprocs_conf();
-  rt->impl_->num_cpus = opts.num_cpus ? opts.num_cpus : static_cast<uint32_t>(possible > 0 ? possible : 1);
+  rt->impl_->num_cpus =
+      opts.num_cpus ? opts.num_cpus : static_cast<uint32_t>(possible > 0 ? possible : 1);
   rt->impl_->print = vm::default_print_sink();
   if (opts.print) rt->impl_->print = vm::PrintSink{opts.print, opts.print_user};
   return rt;
 }
 
-uint32_t Runtime::num_cpus() const { return impl_->num_cpus; }
+uint32_t Runtime::num_cpus() const {
+  return impl_->num_cpus;
+}
 
 namespace internal {
 

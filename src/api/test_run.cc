@@ -53,8 +53,8 @@ class PacketBuffer {
       start_ = nullptr;
       cap_ = 0;
       size_t size = (need + 4095) & ~size_t{4095};
-      void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+      void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT,
+                     -1, 0);
       if (p == MAP_FAILED)
         return make_error(ENOMEM, "cannot map a %zu-byte packet buffer below 4 GiB", size);
       start_ = static_cast<uint8_t*>(p);
@@ -85,7 +85,9 @@ thread_local uint8_t* PacketBuffer::t_cache_start_ = nullptr;
 thread_local size_t PacketBuffer::t_cache_cap_ = 0;
 thread_local bool PacketBuffer::t_cache_in_use_ = false;
 
-uint32_t addr32(const void* p) { return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p)); }
+uint32_t addr32(const void* p) {
+  return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p));
+}
 
 bool is_skb_type(vm::ProgType t) {
   switch (t) {
@@ -107,8 +109,8 @@ bool is_skb_type(vm::ProgType t) {
 
 Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions& opts) {
   if (opts.struct_size > sizeof(RunOptions))
-    return make_error(EINVAL, "RunOptions from a newer userbpf (size %zu > %zu)",
-                      opts.struct_size, sizeof(RunOptions));
+    return make_error(EINVAL, "RunOptions from a newer userbpf (size %zu > %zu)", opts.struct_size,
+                      sizeof(RunOptions));
   if (opts.engine == Engine::kJit)
     return make_error(ENOTSUP, "program %s: the JIT engine is not available yet",
                       prog.name.c_str());

@@ -6,8 +6,7 @@ namespace userbpf {
 [[noreturn]] void assert_fail(const char* expr, const char* file, int line);
 }  // namespace userbpf
 
-#define USERBPF_ASSERT(e) \
-  ((e) ? (void)0 : ::userbpf::assert_fail(#e, __FILE__, __LINE__))
+#define USERBPF_ASSERT(e) ((e) ? (void)0 : ::userbpf::assert_fail(#e, __FILE__, __LINE__))
 #ifdef NDEBUG
 #define USERBPF_DEBUG_ASSERT(e) ((void)0)
 #else

@@ -230,7 +230,11 @@ u64 bpf_strtoul(u64 buf, u64 buf_len, u64 flags, u64 res, u64) {
   return static_cast<u64>(err);
 }
 
-u64 bpf_rcu_read_lock(u64, u64, u64, u64, u64) { return 0; }
-u64 bpf_rcu_read_unlock(u64, u64, u64, u64, u64) { return 0; }
+u64 bpf_rcu_read_lock(u64, u64, u64, u64, u64) {
+  return 0;
+}
+u64 bpf_rcu_read_unlock(u64, u64, u64, u64, u64) {
+  return 0;
+}
 
 }  // namespace userbpf::helpers

@@ -100,7 +100,7 @@ inline constexpr uint8_t kPseudoCall = 1;  // bpf-to-bpf, imm = pc-relative targ
 inline constexpr uint8_t kPseudoKfuncCall = 2;
 
 // addr_space_cast immediates.
-inline constexpr int32_t kAddrSpaceCastToKern = 1;         // as1 -> as0
+inline constexpr int32_t kAddrSpaceCastToKern = 1;        // as1 -> as0
 inline constexpr int32_t kAddrSpaceCastToUser = 1 << 16;  // as0 -> as1
 
 // Machine constants.
@@ -108,23 +108,33 @@ inline constexpr int kNumRegs = 11;  // r0..r10; r10 is the read-only frame poin
 inline constexpr int kStackSize = 512;
 inline constexpr int kMaxCallFrames = 8;
 
-constexpr uint8_t insn_class(uint8_t code) { return code & 0x07; }
-constexpr uint8_t insn_op(uint8_t code) { return code & 0xf0; }
-constexpr uint8_t insn_src(uint8_t code) { return code & 0x08; }
-constexpr uint8_t insn_size(uint8_t code) { return code & 0x18; }
-constexpr uint8_t insn_mode(uint8_t code) { return code & 0xe0; }
+constexpr uint8_t insn_class(uint8_t code) {
+  return code & 0x07;
+}
+constexpr uint8_t insn_op(uint8_t code) {
+  return code & 0xf0;
+}
+constexpr uint8_t insn_src(uint8_t code) {
+  return code & 0x08;
+}
+constexpr uint8_t insn_size(uint8_t code) {
+  return code & 0x18;
+}
+constexpr uint8_t insn_mode(uint8_t code) {
+  return code & 0xe0;
+}
 constexpr int size_bytes(uint8_t size) {
   return size == kSizeW ? 4 : size == kSizeH ? 2 : size == kSizeB ? 1 : 8;
 }
 
 inline constexpr uint8_t kLdImm64 = kClassLd | kModeImm | kSizeDw;  // 0x18
-inline constexpr uint8_t kCall = kClassJmp | kJmpCall;                // 0x85
+inline constexpr uint8_t kCall = kClassJmp | kJmpCall;              // 0x85
 // callx: indirect call through the register in dst; src, off and imm are 0.
 // That is LLVM's encoding (llvm-mc-19 assembles `callx r2` to 8d 02 00 00 00 00
 // 00 00), the kernel's (Documentation/bpf/linux-notes.rst: "callx dst") and
 // bpf_conformance's. GNU as for -mcpu=v1 and older uBPF put the register in imm
 // instead; validate_insn() rejects that form.
-inline constexpr uint8_t kCallx = kClassJmp | kJmpCall | kSrcX;       // 0x8d
-inline constexpr uint8_t kExit = kClassJmp | kJmpExit;                // 0x95
+inline constexpr uint8_t kCallx = kClassJmp | kJmpCall | kSrcX;  // 0x8d
+inline constexpr uint8_t kExit = kClassJmp | kJmpExit;           // 0x95
 
 }  // namespace userbpf::isa

@@ -53,23 +53,23 @@ namespace userbpf::isa {
 // the interpreter/JIT dispatch on the opcode byte within a kind.
 enum class OpKind : uint8_t {
   kInvalid,
-  kAluBin,     // dst op= src/imm (ALU or ALU64)
-  kAluNeg,     // dst = -dst
-  kAluEnd,     // byte swap (le/be/bswap), width in imm
-  kJa,         // JMP: goto off; JMP32: gotol imm
-  kJmpCond,    // if dst op src/imm goto off
-  kJcond,      // may_goto
-  kCall,       // helper / local / kfunc call, by src
-  kCallx,      // indirect call through a register
+  kAluBin,   // dst op= src/imm (ALU or ALU64)
+  kAluNeg,   // dst = -dst
+  kAluEnd,   // byte swap (le/be/bswap), width in imm
+  kJa,       // JMP: goto off; JMP32: gotol imm
+  kJmpCond,  // if dst op src/imm goto off
+  kJcond,    // may_goto
+  kCall,     // helper / local / kfunc call, by src
+  kCallx,    // indirect call through a register
   kExit,
-  kLdImm64,    // two-slot 64-bit immediate load, src selects the pseudo kind
-  kLdAbs,      // legacy packet load, absolute offset
-  kLdInd,      // legacy packet load, register + offset
-  kLdx,        // dst = *(size *)(src + off)
-  kLdxSx,      // sign-extending load
-  kSt,         // *(size *)(dst + off) = imm
-  kStx,        // *(size *)(dst + off) = src
-  kAtomic,     // atomic op on *(size *)(dst + off), op in imm
+  kLdImm64,  // two-slot 64-bit immediate load, src selects the pseudo kind
+  kLdAbs,    // legacy packet load, absolute offset
+  kLdInd,    // legacy packet load, register + offset
+  kLdx,      // dst = *(size *)(src + off)
+  kLdxSx,    // sign-extending load
+  kSt,       // *(size *)(dst + off) = imm
+  kStx,      // *(size *)(dst + off) = src
+  kAtomic,   // atomic op on *(size *)(dst + off), op in imm
 };
 
 struct OpcodeInfo {
@@ -105,17 +105,17 @@ constexpr std::array<OpcodeInfo, 256> make_opcode_table() {
   t[kExit] = {OpKind::kExit, "exit"};
 
   t[kLdImm64] = {OpKind::kLdImm64, "lddw"};
-#define USERBPF_X(name, size, bytes)                                         \
-  t[kClassLdx | kModeMem | size] = {OpKind::kLdx, "ldx"};                    \
-  t[kClassSt | kModeMem | size] = {OpKind::kSt, "st"};                       \
-  t[kClassStx | kModeMem | size] = {OpKind::kStx, "stx"};                    \
-  if (size != kSizeDw) {                                                     \
-    t[kClassLd | kModeAbs | size] = {OpKind::kLdAbs, "ldabs"};               \
-    t[kClassLd | kModeInd | size] = {OpKind::kLdInd, "ldind"};               \
-    t[kClassLdx | kModeMemsx | size] = {OpKind::kLdxSx, "ldxs"};             \
-  }                                                                          \
-  if (size == kSizeW || size == kSizeDw) {                                   \
-    t[kClassStx | kModeAtomic | size] = {OpKind::kAtomic, "atomic"};         \
+#define USERBPF_X(name, size, bytes)                                 \
+  t[kClassLdx | kModeMem | size] = {OpKind::kLdx, "ldx"};            \
+  t[kClassSt | kModeMem | size] = {OpKind::kSt, "st"};               \
+  t[kClassStx | kModeMem | size] = {OpKind::kStx, "stx"};            \
+  if (size != kSizeDw) {                                             \
+    t[kClassLd | kModeAbs | size] = {OpKind::kLdAbs, "ldabs"};       \
+    t[kClassLd | kModeInd | size] = {OpKind::kLdInd, "ldind"};       \
+    t[kClassLdx | kModeMemsx | size] = {OpKind::kLdxSx, "ldxs"};     \
+  }                                                                  \
+  if (size == kSizeW || size == kSizeDw) {                           \
+    t[kClassStx | kModeAtomic | size] = {OpKind::kAtomic, "atomic"}; \
   }
   USERBPF_MEM_SIZES(USERBPF_X)
 #undef USERBPF_X
@@ -124,6 +124,8 @@ constexpr std::array<OpcodeInfo, 256> make_opcode_table() {
 
 inline constexpr std::array<OpcodeInfo, 256> kOpcodeTable = make_opcode_table();
 
-constexpr const OpcodeInfo& opcode_info(uint8_t code) { return kOpcodeTable[code]; }
+constexpr const OpcodeInfo& opcode_info(uint8_t code) {
+  return kOpcodeTable[code];
+}
 
 }  // namespace userbpf::isa

@@ -20,10 +20,10 @@ namespace userbpf::loader {
 // array whose value is the section's bytes.
 struct MapSpec {
   maps::MapAttr attr;
-  std::string section;            // ".maps", ".data", ".rodata.str1.1", ...
-  std::vector<uint8_t> init;      // initial value for global data (value_size bytes)
+  std::string section;        // ".maps", ".data", ".rodata.str1.1", ...
+  std::vector<uint8_t> init;  // initial value for global data (value_size bytes)
   bool is_global_data = false;
-  bool readonly = false;          // .rodata*: frozen after load
+  bool readonly = false;  // .rodata*: frozen after load
   uint32_t btf_key_type_id = 0;
   uint32_t btf_value_type_id = 0;
 };
@@ -31,11 +31,11 @@ struct MapSpec {
 // A relocation the loader will apply at load time.
 struct RelocSpec {
   enum class Kind : uint8_t {
-    kMap,        // ld_imm64 of a map: src=kPseudoMapIdx
-    kMapValue,   // ld_imm64 of a global variable: src=kPseudoMapIdxValue
-    kCall,       // bpf-to-bpf call to another function (maybe another section)
-    kFunc,       // ld_imm64 of a function address (callback): src=kPseudoFunc
-    kKfunc,      // call of an extern kfunc, resolved by name
+    kMap,       // ld_imm64 of a map: src=kPseudoMapIdx
+    kMapValue,  // ld_imm64 of a global variable: src=kPseudoMapIdxValue
+    kCall,      // bpf-to-bpf call to another function (maybe another section)
+    kFunc,      // ld_imm64 of a function address (callback): src=kPseudoFunc
+    kKfunc,     // call of an extern kfunc, resolved by name
   };
   Kind kind;
   uint32_t insn_idx = 0;     // within the program's own instructions
@@ -54,13 +54,13 @@ struct ProgSpec {
   vm::ProgType type = vm::ProgType::kUNSPEC;
   bool sleepable = false;
   bool is_subprog = false;
-  uint32_t section_insn_off = 0;      // first instruction within its section
-  std::vector<isa::Insn> insns;       // its instructions as in the ELF
+  uint32_t section_insn_off = 0;  // first instruction within its section
+  std::vector<isa::Insn> insns;   // its instructions as in the ELF
   std::vector<RelocSpec> relocs;
 };
 
 struct ObjectSpec {
-  std::string name;     // object name (file name without .bpf.o / .o)
+  std::string name;  // object name (file name without .bpf.o / .o)
   std::string license;
   uint32_t kern_version = 0;
   std::vector<MapSpec> maps;
@@ -73,8 +73,8 @@ struct ObjectSpec {
 Result<ObjectSpec> open_object(const void* data, size_t size, const std::string& name);
 
 struct LoadedObject {
-  std::vector<maps::MapPtr> maps;                         // same order as ObjectSpec::maps
-  std::vector<std::unique_ptr<vm::Program>> programs;     // entry programs only, object order
+  std::vector<maps::MapPtr> maps;                      // same order as ObjectSpec::maps
+  std::vector<std::unique_ptr<vm::Program>> programs;  // entry programs only, object order
 };
 
 // Creates the maps (global data initialized, .rodata frozen), links each
@@ -84,11 +84,11 @@ Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec);
 
 // libbpf section name -> program type and sleepability (one table).
 struct SectionDef {
-  const char* prefix;       // "xdp", "tp", "kprobe", "fentry.s" ... (no trailing '/')
+  const char* prefix;  // "xdp", "tp", "kprobe", "fentry.s" ... (no trailing '/')
   vm::ProgType type;
   bool sleepable;
-  bool exact;               // the whole name must match (no "/..." suffix); else the
-                            // name is prefix or prefix + "/..." (libbpf's "kprobe+")
+  bool exact;  // the whole name must match (no "/..." suffix); else the
+               // name is prefix or prefix + "/..." (libbpf's "kprobe+")
 };
 const SectionDef* find_section_def(const std::string& section);
 

@@ -13,28 +13,28 @@ namespace userbpf::vm {
 using HelperFn = uint64_t (*)(uint64_t r1, uint64_t r2, uint64_t r3, uint64_t r4, uint64_t r5);
 
 enum class ArgKind : uint8_t {
-  kNone,          // argument unused
-  kAnything,      // any scalar or pointer, not dereferenced by the helper
-  kConstMapPtr,   // a struct bpf_map * the program obtained by ld_imm64
-  kMapKey,        // readable, key_size of the map in the previous kConstMapPtr argument
-  kMapValue,      // readable, value_size of that map
-  kMem,           // readable memory, size in the next kConstSize/kConstSizeOrZero argument
-  kUninitMem,     // writable memory, size in the next size argument
-  kConstSize,     // size of the preceding kMem/kUninitMem, > 0
+  kNone,         // argument unused
+  kAnything,     // any scalar or pointer, not dereferenced by the helper
+  kConstMapPtr,  // a struct bpf_map * the program obtained by ld_imm64
+  kMapKey,       // readable, key_size of the map in the previous kConstMapPtr argument
+  kMapValue,     // readable, value_size of that map
+  kMem,          // readable memory, size in the next kConstSize/kConstSizeOrZero argument
+  kUninitMem,    // writable memory, size in the next size argument
+  kConstSize,    // size of the preceding kMem/kUninitMem, > 0
   kConstSizeOrZero,
-  kConstStr,      // NUL-terminated string in readable memory (e.g. a format)
-  kCtx,           // the program's context pointer
-  kFunc,          // a callback: BPF_PSEUDO_FUNC value
+  kConstStr,        // NUL-terminated string in readable memory (e.g. a format)
+  kCtx,             // the program's context pointer
+  kFunc,            // a callback: BPF_PSEUDO_FUNC value
   kMapValueOrNull,  // like kMapValue, NULL allowed
-  kFixedSizeMem,  // writable, 8-byte aligned, HelperProto::arg_size bytes (kernel
-                  // ARG_PTR_TO_FIXED_SIZE_MEM | MEM_UNINIT, e.g. bpf_strtol's *res)
+  kFixedSizeMem,    // writable, 8-byte aligned, HelperProto::arg_size bytes (kernel
+                    // ARG_PTR_TO_FIXED_SIZE_MEM | MEM_UNINIT, e.g. bpf_strtol's *res)
 };
 
 enum class RetKind : uint8_t {
-  kInteger,        // scalar
+  kInteger,  // scalar
   kVoid,
-  kMapValueOrNull, // pointer into the map of the kConstMapPtr argument: becomes accessible
-  kMemOrNull,      // pointer to memory the helper vouches for (size in ret_size)
+  kMapValueOrNull,  // pointer into the map of the kConstMapPtr argument: becomes accessible
+  kMemOrNull,       // pointer to memory the helper vouches for (size in ret_size)
 };
 
 struct HelperProto {

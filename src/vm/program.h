@@ -45,12 +45,12 @@ struct Program {
   bool sleepable = false;
   std::string license;
 
-  std::vector<isa::Insn> insns;              // linked form
-  std::vector<maps::Map*> maps;              // referenced maps (owned by the object)
-  std::vector<const HelperProto*> kfuncs;    // resolved kfuncs
-  HelperTable helpers = nullptr;             // helper protos by kernel id
+  std::vector<isa::Insn> insns;            // linked form
+  std::vector<maps::Map*> maps;            // referenced maps (owned by the object)
+  std::vector<const HelperProto*> kfuncs;  // resolved kfuncs
+  HelperTable helpers = nullptr;           // helper protos by kernel id
 
-  std::vector<isa::Insn> exec_insns;         // executable form
+  std::vector<isa::Insn> exec_insns;  // executable form
   // First pc of every function (entry 0, bpf-to-bpf call and callback
   // targets), sorted; built by prepare_program(). Callback values must name one.
   std::vector<uint32_t> func_entries;
@@ -75,6 +75,8 @@ Status prepare_program(Program& prog);
 // Callback values (BPF_PSEUDO_FUNC) in the interpreter's executable form: the
 // target pc tagged so helpers can pass it back to RunContext::call_fn.
 inline constexpr uint64_t kCallbackTag = 0xcb00'0000'0000'0000ull;
-constexpr uint64_t make_callback_value(uint32_t pc) { return kCallbackTag | pc; }
+constexpr uint64_t make_callback_value(uint32_t pc) {
+  return kCallbackTag | pc;
+}
 
 }  // namespace userbpf::vm

@@ -8,14 +8,18 @@ namespace {
 thread_local RunContext* t_current = nullptr;
 }  // namespace
 
-RunContext* current_run() { return t_current; }
+RunContext* current_run() {
+  return t_current;
+}
 
 RunScope::RunScope(RunContext& rc) : rc_(rc) {
   rc_.outer = t_current;
   t_current = &rc_;
 }
 
-RunScope::~RunScope() { t_current = rc_.outer; }
+RunScope::~RunScope() {
+  t_current = rc_.outer;
+}
 
 void stderr_print(void*, const char* data, size_t len) {
   // write(2) rather than stdio: async-signal-safe, programs may run in handlers.

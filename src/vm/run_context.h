@@ -22,7 +22,9 @@ struct PrintSink {
   void* user = nullptr;
 };
 void stderr_print(void* user, const char* data, size_t len);
-inline PrintSink default_print_sink() { return PrintSink{&stderr_print, nullptr}; }
+inline PrintSink default_print_sink() {
+  return PrintSink{&stderr_print, nullptr};
+}
 
 // Why a run stopped early. Engines fill it and return an Error naming it.
 struct Fault {
@@ -54,7 +56,7 @@ struct RunContext {
   uint8_t* pkt_buf_start = nullptr;
   uint8_t* pkt_buf_end = nullptr;
 
-  uint32_t cpu = 0;        // CPU slot; bpf_get_smp_processor_id()
+  uint32_t cpu = 0;  // CPU slot; bpf_get_smp_processor_id()
   uint32_t num_cpus = 1;
   PrintSink print = default_print_sink();
 

@@ -73,10 +73,10 @@ bpf_test_run_opts xdp_opts(const std::vector<uint8_t>& pkt) {
   return o;
 }
 
-#define SKIP_OR_FAIL_ON_KERNEL(k)                         \
-  do {                                                    \
-    if (!(k).skip.empty()) GTEST_SKIP() << (k).skip;      \
-    ASSERT_TRUE((k).error.empty()) << (k).error;          \
+#define SKIP_OR_FAIL_ON_KERNEL(k)                    \
+  do {                                               \
+    if (!(k).skip.empty()) GTEST_SKIP() << (k).skip; \
+    ASSERT_TRUE((k).error.empty()) << (k).error;     \
   } while (0)
 
 struct UserObject {

@@ -41,10 +41,14 @@ bool parse_hex(const std::string& text, std::vector<uint8_t>& out) {
       continue;
     }
     int v;
-    if (c >= '0' && c <= '9') v = c - '0';
-    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
-    else return false;
+    if (c >= '0' && c <= '9')
+      v = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      v = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      v = c - 'A' + 10;
+    else
+      return false;
     if (hi < 0) {
       hi = v;
     } else {
@@ -125,8 +129,7 @@ bool as_number(const std::vector<uint8_t>& v, uint64_t& n) {
 }  // namespace
 
 void print_map(FILE* out, Map& map, bool json) {
-  std::vector<uint8_t> key(map.key_size()), next(map.key_size()),
-      value(map.value_buffer_size());
+  std::vector<uint8_t> key(map.key_size()), next(map.key_size()), value(map.value_buffer_size());
   bool first = true;
   const void* cur = nullptr;
   size_t count = 0;
@@ -154,8 +157,10 @@ void print_map(FILE* out, Map& map, bool json) {
     }
     first = false;
   }
-  if (json) std::fprintf(out, "]");
-  else if (count == 0) std::fprintf(out, "  (empty)\n");
+  if (json)
+    std::fprintf(out, "]");
+  else if (count == 0)
+    std::fprintf(out, "  (empty)\n");
 }
 
 }  // namespace userbpf::cli

@@ -15,10 +15,14 @@ int cmd_map(const Args& args) {
   std::string file, only;
   bool json = false;
   for (size_t i = 1; i < args.size(); i++) {
-    if ((args[i] == "-m" || args[i] == "--map") && i + 1 < args.size()) only = args[++i];
-    else if (args[i] == "--json") json = true;
-    else if (file.empty() && args[i][0] != '-') file = args[i];
-    else return fail_msg("map %s: unexpected argument '%s'", verb.c_str(), args[i].c_str());
+    if ((args[i] == "-m" || args[i] == "--map") && i + 1 < args.size())
+      only = args[++i];
+    else if (args[i] == "--json")
+      json = true;
+    else if (file.empty() && args[i][0] != '-')
+      file = args[i];
+    else
+      return fail_msg("map %s: unexpected argument '%s'", verb.c_str(), args[i].c_str());
   }
   if (file.empty()) return fail_msg("map %s: missing FILE", verb.c_str());
   if (verb != "show" && verb != "dump") return fail_msg("map: unknown verb '%s'", verb.c_str());
@@ -33,10 +37,11 @@ int cmd_map(const Args& args) {
   for (auto& m : obj->maps()) {
     if (!only.empty() && m.name() != only) continue;
     if (json) {
-      std::printf("%s{\"name\":\"%s\",\"type\":\"%s\",\"key_size\":%u,\"value_size\":%u,"
-                  "\"max_entries\":%u,\"memory_bytes\":%" PRIu64,
-                  found ? "," : "", json_escape(m.name()).c_str(), m.type_name(), m.key_size(),
-                  m.value_size(), m.max_entries(), m.memory_used());
+      std::printf(
+          "%s{\"name\":\"%s\",\"type\":\"%s\",\"key_size\":%u,\"value_size\":%u,"
+          "\"max_entries\":%u,\"memory_bytes\":%" PRIu64,
+          found ? "," : "", json_escape(m.name()).c_str(), m.type_name(), m.key_size(),
+          m.value_size(), m.max_entries(), m.memory_used());
       if (verb == "dump") {
         std::printf(",\"elements\":");
         print_map(stdout, m, true);

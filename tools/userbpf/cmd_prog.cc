@@ -11,9 +11,12 @@ int cmd_prog(const Args& args) {
   const std::string& verb = args[0];
   std::string file, only;
   for (size_t i = 1; i < args.size(); i++) {
-    if ((args[i] == "-p" || args[i] == "--prog") && i + 1 < args.size()) only = args[++i];
-    else if (file.empty() && args[i][0] != '-') file = args[i];
-    else return fail_msg("prog %s: unexpected argument '%s'", verb.c_str(), args[i].c_str());
+    if ((args[i] == "-p" || args[i] == "--prog") && i + 1 < args.size())
+      only = args[++i];
+    else if (file.empty() && args[i][0] != '-')
+      file = args[i];
+    else
+      return fail_msg("prog %s: unexpected argument '%s'", verb.c_str(), args[i].c_str());
   }
   if (file.empty()) return fail_msg("prog %s: missing FILE", verb.c_str());
   if (verb != "list" && verb != "dump") return fail_msg("prog: unknown verb '%s'", verb.c_str());
@@ -33,8 +36,8 @@ int cmd_prog(const Args& args) {
     std::printf("maps:\n");
     for (auto& m : obj->maps())
       std::printf("  %-24s type %-16s key %-4u value %-6u max_entries %-8u flags 0x%x\n",
-                  m.name().c_str(), m.type_name(), m.key_size(), m.value_size(),
-                  m.max_entries(), m.map_flags());
+                  m.name().c_str(), m.type_name(), m.key_size(), m.value_size(), m.max_entries(),
+                  m.map_flags());
     return 0;
   }
 
@@ -42,8 +45,8 @@ int cmd_prog(const Args& args) {
   for (auto& p : obj->programs()) {
     if (!only.empty() && p.name() != only && p.section() != only) continue;
     found = true;
-    std::printf("%s (section %s, %s):\n%s\n", p.name().c_str(), p.section().c_str(),
-                p.type_name(), p.disassemble().c_str());
+    std::printf("%s (section %s, %s):\n%s\n", p.name().c_str(), p.section().c_str(), p.type_name(),
+                p.disassemble().c_str());
   }
   if (!found) return fail_msg("%s: no program named %s", file.c_str(), only.c_str());
   return 0;

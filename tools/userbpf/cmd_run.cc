@@ -16,9 +16,9 @@ namespace {
 
 const char* verdict_name(const std::string& type, uint64_t r0) {
   static const char* kXdp[] = {"XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT"};
-  static const char* kTc[] = {"TC_ACT_OK", "TC_ACT_RECLASSIFY", "TC_ACT_SHOT", "TC_ACT_PIPE",
-                              "TC_ACT_STOLEN", "TC_ACT_QUEUED", "TC_ACT_REPEAT",
-                              "TC_ACT_REDIRECT"};
+  static const char* kTc[] = {"TC_ACT_OK",     "TC_ACT_RECLASSIFY", "TC_ACT_SHOT",
+                              "TC_ACT_PIPE",   "TC_ACT_STOLEN",     "TC_ACT_QUEUED",
+                              "TC_ACT_REPEAT", "TC_ACT_REDIRECT"};
   if (type == "xdp" && r0 < 5) return kXdp[r0];
   if ((type == "sched_cls" || type == "sched_act") && r0 < 8) return kTc[r0];
   if ((type == "sched_cls" || type == "sched_act") && static_cast<int64_t>(r0) == -1)
@@ -80,9 +80,12 @@ int cmd_run(const Args& args) {
       opts.repeat = static_cast<uint32_t>(n);
     } else if (a == "--engine") {
       if (!next(v)) return fail_msg("run: --engine needs interp or jit");
-      if (v == "interp") opts.engine = Engine::kInterpreter;
-      else if (v == "jit") opts.engine = Engine::kJit;
-      else return fail_msg("run: unknown engine '%s' (interp or jit)", v.c_str());
+      if (v == "interp")
+        opts.engine = Engine::kInterpreter;
+      else if (v == "jit")
+        opts.engine = Engine::kJit;
+      else
+        return fail_msg("run: unknown engine '%s' (interp or jit)", v.c_str());
     } else if (a == "--maps") {
       show_maps = true;
     } else if (a == "--json") {
@@ -135,7 +138,8 @@ int cmd_run(const Args& args) {
       total_ns += r->duration_ns;
       packets++;
     }
-    if (rc == PCAP_ERROR) std::fprintf(stderr, "userbpf: %s: %s\n", pcap_file.c_str(), pcap_geterr(pc));
+    if (rc == PCAP_ERROR)
+      std::fprintf(stderr, "userbpf: %s: %s\n", pcap_file.c_str(), pcap_geterr(pc));
     pcap_close(pc);
     if (json) {
       std::printf("{\"program\":\"%s\",\"packets\":%" PRIu64 ",\"ns_per_run\":%" PRIu64
@@ -144,8 +148,8 @@ int cmd_run(const Args& args) {
       bool first = true;
       for (auto& [r0, n] : verdicts) {
         const char* name = verdict_name(type, r0);
-        std::printf("%s\"%s\":%" PRIu64, first ? "" : ",",
-                    name ? name : std::to_string(r0).c_str(), n);
+        std::printf("%s\"%s\":%" PRIu64, first ? "" : ",", name ? name : std::to_string(r0).c_str(),
+                    n);
         first = false;
       }
       std::printf("}");
