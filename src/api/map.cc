@@ -1,16 +1,31 @@
 // Map: the host's view of a map, through its MapOps host entries, with errno
 // turned into Errors that name the map and the operation.
 #include <cstring>
+#include <string>
 
 #include "api/internal.h"
+#include "maps/host_access.h"
 
 namespace userbpf {
 namespace {
 
+// The kernel's internal ENOTSUPP, which bpf(2) returns as is for some ops.
+constexpr int kEnotsupp = 524;
+
 Status op_status(const maps::Map* m, const char* op, long rc) {
   if (rc >= 0) return Status::Ok();
   int err = static_cast<int>(-rc);
-  return make_error(err, "map %s: %s: %s", m->attr.name.c_str(), op, std::strerror(err));
+  return make_error(
+      err, "map %s: %s: %s", m->attr.name.c_str(), op,
+      err == kEnotsupp ? "not supported by this map type (ENOTSUPP)" : std::strerror(err));
+}
+
+// The host's permission for an op that reads and/or writes the map:
+// BPF_F_RDONLY / BPF_F_WRONLY at creation, frozen after load (.rodata).
+Status host_access(const maps::Map* m, const char* op, bool read, bool write) {
+  if (maps::map_host_access(m, read, write) == 0) return Status::Ok();
+  return make_error(EPERM, "map %s: %s: the map is %s to the host", m->attr.name.c_str(), op,
+                    read && (m->attr.map_flags & maps::kBpfFWronly) ? "write-only" : "read-only");
 }
 
 Status unsupported(const maps::Map* m, const char* op) {
@@ -59,36 +74,35 @@ uint32_t Map::value_buffer_size() const {
 
 Status Map::lookup(const void* key, void* value, uint64_t flags) const {
   maps::Map* m = h_->map;
+  USERBPF_TRY(host_access(m, "lookup", true, false));
   if (!m->ops->lookup_elem_copy) return unsupported(m, "lookup");
   return op_status(m, "lookup", m->ops->lookup_elem_copy(m, key, value, flags));
 }
 
 Status Map::update(const void* key, const void* value, uint64_t flags) {
   maps::Map* m = h_->map;
-  if (m->frozen.load(std::memory_order_acquire))
-    return make_error(EPERM, "map %s is frozen (read-only to the host)", m->attr.name.c_str());
+  USERBPF_TRY(host_access(m, "update", false, true));
   if (!m->ops->update_elem) return unsupported(m, "update");
   return op_status(m, "update", m->ops->update_elem(m, key, value, flags));
 }
 
 Status Map::erase(const void* key) {
   maps::Map* m = h_->map;
-  if (m->frozen.load(std::memory_order_acquire))
-    return make_error(EPERM, "map %s is frozen (read-only to the host)", m->attr.name.c_str());
+  USERBPF_TRY(host_access(m, "delete", false, true));
   if (!m->ops->delete_elem) return unsupported(m, "delete");
   return op_status(m, "delete", m->ops->delete_elem(m, key));
 }
 
 Status Map::lookup_and_delete(const void* key, void* value, uint64_t flags) {
   maps::Map* m = h_->map;
-  if (m->frozen.load(std::memory_order_acquire))
-    return make_error(EPERM, "map %s is frozen (read-only to the host)", m->attr.name.c_str());
+  USERBPF_TRY(host_access(m, "lookup_and_delete", true, true));
   if (!m->ops->lookup_and_delete_elem) return unsupported(m, "lookup_and_delete");
   return op_status(m, "lookup_and_delete", m->ops->lookup_and_delete_elem(m, key, value, flags));
 }
 
 Status Map::get_next_key(const void* key, void* next_key) const {
   maps::Map* m = h_->map;
+  USERBPF_TRY(host_access(m, "get_next_key", true, false));
   if (!m->ops->get_next_key) return unsupported(m, "get_next_key");
   return op_status(m, "get_next_key", m->ops->get_next_key(m, key, next_key));
 }
@@ -97,6 +111,7 @@ Result<BatchResult> Map::lookup_batch(const void* in_batch, void* out_batch, voi
                                       void* values, uint32_t count, uint64_t elem_flags,
                                       uint64_t flags) const {
   maps::Map* m = h_->map;
+  USERBPF_TRY(host_access(m, "lookup_batch", true, false));
   if (!m->ops->lookup_batch) return unsupported(m, "lookup_batch").take_error();
   maps::BatchArgs a{in_batch, out_batch, keys, values, count, elem_flags, flags};
   return batch_result(m, "lookup_batch", m->ops->lookup_batch(m, a), a);
@@ -106,8 +121,7 @@ Result<BatchResult> Map::lookup_and_delete_batch(const void* in_batch, void* out
                                                  void* values, uint32_t count, uint64_t elem_flags,
                                                  uint64_t flags) {
   maps::Map* m = h_->map;
-  if (m->frozen.load(std::memory_order_acquire))
-    return make_error(EPERM, "map %s is frozen (read-only to the host)", m->attr.name.c_str());
+  USERBPF_TRY(host_access(m, "lookup_and_delete_batch", true, true));
   if (!m->ops->lookup_and_delete_batch)
     return unsupported(m, "lookup_and_delete_batch").take_error();
   maps::BatchArgs a{in_batch, out_batch, keys, values, count, elem_flags, flags};
@@ -117,25 +131,33 @@ Result<BatchResult> Map::lookup_and_delete_batch(const void* in_batch, void* out
 Result<BatchResult> Map::update_batch(const void* keys, const void* values, uint32_t count,
                                       uint64_t elem_flags, uint64_t flags) {
   maps::Map* m = h_->map;
-  if (m->frozen.load(std::memory_order_acquire))
-    return make_error(EPERM, "map %s is frozen (read-only to the host)", m->attr.name.c_str());
+  USERBPF_TRY(host_access(m, "update_batch", false, true));
   if (!m->ops->update_batch) return unsupported(m, "update_batch").take_error();
   maps::BatchArgs a{nullptr,    nullptr, const_cast<void*>(keys), const_cast<void*>(values), count,
                     elem_flags, flags};
   int rc = m->ops->update_batch(m, a);
-  if (rc < 0) return op_status(m, "update_batch", rc).take_error();
+  if (rc < 0) {  // the kernel reports how many elements were done before the error
+    Error e = op_status(m, "update_batch", rc).take_error();
+    e.message +=
+        " (after " + std::to_string(a.count) + " of " + std::to_string(count) + " elements)";
+    return e;
+  }
   return BatchResult{a.count, true};
 }
 
 Result<BatchResult> Map::delete_batch(const void* keys, uint32_t count, uint64_t elem_flags,
                                       uint64_t flags) {
   maps::Map* m = h_->map;
-  if (m->frozen.load(std::memory_order_acquire))
-    return make_error(EPERM, "map %s is frozen (read-only to the host)", m->attr.name.c_str());
+  USERBPF_TRY(host_access(m, "delete_batch", false, true));
   if (!m->ops->delete_batch) return unsupported(m, "delete_batch").take_error();
   maps::BatchArgs a{nullptr, nullptr, const_cast<void*>(keys), nullptr, count, elem_flags, flags};
   int rc = m->ops->delete_batch(m, a);
-  if (rc < 0) return op_status(m, "delete_batch", rc).take_error();
+  if (rc < 0) {  // the kernel reports how many elements were done before the error
+    Error e = op_status(m, "delete_batch", rc).take_error();
+    e.message +=
+        " (after " + std::to_string(a.count) + " of " + std::to_string(count) + " elements)";
+    return e;
+  }
   return BatchResult{a.count, true};
 }
 
