@@ -46,3 +46,7 @@ read -r ns ops < <(best_ns "$progs/hash_lookup.bpf.o" hash_lookup)
 awk -v ns="$ns" -v ops="$ops" 'BEGIN {
   printf "%-28s %12d %12d %.2f ns/lookup (incl. loop overhead)\n",
          "hash_lookup u32, 1024 ent.", ns, ops, ns / ops }'
+
+echo
+echo "Interpreter on hand-assembled loops:"
+"$build/bench/userbpf_interp_bench" | grep 'ns per instruction'

@@ -71,11 +71,13 @@ Region map_value_region(const maps::Map* m, uintptr_t lo) {
   const uint32_t type = m->attr.type;
   const uint32_t size = m->attr.value_size;
   if (lo == 0 || size == 0 || type == static_cast<uint32_t>(maps::MapType::kARRAY_OF_MAPS) ||
-      type == static_cast<uint32_t>(maps::MapType::kHASH_OF_MAPS) ||
-      !map_access_ok(m, lo, size, false)) {
+      type == static_cast<uint32_t>(maps::MapType::kHASH_OF_MAPS)) {
     return Region{};
   }
-  return Region{lo, size, map_access_ok(m, lo, size, true)};
+  // Most values are writable: one access_ok call answers both questions.
+  if (map_access_ok(m, lo, size, true)) return Region{lo, size, true};
+  if (map_access_ok(m, lo, size, false)) return Region{lo, size, false};
+  return Region{};
 }
 
 void add_grant(InterpState& s, const Region& r) {

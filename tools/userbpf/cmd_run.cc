@@ -5,6 +5,8 @@
 #include <cstring>
 #include <map>
 
+#include <unistd.h>
+
 #ifdef USERBPF_HAVE_PCAP
 #include <pcap/pcap.h>
 #endif
@@ -125,6 +127,7 @@ int cmd_run(const Args& args) {
     pcap_pkthdr* hdr;
     const u_char* bytes;
     int rc;
+    const bool progress = isatty(STDERR_FILENO);  // long captures: show we are alive
     while ((rc = pcap_next_ex(pc, &hdr, &bytes)) == 1) {
       RunOptions o = opts;
       o.packet = bytes;
@@ -137,7 +140,10 @@ int cmd_run(const Args& args) {
       verdicts[r->retval]++;
       total_ns += r->duration_ns;
       packets++;
+      if (progress && packets % 1'000'000 == 0)
+        std::fprintf(stderr, "\r  %" PRIu64 " packets...", packets);
     }
+    if (progress && packets >= 1'000'000) std::fprintf(stderr, "\r");
     if (rc == PCAP_ERROR)
       std::fprintf(stderr, "userbpf: %s: %s\n", pcap_file.c_str(), pcap_geterr(pc));
     pcap_close(pc);
