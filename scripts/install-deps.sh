@@ -10,6 +10,10 @@ packages=(
   libbpf-dev                                   # bpf_helpers.h for test programs; kernel differential tests
   libpcap-dev                                  # userbpf run --pcap
   libgtest-dev libgmock-dev libbenchmark-dev
+  libxbyak-dev                                 # JIT assembler (header-only)
+  libcapstone-dev                              # prog dump --jited disassembly
+  libabsl-dev gnuplot-nox                      # make bench: native hash map baseline, chart
+  libjemalloc-dev                              # bench/mem: jemalloc next to the object caches
 )
 
 missing=()

@@ -1,15 +1,16 @@
-// Benchmark: a CPU-bound loop of simple ALU and branch instructions (an
-// xorshift-multiply mix). Returns the number of loop iterations, so
-// ns/iteration = ns per run / r0; the instructions per iteration are counted
-// from the disassembly by bench/run_bench.sh.
+// Benchmark: a CPU-bound loop of ALU and branch instructions (an xorshift
+// mix), seeded by the packet length so the compiler cannot fold it. One op
+// is one loop iteration.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <userbpf/bpf/userbpf_bpf.h>
 
-#define ITERATIONS 100000
+#define ITERATIONS 4096
+USERBPF_BENCH_OPS(ITERATIONS);
 
-SEC("syscall")
-int alu_loop(void *ctx) {
-  __u64 x = 0x9e3779b97f4a7c15ull, acc = 0;
+SEC("xdp")
+int alu_loop(struct xdp_md *ctx) {
+  __u64 x = 0x9e3779b97f4a7c15ull ^ (__u64)(ctx->data_end - ctx->data), acc = 0;
   for (__u32 i = 0; i < ITERATIONS; i++) {
     x ^= x << 13;
     x ^= x >> 7;

@@ -80,6 +80,9 @@ class Program {
   size_t insn_count() const;
   // llvm-objdump style disassembly of the linked program.
   std::string disassemble() const;
+  // The JIT's machine code for the program (compiles it if needed), each BPF
+  // pc's instructions under a "; pc N" line. ENOTSUP without a JIT.
+  Result<std::string> disassemble_jited() const;
   Result<RunResult> run(const RunOptions& opts) const;
   ProgramStats stats() const;
 
@@ -157,6 +160,11 @@ class Object {
   // Program by function name or section name; nullopt-like: ok() false with ENOENT.
   Result<Program> find_program(const std::string& name) const;
   Result<Map> find_map(const std::string& name) const;
+
+  // A global variable of the data sections (.data, .rodata, .bss, .data.*,
+  // .rodata.*) by symbol name: its bytes, the initial value before load and
+  // the map's current value after. ENOENT when no data section defines it.
+  Result<std::vector<uint8_t>> read_global(const std::string& name) const;
 
   // Before load: change a map's max_entries (like bpf_map__set_max_entries).
   Status set_map_max_entries(const std::string& map_name, uint32_t max_entries);

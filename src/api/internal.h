@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "loader/object.h"
+#include "mem/cpu_slots.h"
 #include "userbpf/userbpf.h"
 #include "vm/run_context.h"
 
@@ -18,6 +19,7 @@ namespace internal {
 struct RuntimeImpl {
   uint32_t num_cpus = 1;
   vm::PrintSink print;
+  std::unique_ptr<mem::SlotTable> slots;  // num_cpus normal slots
 };
 
 }  // namespace internal

@@ -123,6 +123,25 @@ Result<Map> Object::find_map(const std::string& name) const {
                     name.c_str());
 }
 
+Result<std::vector<uint8_t>> Object::read_global(const std::string& name) const {
+  const auto& o = *impl_;
+  for (size_t i = 0; i < o.spec.maps.size(); i++) {
+    const loader::MapSpec& m = o.spec.maps[i];
+    if (!m.is_global_data) continue;
+    for (const loader::GlobalVarSpec& v : m.vars) {
+      if (v.name != name) continue;
+      if (!o.loaded)
+        return std::vector<uint8_t>(m.init.begin() + v.offset, m.init.begin() + v.offset + v.size);
+      std::vector<uint8_t> value(m.attr.value_size);
+      const uint32_t key = 0;
+      USERBPF_TRY(Map(const_cast<Map::Handle*>(&o.map_handles[i])).lookup(&key, value.data()));
+      return std::vector<uint8_t>(value.begin() + v.offset, value.begin() + v.offset + v.size);
+    }
+  }
+  return make_error(ENOENT, "object %s has no global variable named %s", o.spec.name.c_str(),
+                    name.c_str());
+}
+
 Status Object::set_map_max_entries(const std::string& map_name, uint32_t max_entries) {
   if (loaded())
     return make_error(EBUSY, "map %s: max_entries can only change before load", map_name.c_str());

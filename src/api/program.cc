@@ -4,6 +4,7 @@
 #include "api/internal.h"
 #include "api/test_run.h"
 #include "isa/disasm.h"
+#include "vm/jit/jit.h"
 
 namespace userbpf {
 
@@ -48,6 +49,12 @@ std::string Program::disassemble() const {
     return {};
   };
   return isa::disassemble_program(p.insns.data(), p.insns.size(), opts);
+}
+
+Result<std::string> Program::disassemble_jited() const {
+  if (!vm::jit_supported()) return make_error(ENOTSUP, "no JIT for this machine");
+  USERBPF_TRY(vm::ensure_jit(*h_->prog));
+  return vm::jit_disassemble(*h_->prog);
 }
 
 Result<RunResult> Program::run(const RunOptions& opts) const {

@@ -11,6 +11,8 @@
 
 #include <cstring>
 
+#include "vm/jit/jit.h"
+
 namespace userbpf::internal {
 namespace {
 
@@ -111,9 +113,11 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
   if (opts.struct_size > sizeof(RunOptions))
     return make_error(EINVAL, "RunOptions from a newer userbpf (size %zu > %zu)", opts.struct_size,
                       sizeof(RunOptions));
-  if (opts.engine == Engine::kJit)
-    return make_error(ENOTSUP, "program %s: the JIT engine is not available yet",
-                      prog.name.c_str());
+  // Engine: the JIT where supported (x86-64) unless the interpreter is asked for.
+  const bool use_jit = opts.engine != Engine::kInterpreter && vm::jit_supported();
+  if (opts.engine == Engine::kJit && !use_jit)
+    return make_error(ENOTSUP, "program %s: no JIT for this machine", prog.name.c_str());
+  if (use_jit) USERBPF_TRY(vm::ensure_jit(prog));
   if (opts.packet_size > kMaxPacket)
     return make_error(EINVAL, "packet of %zu bytes is larger than %zu", opts.packet_size,
                       kMaxPacket);
@@ -187,7 +191,20 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
   uint64_t t0 = now_ns();
   for (uint32_t i = 0; i < repeat; i++) {
     vm::RunContext rc = proto;
-    auto r = vm::interpret(prog, rc);
+    // Each run holds a CPU slot (src/mem/cpu_slots.h): bpf_get_smp_processor_id
+    // and per-CPU data are the slot's. Sleepable runs use their own pool; a
+    // nested run (signal handler) that finds no free slot is a miss.
+    mem::SlotTable& slots = *rt.slots;
+    const bool own_pool = prog.sleepable && !mem::SlotTable::thread_in_slot();
+    int slot = own_pool ? slots.enter_sleepable() : slots.enter();
+    if (slot < 0) {
+      prog.stats.misses.fetch_add(1, std::memory_order_relaxed);
+      return make_error(EBUSY, "program %s: no free CPU slot for a nested run (counted as a miss)",
+                        prog.name.c_str());
+    }
+    rc.cpu = static_cast<uint32_t>(slot) % slots.num_slots();
+    auto r = use_jit ? vm::jit_run(prog, rc) : vm::interpret(prog, rc);
+    slots.leave(slot);
     if (!r.ok()) {
       prog.stats.faults.fetch_add(1, std::memory_order_relaxed);
       return r.take_error();

@@ -275,6 +275,12 @@ Status collect_maps(OpenContext& ctx) {
     else
       m.init.assign(s.data.begin(), s.data.end());
     if (ctx.btf) m.btf_value_type_id = ctx.btf->find_by_name_kind(s.name, BtfKind::kDatasec);
+    for (const ElfSymbol& sym : ctx.elf.symbols()) {
+      if (sym.shndx != s.index || sym.type != STT_OBJECT || sym.name.empty()) continue;
+      if (sym.value > s.size || sym.size > s.size - sym.value) continue;  // not inside: ignored
+      m.vars.push_back(GlobalVarSpec{sym.name, static_cast<uint32_t>(sym.value),
+                                     static_cast<uint32_t>(sym.size)});
+    }
     ctx.data_map_by_shndx[s.index] = static_cast<uint32_t>(ctx.spec.maps.size());
     ctx.spec.maps.push_back(std::move(m));
   }

@@ -15,6 +15,14 @@
 
 namespace userbpf::loader {
 
+// A global variable of a data section: its ELF symbol (STT_OBJECT, any
+// binding), which locates it inside the section's single array value.
+struct GlobalVarSpec {
+  std::string name;
+  uint32_t offset = 0;  // within the section (the map's value)
+  uint32_t size = 0;
+};
+
 // A map as the object declares it: a BTF-defined map in .maps, or a global
 // data section (.data, .rodata, .bss, .data.*, .rodata.*) as a single-entry
 // array whose value is the section's bytes.
@@ -26,6 +34,7 @@ struct MapSpec {
   bool readonly = false;  // .rodata*: frozen after load
   uint32_t btf_key_type_id = 0;
   uint32_t btf_value_type_id = 0;
+  std::vector<GlobalVarSpec> vars;  // global data: its variables, by ELF symbol
 };
 
 // A relocation the loader will apply at load time.

@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ struct ProgramStats {
   std::atomic<uint64_t> misses{0};  // runs skipped (no CPU slot in a signal handler)
 };
 
+// The JIT's compiled form of a Program (src/vm/jit); opaque to the rest of vm.
+struct JitImage;
+
 struct Program {
   std::string name;     // function name
   std::string section;  // ELF section, e.g. "xdp" or "tp/syscalls/sys_enter_openat"
@@ -55,6 +59,12 @@ struct Program {
   // targets), sorted; built by prepare_program(). Callback values must name one.
   std::vector<uint32_t> func_entries;
   bool prepared = false;
+
+  // Machine code built from exec_insns by the JIT on first use (src/vm/jit):
+  // jit is published once (release) and never changes after; jit_owner keeps
+  // it alive as long as the program.
+  std::atomic<JitImage*> jit{nullptr};
+  std::shared_ptr<JitImage> jit_owner;
 
   ProgramStats stats;
 };

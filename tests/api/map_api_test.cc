@@ -93,8 +93,7 @@ TEST_F(MapApiTest, BatchWalkSeesEveryElementOnce) {
   auto full = map->update_batch(more.data(), mvals.data(), 40);
   ASSERT_FALSE(full.ok());
   EXPECT_EQ(full.error().code, E2BIG);
-  EXPECT_NE(full.error().message.find("after 28 of 40"), std::string::npos)
-      << full.error().message;
+  EXPECT_NE(full.error().message.find("after 28 of 40"), std::string::npos) << full.error().message;
 
   auto del = map->delete_batch(keys.data(), 100);
   ASSERT_TRUE(del.ok()) << del.error().message;

@@ -77,6 +77,10 @@ extern const vm::HelperProto kFakeKfuncAdd;  // kfunc: r1 + r2
 // Scratch buffer handed out by kHelperScratch.
 uint8_t* fake_scratch();
 
+// The engine TestProg runs on: the interpreter unless a test binary sets it
+// (tests/jit runs these same tests on the JIT).
+inline Result<uint64_t> (*g_test_engine)(vm::Program&, vm::RunContext&) = nullptr;
+
 struct RunOutcome {
   bool ok = false;
   uint64_t r0 = 0;
@@ -111,7 +115,7 @@ struct TestProg {
 
   RunOutcome run_with(vm::RunContext& rc) {
     RunOutcome out;
-    Result<uint64_t> r = vm::interpret(prog, rc);
+    Result<uint64_t> r = g_test_engine ? g_test_engine(prog, rc) : vm::interpret(prog, rc);
     out.ok = r.ok();
     if (r.ok()) {
       out.r0 = r.value();

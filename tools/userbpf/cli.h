@@ -18,6 +18,7 @@ int cmd_prog(const Args& args);
 int cmd_run(const Args& args);
 int cmd_map(const Args& args);
 int cmd_exec(const Args& args);
+int cmd_bench(const Args& args);
 
 // Prints "userbpf: <message>" to stderr and returns 1.
 int fail(const Error& e);

@@ -5,14 +5,18 @@ namespace userbpf::cli {
 
 int cmd_prog(const Args& args) {
   if (args.empty() || args[0] == "--help") {
-    std::printf("usage: userbpf prog list FILE\n       userbpf prog dump FILE [-p NAME]\n");
+    std::printf(
+        "usage: userbpf prog list FILE\n       userbpf prog dump FILE [-p NAME] [--jited]\n");
     return args.empty() ? 2 : 0;
   }
   const std::string& verb = args[0];
   std::string file, only;
+  bool jited = false;
   for (size_t i = 1; i < args.size(); i++) {
     if ((args[i] == "-p" || args[i] == "--prog") && i + 1 < args.size())
       only = args[++i];
+    else if (args[i] == "--jited" && verb == "dump")
+      jited = true;
     else if (file.empty() && args[i][0] != '-')
       file = args[i];
     else
@@ -45,6 +49,13 @@ int cmd_prog(const Args& args) {
   for (auto& p : obj->programs()) {
     if (!only.empty() && p.name() != only && p.section() != only) continue;
     found = true;
+    if (jited) {
+      auto code = p.disassemble_jited();
+      if (!code.ok()) return fail(code.error());
+      std::printf("%s (section %s, %s), JIT x86-64:\n%s\n", p.name().c_str(), p.section().c_str(),
+                  p.type_name(), code.value().c_str());
+      continue;
+    }
     std::printf("%s (section %s, %s):\n%s\n", p.name().c_str(), p.section().c_str(), p.type_name(),
                 p.disassemble().c_str());
   }

@@ -38,7 +38,7 @@ void usage() {
       "  --packet-file FILE    packet from a file\n"
       "  --pcap FILE           run over every packet of a capture; prints verdict counts\n"
       "  --repeat N            runs per input (default 1); time is the mean\n"
-      "  --engine interp|jit   execution engine (default: interp until the JIT lands)\n"
+      "  --engine interp|jit   execution engine (default: the JIT where supported)\n"
       "  --maps                print every map after the run\n"
       "  --json                machine-readable output\n");
 }

@@ -13,6 +13,7 @@ void usage(FILE* out) {
                "  prog list FILE              programs, sections and maps of a BPF object\n"
                "  prog dump FILE [-p NAME]    disassembly (llvm-objdump syntax)\n"
                "  run FILE -p NAME [options]  run a program (like BPF_PROG_TEST_RUN)\n"
+               "  bench FILE [-p NAME...]     time programs: ns per run and per op\n"
                "  map show FILE               maps of an object with their memory use\n"
                "  map dump FILE [-m NAME]     contents of maps after load\n"
                "  exec MEMORY_HEX             run raw bytecode read as hex from stdin\n"
@@ -38,6 +39,7 @@ int main(int argc, char** argv) {
   if (cmd == "run") return userbpf::cli::cmd_run(args);
   if (cmd == "map") return userbpf::cli::cmd_map(args);
   if (cmd == "exec") return userbpf::cli::cmd_exec(args);
+  if (cmd == "bench") return userbpf::cli::cmd_bench(args);
   std::fprintf(stderr, "userbpf: unknown command '%s'\n\n", cmd.c_str());
   usage(stderr);
   return 2;

@@ -13,7 +13,11 @@
 
 /* Number of operations one run of a benchmark program performs (read by
  * `userbpf bench` to report ns per operation):
- *   USERBPF_BENCH_OPS(1000); */
+ *   USERBPF_BENCH_OPS(1000);
+ * One per object (a u64 named userbpf_bench_ops in .rodata): `userbpf bench`
+ * reads it with Object::read_global(), the kernel runner (bench/kernel)
+ * through the object's BTF, so both divide by the same n. A benchmark program
+ * returns n when every operation succeeded; both runners flag r0 != n. */
 #define USERBPF_BENCH_OPS(n) const volatile unsigned long long userbpf_bench_ops = (n)
 
 #endif /* USERBPF_BPF_H */

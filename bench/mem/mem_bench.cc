@@ -1,0 +1,137 @@
+// Benchmarks of src/mem against the bars of issue 3: slot enter+leave
+// <= 10 ns, RCU read section <= 2 ns, synchronize_rcu idle <= 20 us, object
+// alloc+free pairs next to glibc malloc/free and jemalloc on the same sizes.
+// Run: build/bench/mem/userbpf_mem_bench
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+
+#include "mem/obj_cache.h"
+
+#ifdef USERBPF_HAVE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
+// glibc's own entry points (exported), so the comparison stays glibc even
+// when jemalloc replaces malloc in this binary.
+extern "C" void* __libc_malloc(size_t);
+extern "C" void __libc_free(void*);
+
+namespace userbpf::mem {
+namespace {
+
+struct Env {
+  SlotTable slots;
+  BackgroundWorker worker;
+  RcuDomain rcu{slots, worker};
+  PagePool pages;
+  MemAlloc alloc{slots, rcu, worker, pages};
+  Env() {
+    if (!alloc.init({}).ok()) std::abort();
+  }
+};
+
+Env& env() {
+  static Env* e = new Env();
+  return *e;
+}
+
+void BM_SlotEnterLeave(benchmark::State& state) {
+  SlotTable& t = env().slots;
+  for (auto _ : state) {
+    int s = t.enter();
+    benchmark::DoNotOptimize(s);
+    t.leave(s);
+  }
+}
+BENCHMARK(BM_SlotEnterLeave)->Threads(1)->Threads(2);
+
+void BM_CurrentCpuId(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(current_cpu_id());
+}
+BENCHMARK(BM_CurrentCpuId);
+
+// A read-side section inside a program run (the thread already holds a slot
+// of the domain): what bpf_rcu_read_lock/unlock and nested host lookups pay.
+void BM_RcuReadSectionNested(benchmark::State& state) {
+  RcuDomain& rcu = env().rcu;
+  RcuReadGuard outer(rcu);
+  for (auto _ : state) {
+    RcuReadGuard g(rcu);
+    benchmark::DoNotOptimize(&g);
+  }
+}
+BENCHMARK(BM_RcuReadSectionNested);
+
+// A read-side section from a thread outside any section: claims a slot.
+void BM_RcuReadSectionStandalone(benchmark::State& state) {
+  RcuDomain& rcu = env().rcu;
+  for (auto _ : state) {
+    RcuReadGuard g(rcu);
+    benchmark::DoNotOptimize(&g);
+  }
+}
+BENCHMARK(BM_RcuReadSectionStandalone);
+
+void BM_SynchronizeRcuIdle(benchmark::State& state) {
+  RcuDomain& rcu = env().rcu;
+  for (auto _ : state) {
+    if (!rcu.synchronize_rcu().ok()) state.SkipWithError("synchronize_rcu failed");
+  }
+}
+BENCHMARK(BM_SynchronizeRcuIdle)->UseRealTime();
+
+// alloc+free pair on a held slot (a program's bpf_obj_new + bpf_obj_drop
+// without the interpreter around it).
+void BM_ObjAllocFree(benchmark::State& state) {
+  Env& e = env();
+  size_t size = static_cast<size_t>(state.range(0));
+  SlotGuard g(e.slots);
+  for (auto _ : state) {
+    void* p = e.alloc.alloc(g.slot(), size);
+    benchmark::DoNotOptimize(p);
+    e.alloc.free(g.slot(), p);
+  }
+}
+BENCHMARK(BM_ObjAllocFree)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4000);
+
+// The same pair including the slot claim (a host call or a one-shot run).
+void BM_ObjAllocFreeWithSlot(benchmark::State& state) {
+  Env& e = env();
+  size_t size = static_cast<size_t>(state.range(0));
+  for (auto _ : state) {
+    int s = e.slots.enter();
+    void* p = e.alloc.alloc(s, size);
+    benchmark::DoNotOptimize(p);
+    e.alloc.free(s, p);
+    e.slots.leave(s);
+  }
+}
+BENCHMARK(BM_ObjAllocFreeWithSlot)->Arg(64)->Threads(1)->Threads(2);
+
+void BM_GlibcMallocFree(benchmark::State& state) {
+  size_t size = static_cast<size_t>(state.range(0));
+  for (auto _ : state) {
+    void* p = __libc_malloc(size);
+    benchmark::DoNotOptimize(p);
+    __libc_free(p);
+  }
+}
+BENCHMARK(BM_GlibcMallocFree)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4000);
+
+#ifdef USERBPF_HAVE_JEMALLOC
+void BM_JemallocFree(benchmark::State& state) {
+  size_t size = static_cast<size_t>(state.range(0));
+  for (auto _ : state) {
+    void* p = mallocx(size, 0);
+    benchmark::DoNotOptimize(p);
+    dallocx(p, 0);
+  }
+}
+BENCHMARK(BM_JemallocFree)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4000);
+#endif
+
+}  // namespace
+}  // namespace userbpf::mem
+
+BENCHMARK_MAIN();

@@ -1,0 +1,181 @@
+// CPU slots: the user-space stand-in for "this code runs on this CPU and is
+// not preempted". Running a program (or any read-side section, or touching
+// per-CPU data) means holding a slot; while held, the slot's per-CPU data
+// belongs to the holder alone.
+//
+// Layout: N normal slots [0, N) (default: possible CPUs) followed by M
+// sleepable slots [N, N + M) (default M = N). Sleepable runs only ever take
+// sleepable slots, so a program that blocks can never starve normal runs of
+// slots; normal runs never take sleepable slots.
+//
+// Each slot is one cache line holding one 64-bit state word:
+//   state == 0            the slot is free
+//   state == e (e >= 1)   the slot is held; e is the RCU epoch the holder
+//                         read when it entered (rcu.h: a grace period that
+//                         started at epoch E waits for every slot that is
+//                         held with e < E)
+// Invariants:
+//   a slot is held by at most one holder (claimed by compare-exchange 0 -> e,
+//   released by a release store of 0 by its holder only)
+//   epoch() only grows, and never is 0
+//   t_depth (per thread) = slots this thread holds or is claiming, across
+//   all tables; it is raised before the claim, so a signal handler that
+//   interrupts a claim already sees the thread as re-entrant
+//
+// Contexts: enter/leave from any thread and from signal handlers, no
+// registration; a re-entrant enter (the thread already holds or is claiming a
+// slot, e.g. a signal handler interrupting a run) never waits: it takes
+// another free slot or fails (kMiss, counted in misses()). A first-level
+// enter with EnterMode::kWait spins/yields until a slot frees up.
+// enter_sleepable may sleep. Construction/destruction: host only.
+#pragma once
+
+#include <sys/rseq.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+namespace userbpf::mem {
+
+inline constexpr int kSlotMiss = -1;
+
+enum class EnterMode : uint8_t {
+  kWait,    // outside signal handlers: spin/yield until a slot is free
+  kNoWait,  // fail with kSlotMiss when no slot is free (signal handlers, hooks)
+};
+
+// The CPU the calling thread runs on: rseq's cpu_id (glibc registers rseq
+// and exports __rseq_offset/__rseq_size since 2.35), else sched_getcpu(),
+// else 0. Async-signal-safe.
+inline uint32_t current_cpu_id();
+uint32_t current_cpu_id_slow();
+// Number of possible CPUs (get_nprocs_conf), at least 1.
+uint32_t possible_cpus();
+
+class SlotTable {
+ public:
+  // num_slots 0: possible CPUs; num_sleepable 0: same as num_slots.
+  explicit SlotTable(uint32_t num_slots = 0, uint32_t num_sleepable = 0);
+  ~SlotTable();
+  SlotTable(const SlotTable&) = delete;
+  SlotTable& operator=(const SlotTable&) = delete;
+
+  uint32_t num_slots() const { return n_; }
+  uint32_t num_sleepable() const { return m_; }
+  uint32_t total_slots() const { return n_ + m_; }
+
+  // Claims a normal slot: the current CPU's if free, else any free one.
+  // Returns the slot index in [0, num_slots()), or kSlotMiss.
+  inline int enter(EnterMode mode = EnterMode::kWait);
+  // Releases a slot obtained from enter, enter_sleepable or try_enter_slot.
+  inline void leave(int slot);
+
+  // Claims a sleepable slot in [num_slots(), total_slots()); waits (sleeps)
+  // while all are taken. Host or sleepable context only.
+  int enter_sleepable();
+
+  // Claims exactly slot idx if it is free (the background worker uses this to
+  // act on one slot's per-CPU data, like the kernel's irq_work on that CPU).
+  // Never waits. Counts towards t_depth like enter().
+  bool try_enter_slot(uint32_t idx);
+
+  // Whether the calling thread holds (or is claiming) a slot of any table.
+  static bool thread_in_slot();
+
+  // Runs that found no slot (kNoWait or re-entrant enter).
+  uint64_t misses() const { return misses_.load(std::memory_order_relaxed); }
+
+  // RCU interface (rcu.h): the global epoch and each slot's state word.
+  std::atomic<uint64_t>& epoch() { return epoch_; }
+  uint64_t slot_state(uint32_t idx) const {
+    return slots_[idx].state.load(std::memory_order_acquire);
+  }
+
+ private:
+  struct alignas(64) Slot {
+    std::atomic<uint64_t> state{0};
+  };
+  int enter_slow(uint32_t first, EnterMode mode);
+  bool try_claim(uint32_t idx) {
+    uint64_t expected = 0;
+    uint64_t e = epoch_.load(std::memory_order_acquire);
+    // seq_cst: the claim is the read side's full barrier (rcu.h).
+    return slots_[idx].state.compare_exchange_strong(expected, e, std::memory_order_seq_cst,
+                                                     std::memory_order_relaxed);
+  }
+
+  uint32_t n_;
+  uint32_t m_;
+  std::unique_ptr<Slot[]> slots_;
+  alignas(64) std::atomic<uint64_t> epoch_{1};
+  alignas(64) std::atomic<uint64_t> misses_{0};
+};
+
+namespace detail {
+inline const char* thread_pointer() {
+#if defined(__x86_64__)
+  const char* tp;
+  asm("mov %%fs:0, %0" : "=r"(tp));
+  return tp;
+#else
+  return static_cast<const char*>(__builtin_thread_pointer());
+#endif
+}
+}  // namespace detail
+
+inline uint32_t current_cpu_id() {
+  if (__rseq_size != 0) [[likely]] {
+    const auto* rs =
+        reinterpret_cast<const volatile struct rseq*>(detail::thread_pointer() + __rseq_offset);
+    int32_t cpu = static_cast<int32_t>(rs->cpu_id);
+    if (cpu >= 0) [[likely]]
+      return static_cast<uint32_t>(cpu);
+  }
+  return current_cpu_id_slow();
+}
+
+namespace detail {
+// Slots this thread holds or is claiming (all tables). Plain integer: only
+// this thread and its signal handlers touch it; the signal fences keep the
+// compiler from moving it across the claim. constinit + inline: direct TLS
+// access, no wrapper call.
+inline constinit thread_local uint32_t t_depth = 0;
+}  // namespace detail
+
+inline int SlotTable::enter(EnterMode mode) {
+  uint32_t cpu = current_cpu_id();
+  uint32_t first = cpu < n_ ? cpu : cpu % n_;
+  if (detail::t_depth != 0) mode = EnterMode::kNoWait;  // re-entrant: never wait
+  detail::t_depth++;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (try_claim(first)) [[likely]]
+    return static_cast<int>(first);
+  return enter_slow(first, mode);
+}
+
+inline void SlotTable::leave(int slot) {
+  slots_[static_cast<uint32_t>(slot)].state.store(0, std::memory_order_release);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  detail::t_depth--;
+}
+
+// Holds a normal slot for a scope. ok() is false on a miss.
+class SlotGuard {
+ public:
+  explicit SlotGuard(SlotTable& t, EnterMode mode = EnterMode::kWait)
+      : t_(t), slot_(t.enter(mode)) {}
+  ~SlotGuard() {
+    if (slot_ >= 0) t_.leave(slot_);
+  }
+  SlotGuard(const SlotGuard&) = delete;
+  SlotGuard& operator=(const SlotGuard&) = delete;
+  bool ok() const { return slot_ >= 0; }
+  int slot() const { return slot_; }
+
+ private:
+  SlotTable& t_;
+  int slot_;
+};
+
+}  // namespace userbpf::mem

@@ -1,0 +1,137 @@
+// The RCU domain on the CPU slots: epoch-based, registration-free.
+//
+// Read side: holding a slot (cpu_slots.h) is a read-side section. The claim
+// publishes the epoch the reader saw (one compare-exchange, a full barrier);
+// the release store that frees the slot ends the section. So a program run,
+// which holds a slot anyway, is a read-side section for free, and any thread
+// or signal handler can read without registering: it claims a slot.
+// ReadGuard nests: inside a section of the same domain it costs nothing.
+//
+// Grace periods: start_gp() advances the global epoch to E and returns E; the
+// grace period E is over once every slot of the flavor's range has been seen
+// free or held with an epoch >= E (entered after the advance, so it cannot
+// hold a pointer unlinked before it). Writers unlink, then wait:
+//   flavor       slots scanned          kernel analogue
+//   kNormal      [0, N)                  call_rcu / synchronize_rcu
+//   kTasksTrace  [N, N + M) (sleepable)  call_rcu_tasks_trace
+//   kBoth        [0, N + M)              synchronize_rcu_mult(both): memory
+//                                        that normal and sleepable programs
+//                                        can both reach
+// Callbacks (call_rcu) go on one lock-free list per flavor; the reclaimer (a
+// task of the domain's BackgroundWorker) takes a list whole, starts a grace
+// period for it, and runs it once poll_gp() says it is over; batches of one
+// flavor complete in order.
+//
+// Contexts: read side, call_rcu, start_gp, poll_gp: any context, never block.
+// synchronize_rcu, rcu_barrier: host or sleepable context, never inside a
+// read-side section (EDEADLK: the caller holds a slot). Callbacks run on the worker
+// thread, outside any slot.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+
+#include "base/result.h"
+#include "mem/bg_worker.h"
+#include "mem/cpu_slots.h"
+
+namespace userbpf::mem {
+
+enum class RcuFlavor : uint8_t { kNormal = 0, kTasksTrace = 1, kBoth = 2 };
+inline constexpr int kNumRcuFlavors = 3;
+
+// Embedded in the object to free (the kernel's rcu_head).
+struct RcuHead {
+  RcuHead* next = nullptr;
+  void (*func)(RcuHead*) = nullptr;
+};
+
+class RcuDomain {
+ public:
+  // Runs its reclaimer on worker (which must outlive the domain).
+  RcuDomain(SlotTable& slots, BackgroundWorker& worker);
+  // Runs every pending callback (rcu_barrier) first.
+  ~RcuDomain();
+  RcuDomain(const RcuDomain&) = delete;
+  RcuDomain& operator=(const RcuDomain&) = delete;
+
+  SlotTable& slots() { return slots_; }
+
+  // Queues func(head) to run after a grace period of flavor. Any context.
+  void call_rcu(RcuHead* head, void (*func)(RcuHead*), RcuFlavor flavor = RcuFlavor::kNormal);
+
+  // Waits for a full grace period. EDEADLK when the caller holds a slot.
+  Status synchronize_rcu(RcuFlavor flavor = RcuFlavor::kNormal);
+  // Waits until every callback queued before the call has run.
+  Status rcu_barrier();
+
+  // Polling interface (the kernel's start_poll_synchronize_rcu /
+  // poll_state_synchronize_rcu): a cookie, then whether its grace period is
+  // over. Any context.
+  uint64_t start_gp() { return slots_.epoch().fetch_add(1, std::memory_order_seq_cst) + 1; }
+  bool poll_gp(uint64_t cookie, RcuFlavor flavor) const;
+
+  uint64_t callbacks_queued() const { return queued_.load(std::memory_order_relaxed); }
+  uint64_t callbacks_done() const { return done_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Batch {
+    uint64_t cookie;
+    uint64_t gen;
+    RcuFlavor flavor;
+    RcuHead* list;
+  };
+  static uint64_t reclaim_task(void* self);
+  uint64_t reclaim();
+
+  SlotTable& slots_;
+  BackgroundWorker& worker_;
+  std::atomic<RcuHead*> pending_[kNumRcuFlavors] = {};
+  std::atomic<uint64_t> queued_{0};
+  std::atomic<uint64_t> done_{0};
+  // Reclaimer state (worker thread only, read by rcu_barrier under mu_).
+  std::mutex mu_;
+  std::deque<Batch> batches_;
+  std::atomic<uint64_t> taken_gen_{0};  // lists taken so far (one per reclaim pass)
+  std::atomic<uint64_t> done_gen_{0};   // every list taken in passes <= done_gen_ has run
+};
+
+// A read-side section of rcu's domain for a scope: claims a slot unless the
+// thread is already inside one of this domain. ok() is false on a miss
+// (re-entrant claim with no free slot).
+class RcuReadGuard {
+ public:
+  explicit RcuReadGuard(RcuDomain& rcu, EnterMode mode = EnterMode::kWait) {
+    if (t_domain_ == &rcu) return;  // nested: the outer section covers us
+    slot_ = rcu.slots().enter(mode);
+    if (slot_ < 0) return;
+    rcu_ = &rcu;
+    outer_ = t_domain_;
+    t_domain_ = &rcu;
+  }
+  ~RcuReadGuard() {
+    if (!rcu_) return;
+    t_domain_ = outer_;
+    rcu_->slots().leave(slot_);
+  }
+  RcuReadGuard(const RcuReadGuard&) = delete;
+  RcuReadGuard& operator=(const RcuReadGuard&) = delete;
+  bool ok() const { return slot_ != kSlotMiss; }
+  static bool in_section(const RcuDomain& rcu) { return t_domain_ == &rcu; }
+  // Marks an existing slot holding (a program run) as this domain's section.
+  static RcuDomain* set_current(RcuDomain* d) {
+    RcuDomain* old = t_domain_;
+    t_domain_ = d;
+    return old;
+  }
+
+ private:
+  static inline constinit thread_local RcuDomain* t_domain_ = nullptr;
+  RcuDomain* rcu_ = nullptr;
+  RcuDomain* outer_ = nullptr;
+  int slot_ = -2;  // -2: nested, no slot of our own
+};
+
+}  // namespace userbpf::mem

@@ -1,0 +1,1146 @@
+// The x86-64 code generator: one emit case per opcode of the interpreter
+// (src/vm/interp.cc), in the same order, through xbyak.
+//
+// Layout of an image: the C entry trampoline and the fault exits first, then
+// every function (prologue at its entry pc), then the cold stubs (slow memory
+// checks, budget/depth faults, frame clearing), then the shared memory-check
+// thunk. Hot paths fall through; every check jumps forward to a cold stub.
+//
+// Memory safety at speed (the interpreter's promise: a bad access stops the
+// run with an error naming pc and address, the host never faults):
+//   - r10 + constant offset inside the current frame: no check (the frame is
+//     always mapped and belongs to the run).
+//   - any other access: inline range check against the current frame chain
+//     [rbp - 512, stack_top - size] (lea, lea, cmp, jb, cmp, ja); on a miss the
+//     cold stub checks the last-hit region cache inline, then calls the
+//     interpreter's region logic (check_mem_slow via jit_check_access).
+//   - helper pointer arguments: check_helper_args before every call whose
+//     proto has pointer arguments; returned map values and memory become
+//     regions (grant_return), exactly as in the interpreter.
+//   - runaway loops: the budget (in r9) is charged on backward jumps with the
+//     jump distance and on calls.
+//   - probe (PROBE_MEM32) accesses are unchecked and covered by the exception
+//     table instead (extable.cc).
+#define XBYAK_NO_EXCEPTION
+#include <xbyak/xbyak.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <memory>
+
+#include <sys/mman.h>
+#include <sys/ucontext.h>
+#include <time.h>
+
+#include "isa/opcodes.h"
+#include "vm/jit/x86_64/jit_internal.h"
+
+namespace userbpf::vm::jit {
+namespace {
+
+using namespace Xbyak;
+using namespace Xbyak::util;
+using isa::Insn;
+using namespace isa;  // opcode constants
+
+constexpr int32_t kFrame = kStackSize;
+
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Winvalid-offsetof"
+constexpr int32_t kOffBudget = offsetof(JitState, s) + offsetof(interp::InterpState, budget);
+constexpr int32_t kOffMayGoto =
+    offsetof(JitState, s) + offsetof(interp::InterpState, may_goto_left);
+constexpr int32_t kOffUserBaseHi =
+    offsetof(JitState, s) + offsetof(interp::InterpState, user_base_hi);
+constexpr int32_t kOffCallPc = offsetof(JitState, s) + offsetof(interp::InterpState, call_pc);
+constexpr int32_t kOffHitLo =
+    offsetof(JitState, s) + offsetof(interp::InterpState, hit) + offsetof(interp::Region, lo);
+constexpr int32_t kOffHitSpan =
+    offsetof(JitState, s) + offsetof(interp::InterpState, hit) + offsetof(interp::Region, span);
+constexpr int32_t kOffHitWritable =
+    offsetof(JitState, s) + offsetof(interp::InterpState, hit) + offsetof(interp::Region, writable);
+constexpr int32_t kOffStop = offsetof(JitState, s) + offsetof(interp::InterpState, stop);
+constexpr int32_t kOffTopMinus = offsetof(JitState, top_minus);
+constexpr int32_t kOffFrameLimit = offsetof(JitState, frame_limit);
+constexpr int32_t kOffZeroedLo = offsetof(JitState, zeroed_lo);
+constexpr int32_t kOffEntryRsp = offsetof(JitState, entry_rsp);
+constexpr int32_t kOffCurRbp = offsetof(JitState, cur_rbp);
+#pragma clang diagnostic pop
+static_assert(sizeof(interp::Stop) == 1);
+
+// BPF register -> x86 register, and -> mcontext gregs index (exception table).
+const Reg64 kReg[kNumRegs] = {rax, rdi, rsi, rdx, rcx, r8, rbx, r13, r14, r15, rbp};
+constexpr int kGreg[kNumRegs] = {REG_RAX, REG_RDI, REG_RSI, REG_RDX, REG_RCX, REG_R8,
+                                 REG_RBX, REG_R13, REG_R14, REG_R15, REG_RBP};
+
+enum class Cond { kEq, kNe, kA, kAe, kB, kBe, kG, kGe, kL, kLe, kNz, kZ };
+
+Cond invert(Cond c) {
+  switch (c) {
+    case Cond::kEq:
+      return Cond::kNe;
+    case Cond::kNe:
+      return Cond::kEq;
+    case Cond::kA:
+      return Cond::kBe;
+    case Cond::kAe:
+      return Cond::kB;
+    case Cond::kB:
+      return Cond::kAe;
+    case Cond::kBe:
+      return Cond::kA;
+    case Cond::kG:
+      return Cond::kLe;
+    case Cond::kGe:
+      return Cond::kL;
+    case Cond::kL:
+      return Cond::kGe;
+    case Cond::kLe:
+      return Cond::kG;
+    case Cond::kNz:
+      return Cond::kZ;
+    case Cond::kZ:
+      return Cond::kNz;
+  }
+  return Cond::kEq;
+}
+
+// The x86 condition that takes a BPF conditional jump (after cmp/test).
+Cond jump_cond(uint8_t op) {
+  switch (op) {
+    case kJmpJeq:
+      return Cond::kEq;
+    case kJmpJne:
+      return Cond::kNe;
+    case kJmpJgt:
+      return Cond::kA;
+    case kJmpJge:
+      return Cond::kAe;
+    case kJmpJlt:
+      return Cond::kB;
+    case kJmpJle:
+      return Cond::kBe;
+    case kJmpJsgt:
+      return Cond::kG;
+    case kJmpJsge:
+      return Cond::kGe;
+    case kJmpJslt:
+      return Cond::kL;
+    case kJmpJsle:
+      return Cond::kLe;
+    default:  // kJmpJset
+      return Cond::kNz;
+  }
+}
+
+int log2_size(int bytes) {
+  return bytes == 1 ? 0 : bytes == 2 ? 1 : bytes == 4 ? 2 : 3;
+}
+
+bool has_pointer_args(const HelperProto& p) {
+  for (ArgKind k : p.args) {
+    if (k != ArgKind::kNone && k != ArgKind::kAnything && k != ArgKind::kConstSize &&
+        k != ArgKind::kConstSizeOrZero) {
+      return true;
+    }
+  }
+  return false;
+}
+
+class Emitter : public CodeGenerator {
+ public:
+  Emitter(size_t cap, void* buf, const Program& prog, const JitOptions& opts)
+      : CodeGenerator(cap, buf),
+        prog_(prog),
+        insns_(prog.exec_insns.data()),
+        n_(prog.exec_insns.size()),
+        labels_(n_),
+        func_labels_(n_),
+        pc_offset_(n_, UINT32_MAX),
+        probe_(n_, false),
+        probe_base_(opts.probe_base) {
+    for (uint32_t pc : opts.probe_pcs) {
+      if (pc < n_) probe_[pc] = true;
+    }
+  }
+
+  // Emits the whole image; false if xbyak reported an error (buffer too small).
+  bool emit_all();
+
+  std::vector<uint32_t> take_pc_offset() { return std::move(pc_offset_); }
+  std::vector<ExtableEntry> take_extable() { return std::move(extable_); }
+
+ private:
+  void emit_entry();
+  void emit_insn(size_t pc, bool func_entry);
+  void emit_alu(const Insn& in);
+  void emit_shift(const Insn& in, bool is64);
+  void emit_divmod(const Insn& in, bool is64, bool is_div);
+  void emit_end(const Insn& in);
+  void emit_jmp(size_t pc, const Insn& in);
+  void emit_branch(size_t pc, int64_t off, const Cond* cond);
+  void charge_budget(size_t pc, uint64_t n);
+  void emit_call(size_t pc, const Insn& in);
+  void emit_frame_push(size_t pc);
+  void emit_helper_call(size_t pc, const HelperProto& proto);
+  void emit_mem(size_t pc, const Insn& in);
+  void emit_probe_mem(const Insn& in);
+  void emit_atomic(size_t pc, const Insn& in);
+  void emit_ld_packet(size_t pc, const Insn& in);
+  // Checks [base + off, +size) and returns the operand to access it through.
+  RegExp checked_addr(size_t pc, int base, int16_t off, int size, bool write, bool atomic);
+  void fault_stub(Label& at, uint32_t kind, size_t pc, const Reg64* value);
+  void call_abs(const void* fn);
+  void jcc(Cond c, const Label& l);
+  Label& new_label() { return stub_labels_.emplace_back(); }
+
+  const Program& prog_;
+  const Insn* insns_;
+  size_t n_;
+  std::vector<Label> labels_;       // per pc, after any prologue (jump targets)
+  std::vector<Label> func_labels_;  // per function entry pc: prologue (call targets)
+  std::deque<Label> stub_labels_;
+  std::vector<std::function<void()>> cold_;
+  std::vector<uint32_t> pc_offset_;
+  std::vector<bool> probe_;
+  uint64_t probe_base_;
+  std::vector<ExtableEntry> extable_;
+  Label unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
+};
+
+void Emitter::call_abs(const void* fn) {
+  mov(rax, reinterpret_cast<uint64_t>(fn));
+  call(rax);
+}
+
+void Emitter::jcc(Cond c, const Label& l) {
+  switch (c) {
+    case Cond::kEq:
+      je(l, T_NEAR);
+      break;
+    case Cond::kNe:
+      jne(l, T_NEAR);
+      break;
+    case Cond::kA:
+      ja(l, T_NEAR);
+      break;
+    case Cond::kAe:
+      jae(l, T_NEAR);
+      break;
+    case Cond::kB:
+      jb(l, T_NEAR);
+      break;
+    case Cond::kBe:
+      jbe(l, T_NEAR);
+      break;
+    case Cond::kG:
+      jg(l, T_NEAR);
+      break;
+    case Cond::kGe:
+      jge(l, T_NEAR);
+      break;
+    case Cond::kL:
+      jl(l, T_NEAR);
+      break;
+    case Cond::kLe:
+      jle(l, T_NEAR);
+      break;
+    case Cond::kNz:
+      jnz(l, T_NEAR);
+      break;
+    case Cond::kZ:
+      jz(l, T_NEAR);
+      break;
+  }
+}
+
+// enter(target, state, rbp, args): saves the host's callee-saved registers,
+// records the entry stack pointer for fault unwinding, and calls target with
+// the BPF registers set as run_frames() sets them.
+void Emitter::emit_entry() {
+  push(rbx);
+  push(rbp);
+  push(r12);
+  push(r13);
+  push(r14);
+  push(r15);
+  mov(r12, rsi);
+  push(qword[r12 + kOffEntryRsp]);
+  mov(ptr[r12 + kOffEntryRsp], rsp);
+  mov(rbp, rdx);
+  mov(r11, rdi);
+  mov(r10, rcx);
+  mov(r9, ptr[r12 + kOffBudget]);
+  mov(rdi, ptr[r10]);
+  mov(rsi, ptr[r10 + 8]);
+  mov(rdx, ptr[r10 + 16]);
+  mov(rcx, ptr[r10 + 24]);
+  mov(r8, ptr[r10 + 32]);
+  xor_(eax, eax);
+  xor_(ebx, ebx);
+  xor_(r13d, r13d);
+  xor_(r14d, r14d);
+  xor_(r15d, r15d);
+  call(r11);
+  mov(ptr[r12 + kOffBudget], r9);
+  L(unwind_);
+  pop(qword[r12 + kOffEntryRsp]);
+  pop(r15);
+  pop(r14);
+  pop(r13);
+  pop(r12);
+  pop(rbp);
+  pop(rbx);
+  ret();
+  // A fault anywhere below this entry: the C caller sees s.stop.
+  L(fault_exit_);
+  mov(ptr[r12 + kOffBudget], r9);
+  L(fault_exit_synced_);
+  mov(rsp, ptr[r12 + kOffEntryRsp]);
+  xor_(eax, eax);
+  jmp(unwind_, T_NEAR);
+}
+
+bool Emitter::emit_all() {
+  emit_entry();
+  size_t func = 0;
+  const auto& entries = prog_.func_entries;
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const bool entry = func < entries.size() && entries[func] == pc;
+    if (entry) ++func;
+    emit_insn(pc, entry);
+    if (insns_[pc].code == kLdImm64) ++pc;  // second slot: no code
+  }
+  for (size_t i = 0; i < cold_.size(); ++i) cold_[i]();  // stubs may add stubs
+
+  // The shared slow memory check: r11 = address, r10 = packed access.
+  L(mem_thunk_);
+  for (const Reg64& r : {rax, rdi, rsi, rdx, rcx, r8, r9, r11}) push(r);
+  sub(rsp, 8);
+  mov(ptr[r12 + kOffCurRbp], rbp);
+  mov(rdi, r12);
+  mov(rsi, r11);
+  mov(rdx, r10);
+  call_abs(reinterpret_cast<const void*>(&jit_check_access));
+  add(rsp, 8);
+  mov(r10, rax);
+  for (const Reg64& r : {r11, r9, r8, rcx, rdx, rsi, rdi, rax}) pop(r);
+  test(r10, r10);
+  jz(fault_exit_, T_NEAR);
+  ret();
+  return GetError() == 0;
+}
+
+void Emitter::emit_insn(size_t pc, bool func_entry) {
+  const Insn& in = insns_[pc];
+  pc_offset_[pc] = static_cast<uint32_t>(getSize());
+  if (func_entry) {
+    // r6-r9 are the caller's: saved here, restored by exit (the interpreter's
+    // CallFrame::callee_saved). The extra 8 bytes keep rsp 16-byte aligned.
+    L(func_labels_[pc]);
+    push(rbx);
+    push(r13);
+    push(r14);
+    push(r15);
+    sub(rsp, 8);
+  }
+  L(labels_[pc]);
+
+  const uint8_t code = in.code;
+  const Reg64& d = kReg[in.dst];
+  const Reg64& s = kReg[in.src];
+  switch (code) {
+    case kExecMovsx64:
+      if (in.off == 8) {
+        movsx(d, s.cvt8());
+      } else if (in.off == 16) {
+        movsx(d, s.cvt16());
+      } else {
+        movsxd(d, s.cvt32());
+      }
+      return;
+    case kExecMovsx32:
+      movsx(d.cvt32(), in.off == 8 ? Operand(s.cvt8()) : Operand(s.cvt16()));
+      return;
+    case kExecAddrSpaceCast:
+      if (in.imm == kAddrSpaceCastToKern) {
+        mov(d.cvt32(), s.cvt32());
+      } else {
+        mov(r11d, s.cvt32());
+        mov(r10, ptr[r12 + kOffUserBaseHi]);
+        shl(r10, 32);
+        or_(r10, r11);
+        test(r11d, r11d);
+        cmovz(r10, r11);
+        mov(d, r10);
+      }
+      return;
+    case kLdImm64:
+      mov(d, static_cast<uint64_t>(static_cast<uint32_t>(in.imm)) |
+                 (static_cast<uint64_t>(static_cast<uint32_t>(insns_[pc + 1].imm)) << 32));
+      return;
+    case kCall:
+    case kCallx:
+      emit_call(pc, in);
+      return;
+    case kExit:
+      add(rsp, 8);
+      pop(r15);
+      pop(r14);
+      pop(r13);
+      pop(rbx);
+      ret();
+      return;
+    default:
+      break;
+  }
+
+  switch (opcode_info(code).kind) {
+    case OpKind::kAluBin:
+    case OpKind::kAluNeg:
+      emit_alu(in);
+      return;
+    case OpKind::kAluEnd:
+      emit_end(in);
+      return;
+    case OpKind::kJa:
+    case OpKind::kJmpCond:
+    case OpKind::kJcond:
+      emit_jmp(pc, in);
+      return;
+    default:
+      break;
+  }
+  const uint8_t cls = insn_class(code);
+  const uint8_t mode = insn_mode(code);
+  if (cls == kClassLd && (mode == kModeAbs || mode == kModeInd)) {
+    emit_ld_packet(pc, in);
+  } else if (cls == kClassStx && mode == kModeAtomic) {
+    emit_atomic(pc, in);
+  } else if ((cls == kClassLdx && (mode == kModeMem || mode == kModeMemsx)) ||
+             ((cls == kClassSt || cls == kClassStx) && mode == kModeMem)) {
+    emit_mem(pc, in);
+  } else {
+    Label& stub = new_label();
+    jmp(stub, T_NEAR);
+    fault_stub(stub, kFaultInvalid, pc, nullptr);
+  }
+}
+
+// ---- ALU ---------------------------------------------------------------------
+
+void Emitter::emit_alu(const Insn& in) {
+  const bool is64 = insn_class(in.code) == kClassAlu64;
+  const bool x = insn_src(in.code) == kSrcX;
+  const uint8_t op = insn_op(in.code);
+  const Reg64& d = kReg[in.dst];
+  const Reg64& s = kReg[in.src];
+  const Reg& D = is64 ? static_cast<const Reg&>(d) : static_cast<const Reg&>(d.cvt32());
+  const Reg& S = is64 ? static_cast<const Reg&>(s) : static_cast<const Reg&>(s.cvt32());
+  const uint32_t imm = static_cast<uint32_t>(in.imm);  // sign-extended by the encodings
+  switch (op) {
+    case kAluAdd:
+      x ? add(D, S) : add(D, imm);
+      return;
+    case kAluSub:
+      x ? sub(D, S) : sub(D, imm);
+      return;
+    case kAluOr:
+      x ? or_(D, S) : or_(D, imm);
+      return;
+    case kAluAnd:
+      x ? and_(D, S) : and_(D, imm);
+      return;
+    case kAluXor:
+      x ? xor_(D, S) : xor_(D, imm);
+      return;
+    case kAluMul:
+      x ? imul(D, S) : imul(D, D, static_cast<int>(in.imm));
+      return;
+    case kAluMov:
+      if (x) {
+        mov(D, S);
+      } else if (is64) {
+        mov(d, static_cast<uint64_t>(static_cast<int64_t>(in.imm)));
+      } else {
+        mov(d.cvt32(), imm);
+      }
+      return;
+    case kAluNeg:
+      neg(D);
+      return;
+    case kAluLsh:
+    case kAluRsh:
+    case kAluArsh:
+      emit_shift(in, is64);
+      return;
+    case kAluDiv:
+    case kAluMod:
+      emit_divmod(in, is64, op == kAluDiv);
+      return;
+    default:
+      return;
+  }
+}
+
+// Shift counts are masked to the operand width: x86 does the same for
+// counts in cl and immediates, so only rcx (r4) needs care.
+void Emitter::emit_shift(const Insn& in, bool is64) {
+  const uint8_t op = insn_op(in.code);
+  auto shift = [&](const Reg& r, const Reg8& count) {
+    if (op == kAluLsh) {
+      shl(r, count);
+    } else if (op == kAluRsh) {
+      shr(r, count);
+    } else {
+      sar(r, count);
+    }
+  };
+  const Reg64& d = kReg[in.dst];
+  auto width = [&](const Reg64& r) -> Reg {
+    return is64 ? static_cast<const Reg&>(r) : static_cast<const Reg&>(r.cvt32());
+  };
+  if (insn_src(in.code) == kSrcK) {
+    const int n = in.imm & (is64 ? 63 : 31);
+    if (n == 0) {
+      if (!is64) mov(d.cvt32(), d.cvt32());
+      return;
+    }
+    if (op == kAluLsh) {
+      shl(width(d), n);
+    } else if (op == kAluRsh) {
+      shr(width(d), n);
+    } else {
+      sar(width(d), n);
+    }
+    return;
+  }
+  const Reg64& s = kReg[in.src];
+  if (s == rcx) {
+    shift(width(d), cl);
+  } else if (d == rcx) {
+    mov(r11, rcx);
+    mov(rcx, s);
+    shift(width(r11), cl);
+    mov(rcx, r11);
+  } else {
+    mov(r11, rcx);
+    mov(rcx, s);
+    shift(width(d), cl);
+    mov(rcx, r11);
+  }
+}
+
+// Division by zero gives 0, modulo by zero leaves dst (32-bit: zero-extended);
+// signed INT_MIN / -1 wraps and INT_MIN % -1 is 0, with no #DE.
+void Emitter::emit_divmod(const Insn& in, bool is64, bool is_div) {
+  const bool is_signed = in.off == 1;
+  const Reg64& d = kReg[in.dst];
+  if (insn_src(in.code) == kSrcX) {
+    is64 ? mov(r11, kReg[in.src]) : mov(r11d, kReg[in.src].cvt32());
+  } else {
+    is64 ? mov(r11, static_cast<uint64_t>(static_cast<int64_t>(in.imm)))
+         : mov(r11d, static_cast<uint32_t>(in.imm));
+  }
+  Label zero, minus1, done;
+  is64 ? test(r11, r11) : test(r11d, r11d);
+  jz(zero, T_NEAR);
+  if (is_signed) {
+    is64 ? cmp(r11, -1) : cmp(r11d, -1);
+    je(minus1, T_NEAR);
+  }
+  if (d != rax) push(rax);
+  if (d != rdx) push(rdx);
+  if (d != rax) mov(rax, d);
+  if (is_signed) {
+    is64 ? cqo() : cdq();
+  } else {
+    xor_(edx, edx);
+  }
+  if (is64) {
+    is_signed ? idiv(r11) : div(r11);
+  } else {
+    is_signed ? idiv(r11d) : div(r11d);
+  }
+  mov(r10, is_div ? rax : rdx);  // 32-bit div already zero-extended both
+  if (d != rdx) pop(rdx);
+  if (d != rax) pop(rax);
+  mov(d, r10);
+  jmp(done, T_NEAR);
+  L(zero);
+  if (is_div) {
+    xor_(d.cvt32(), d.cvt32());
+  } else if (!is64) {
+    mov(d.cvt32(), d.cvt32());
+  }
+  if (is_signed) {
+    jmp(done, T_NEAR);
+    L(minus1);
+    if (is_div) {
+      is64 ? neg(d) : neg(d.cvt32());
+    } else {
+      xor_(d.cvt32(), d.cvt32());
+    }
+  }
+  L(done);
+}
+
+void Emitter::emit_end(const Insn& in) {
+  const Reg64& d = kReg[in.dst];
+  const bool le = in.code == (kClassAlu | kSrcK | kAluEnd);
+  if (le) {
+    if (in.imm == 16) {
+      movzx(d.cvt32(), d.cvt16());
+    } else if (in.imm == 32) {
+      mov(d.cvt32(), d.cvt32());
+    }
+    return;
+  }
+  if (in.imm == 16) {
+    rol(d.cvt16(), 8);
+    movzx(d.cvt32(), d.cvt16());
+  } else if (in.imm == 32) {
+    bswap(d.cvt32());
+  } else {
+    bswap(d);
+  }
+}
+
+// ---- jumps -------------------------------------------------------------------
+
+// Budget stubs: r9 < n means the budget is spent; undo the subtraction so
+// the budget left is the interpreter's, then fault with ELOOP.
+void Emitter::charge_budget(size_t pc, uint64_t n) {
+  Label& stub = new_label();
+  Label& back = new_label();
+  if (n <= INT32_MAX) {
+    sub(r9, static_cast<uint32_t>(n));
+  } else {
+    mov(r10, n);
+    sub(r9, r10);
+  }
+  jb(stub, T_NEAR);
+  L(back);
+  cold_.push_back([this, &stub, n, pc] {
+    L(stub);
+    if (n <= INT32_MAX) {
+      add(r9, static_cast<uint32_t>(n));
+    } else {
+      mov(r10, n);
+      add(r9, r10);
+    }
+    Label& f = new_label();
+    jmp(f, T_NEAR);
+    fault_stub(f, kFaultBudget, pc, nullptr);
+  });
+}
+
+// A jump by off from pc, taken when cond holds (always if cond is null).
+// Backward jumps charge the budget with their distance, like JUMP_BY.
+void Emitter::emit_branch(size_t pc, int64_t off, const Cond* cond) {
+  const size_t target = pc + 1 + off;
+  if (off >= 0) {
+    cond ? jcc(*cond, labels_[target]) : jmp(labels_[target], T_NEAR);
+    return;
+  }
+  Label skip;
+  if (cond) jcc(invert(*cond), skip);
+  charge_budget(pc, static_cast<uint64_t>(-off));
+  jmp(labels_[target], T_NEAR);
+  L(skip);
+}
+
+void Emitter::emit_jmp(size_t pc, const Insn& in) {
+  if (in.code == (kClassJmp | kJmpJa)) {
+    emit_branch(pc, in.off, nullptr);
+    return;
+  }
+  if (in.code == (kClassJmp32 | kJmpJa)) {
+    emit_branch(pc, in.imm, nullptr);
+    return;
+  }
+  if (in.code == (kClassJmp | kJmpJcond)) {
+    // may_goto: falls through while the run's loop budget lasts.
+    Label cont;
+    cmp(qword[r12 + kOffMayGoto], 0);
+    jne(cont, T_NEAR);
+    emit_branch(pc, in.off, nullptr);
+    L(cont);
+    dec(qword[r12 + kOffMayGoto]);
+    return;
+  }
+  const bool is64 = insn_class(in.code) == kClassJmp;
+  const uint8_t op = insn_op(in.code);
+  const Reg64& d = kReg[in.dst];
+  const Reg& D = is64 ? static_cast<const Reg&>(d) : static_cast<const Reg&>(d.cvt32());
+  if (insn_src(in.code) == kSrcX) {
+    const Reg64& s = kReg[in.src];
+    const Reg& S = is64 ? static_cast<const Reg&>(s) : static_cast<const Reg&>(s.cvt32());
+    op == kJmpJset ? test(D, S) : cmp(D, S);
+  } else {
+    const uint32_t imm = static_cast<uint32_t>(in.imm);
+    op == kJmpJset ? test(D, imm) : cmp(D, imm);
+  }
+  const Cond c = jump_cond(op);
+  emit_branch(pc, in.off, &c);
+}
+
+// ---- calls -------------------------------------------------------------------
+
+void Emitter::fault_stub(Label& at, uint32_t kind, size_t pc, const Reg64* value) {
+  const Reg64* v = value;
+  cold_.push_back([this, &at, kind, pc, v] {
+    L(at);
+    if (v) mov(r11, *v);
+    mov(ptr[r12 + kOffBudget], r9);
+    mov(rdi, r12);
+    mov(esi, kind);
+    mov(edx, static_cast<uint32_t>(pc));
+    if (v) {
+      mov(rcx, r11);
+    } else {
+      xor_(ecx, ecx);
+    }
+    call_abs(reinterpret_cast<const void*>(&jit_fault));
+    jmp(fault_exit_synced_, T_NEAR);
+  });
+}
+
+// Depth limit, first-use clearing of the new frame, budget: the checks of
+// the interpreter's push_frame. The target is called with rbp lowered by a frame.
+void Emitter::emit_frame_push(size_t pc) {
+  Label& deep = new_label();
+  cmp(rbp, ptr[r12 + kOffFrameLimit]);
+  jb(deep, T_NEAR);
+  fault_stub(deep, kFaultDepth, pc, nullptr);
+  Label& clear = new_label();
+  Label& cleared = new_label();
+  lea(r10, ptr[rbp - 2 * kFrame]);
+  cmp(r10, ptr[r12 + kOffZeroedLo]);
+  jb(clear, T_NEAR);
+  L(cleared);
+  cold_.push_back([this, &clear, &cleared] {
+    L(clear);
+    push(rax);
+    push(rdi);
+    push(rcx);
+    mov(ptr[r12 + kOffZeroedLo], r10);
+    mov(rdi, r10);
+    xor_(eax, eax);
+    mov(ecx, kFrame / 8);
+    rep();
+    stosq();
+    pop(rcx);
+    pop(rdi);
+    pop(rax);
+    jmp(cleared, T_NEAR);
+  });
+  charge_budget(pc, 1);
+}
+
+void Emitter::emit_call(size_t pc, const Insn& in) {
+  if (in.code == kCallx) {
+    // The value must name a function of this program (is_callback_value).
+    for (const Reg64& r : {rax, rdi, rsi, rdx, rcx, r8, r9}) push(r);
+    sub(rsp, 8);
+    mov(rsi, kReg[in.dst]);
+    mov(rdi, r12);
+    mov(edx, static_cast<uint32_t>(pc));
+    mov(ptr[r12 + kOffBudget], r9);
+    call_abs(reinterpret_cast<const void*>(&jit_callx_target));
+    mov(r11, rax);
+    add(rsp, 8);
+    for (const Reg64& r : {r9, r8, rcx, rdx, rsi, rdi, rax}) pop(r);
+    test(r11, r11);
+    jz(fault_exit_synced_, T_NEAR);
+    emit_frame_push(pc);
+    sub(rbp, kFrame);
+    call(r11);
+    add(rbp, kFrame);
+    return;
+  }
+  if (in.src == kPseudoCall) {
+    emit_frame_push(pc);
+    sub(rbp, kFrame);
+    call(func_labels_[pc + 1 + in.imm]);
+    add(rbp, kFrame);
+    return;
+  }
+  const HelperProto& proto =
+      in.src == kPseudoCallHelper ? *prog_.helpers[in.imm] : *prog_.kfuncs[in.imm];
+  emit_helper_call(pc, proto);
+}
+
+// A helper or kfunc: a direct call to proto.fn, with the interpreter's
+// argument checks before and region grants after.
+void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
+  const bool check = has_pointer_args(proto);
+  const bool grant = proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull;
+  mov(ptr[r12 + kOffBudget], r9);
+  mov(ptr[r12 + kOffCurRbp], rbp);
+  mov(r10, reinterpret_cast<uint64_t>(insns_ + pc));
+  mov(ptr[r12 + kOffCallPc], r10);
+  const bool save = check || grant;
+  if (save) {
+    // regs[0..5] = r0..r5 at [rsp]; 48 bytes keep the alignment.
+    for (const Reg64& r : {r8, rcx, rdx, rsi, rdi, rax}) push(r);
+  }
+  if (check) {
+    mov(rdi, r12);
+    mov(rsi, reinterpret_cast<uint64_t>(&proto));
+    mov(rdx, rsp);
+    call_abs(reinterpret_cast<const void*>(&jit_check_helper));
+    test(rax, rax);
+    jz(fault_exit_synced_, T_NEAR);
+    mov(rax, ptr[rsp]);
+    mov(rdi, ptr[rsp + 8]);
+    mov(rsi, ptr[rsp + 16]);
+    mov(rdx, ptr[rsp + 24]);
+    mov(rcx, ptr[rsp + 32]);
+    mov(r8, ptr[rsp + 40]);
+  }
+  call_abs(reinterpret_cast<const void*>(proto.fn));
+  // The helper may have moved the packet: forget the cached region.
+  mov(qword[r12 + kOffHitSpan], 0);
+  if (grant) {
+    mov(ptr[rsp], rax);
+    mov(rdi, r12);
+    mov(rsi, reinterpret_cast<uint64_t>(&proto));
+    lea(rdx, ptr[rsp + 8]);
+    mov(rcx, rax);
+    call_abs(reinterpret_cast<const void*>(&jit_grant_return));
+    mov(rax, ptr[rsp]);
+  }
+  if (save) add(rsp, 48);
+  mov(r9, ptr[r12 + kOffBudget]);
+  cmp(byte[r12 + kOffStop], 0);
+  jne(fault_exit_synced_, T_NEAR);
+  mov(rdi, interp::kClobberedReg);
+  mov(rsi, rdi);
+  mov(rdx, rdi);
+  mov(rcx, rdi);
+  mov(r8, rdi);
+}
+
+// ---- loads and stores --------------------------------------------------------
+
+RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool write, bool atomic) {
+  if (base == 10 && off >= -kFrame && off + size <= 0 && (!atomic || off % size == 0)) {
+    return rbp + off;  // inside the current frame
+  }
+  Label& slow = new_label();
+  Label& back = new_label();
+  lea(r11, ptr[kReg[base] + off]);
+  lea(r10, ptr[rbp - kFrame]);
+  cmp(r11, r10);
+  jb(slow, T_NEAR);
+  cmp(r11, ptr[r12 + kOffTopMinus + 8 * log2_size(size)]);
+  ja(slow, T_NEAR);
+  if (atomic) {
+    test(r11d, size - 1);
+    jnz(slow, T_NEAR);
+  }
+  L(back);
+  const uint64_t packed = (static_cast<uint64_t>(pc) << 8) | (write ? 1 : 0) | (atomic ? 2 : 0) |
+                          (static_cast<uint64_t>(log2_size(size)) << 2);
+  cold_.push_back([this, &slow, &back, packed, size, write, atomic] {
+    L(slow);
+    if (!atomic) {
+      // The last-hit region: d = addr - lo < span && d + size <= span.
+      Label call_c;
+      mov(r10, r11);
+      sub(r10, ptr[r12 + kOffHitLo]);
+      cmp(r10, ptr[r12 + kOffHitSpan]);
+      jae(call_c, T_NEAR);
+      add(r10, size);
+      cmp(r10, ptr[r12 + kOffHitSpan]);
+      ja(call_c, T_NEAR);
+      if (write) {
+        cmp(byte[r12 + kOffHitWritable], 0);
+        je(call_c, T_NEAR);
+      }
+      jmp(back, T_NEAR);
+      L(call_c);
+    }
+    mov(r10, packed);
+    call(mem_thunk_);
+    jmp(back, T_NEAR);
+  });
+  return RegExp(r11);
+}
+
+void Emitter::emit_probe_mem(const Insn& in) {
+  const uint8_t cls = insn_class(in.code);
+  const int size = size_bytes(insn_size(in.code));
+  const int base = cls == kClassLdx ? in.src : in.dst;
+  mov(r11, probe_base_);
+  mov(r10d, kReg[base].cvt32());
+  const Address m = ptr[r11 + r10 + in.off];
+  const uint32_t start = static_cast<uint32_t>(getSize());
+  const Reg64& d = kReg[in.dst];
+  const Reg64& s = kReg[in.src];
+  int greg = -1;
+  if (cls == kClassLdx) {
+    greg = kGreg[in.dst];
+    const bool sx = insn_mode(in.code) == kModeMemsx;
+    switch (size) {
+      case 1:
+        sx ? movsx(d, byte[m.getRegExp()]) : movzx(d.cvt32(), byte[m.getRegExp()]);
+        break;
+      case 2:
+        sx ? movsx(d, word[m.getRegExp()]) : movzx(d.cvt32(), word[m.getRegExp()]);
+        break;
+      case 4:
+        sx ? movsxd(d, dword[m.getRegExp()]) : mov(d.cvt32(), dword[m.getRegExp()]);
+        break;
+      default:
+        mov(d, qword[m.getRegExp()]);
+    }
+  } else if (cls == kClassSt) {
+    const uint32_t imm = static_cast<uint32_t>(in.imm);
+    switch (size) {
+      case 1:
+        mov(byte[m.getRegExp()], imm & 0xff);
+        break;
+      case 2:
+        mov(word[m.getRegExp()], imm & 0xffff);
+        break;
+      case 4:
+        mov(dword[m.getRegExp()], imm);
+        break;
+      default:
+        mov(qword[m.getRegExp()], static_cast<uint64_t>(static_cast<int64_t>(in.imm)));
+    }
+  } else {
+    switch (size) {
+      case 1:
+        mov(byte[m.getRegExp()], s.cvt8());
+        break;
+      case 2:
+        mov(word[m.getRegExp()], s.cvt16());
+        break;
+      case 4:
+        mov(dword[m.getRegExp()], s.cvt32());
+        break;
+      default:
+        mov(qword[m.getRegExp()], s);
+    }
+  }
+  extable_.push_back(ExtableEntry{start, static_cast<uint32_t>(getSize()), greg});
+}
+
+void Emitter::emit_mem(size_t pc, const Insn& in) {
+  if (probe_[pc]) {
+    emit_probe_mem(in);
+    return;
+  }
+  const uint8_t cls = insn_class(in.code);
+  const int size = size_bytes(insn_size(in.code));
+  const Reg64& d = kReg[in.dst];
+  const Reg64& s = kReg[in.src];
+  if (cls == kClassLdx) {
+    const RegExp a = checked_addr(pc, in.src, in.off, size, false, false);
+    const bool sx = insn_mode(in.code) == kModeMemsx;
+    switch (size) {
+      case 1:
+        sx ? movsx(d, byte[a]) : movzx(d.cvt32(), byte[a]);
+        return;
+      case 2:
+        sx ? movsx(d, word[a]) : movzx(d.cvt32(), word[a]);
+        return;
+      case 4:
+        sx ? movsxd(d, dword[a]) : mov(d.cvt32(), dword[a]);
+        return;
+      default:
+        mov(d, qword[a]);
+        return;
+    }
+  }
+  const RegExp a = checked_addr(pc, in.dst, in.off, size, true, false);
+  if (cls == kClassSt) {
+    const uint32_t imm = static_cast<uint32_t>(in.imm);
+    switch (size) {
+      case 1:
+        mov(byte[a], imm & 0xff);
+        return;
+      case 2:
+        mov(word[a], imm & 0xffff);
+        return;
+      case 4:
+        mov(dword[a], imm);
+        return;
+      default:
+        mov(qword[a], static_cast<uint64_t>(static_cast<int64_t>(in.imm)));  // sign-extended
+        return;
+    }
+  }
+  switch (size) {
+    case 1:
+      mov(byte[a], s.cvt8());
+      return;
+    case 2:
+      mov(word[a], s.cvt16());
+      return;
+    case 4:
+      mov(dword[a], s.cvt32());
+      return;
+    default:
+      mov(qword[a], s);
+      return;
+  }
+}
+
+// Atomics with lock-prefixed instructions; fetch forms of or/and/xor use a
+// cmpxchg loop (r9, the budget, is parked on the stack meanwhile).
+void Emitter::emit_atomic(size_t pc, const Insn& in) {
+  const int size = size_bytes(insn_size(in.code));
+  const bool is64 = size == 8;
+  const RegExp a = checked_addr(pc, in.dst, in.off, size, true, true);
+  const Address m = is64 ? qword[a] : dword[a];
+  const Reg64& s = kReg[in.src];
+  const Reg& S = is64 ? static_cast<const Reg&>(s) : static_cast<const Reg&>(s.cvt32());
+  switch (in.imm) {
+    case kAtomicAdd:
+      lock();
+      add(m, S);
+      return;
+    case kAtomicOr:
+      lock();
+      or_(m, S);
+      return;
+    case kAtomicAnd:
+      lock();
+      and_(m, S);
+      return;
+    case kAtomicXor:
+      lock();
+      xor_(m, S);
+      return;
+    case kAtomicAdd | kAtomicFetch:
+      lock();
+      xadd(m, S);
+      return;
+    case kAtomicXchg:
+      xchg(m, S);
+      return;
+    case kAtomicCmpxchg:
+      lock();
+      cmpxchg(m, S);
+      if (!is64) mov(eax, eax);  // r0 = old value, zero-extended either way
+      return;
+    default:
+      break;
+  }
+  // Fetch or/and/xor: r10 = saved r0, r9 = new value.
+  const Reg64 v = s == rax ? r10 : s;
+  auto width = [&](const Reg64& r) -> Reg {
+    return is64 ? static_cast<const Reg&>(r) : static_cast<const Reg&>(r.cvt32());
+  };
+  push(r9);
+  mov(r10, rax);
+  mov(width(rax), m);
+  Label retry;
+  L(retry);
+  mov(width(r9), width(rax));
+  switch (in.imm & ~kAtomicFetch) {
+    case kAtomicOr:
+      or_(width(r9), width(v));
+      break;
+    case kAtomicAnd:
+      and_(width(r9), width(v));
+      break;
+    default:
+      xor_(width(r9), width(v));
+      break;
+  }
+  lock();
+  cmpxchg(m, width(r9));
+  jne(retry, T_NEAR);
+  if (s != rax) {
+    mov(width(s), width(rax));  // 32-bit: zero-extended
+    mov(rax, r10);
+  } else if (!is64) {
+    mov(eax, eax);
+  }
+  pop(r9);
+}
+
+// Legacy packet loads through jit_load_packet (out of range: r0 = 0, stop).
+void Emitter::emit_ld_packet(size_t pc, const Insn& in) {
+  const int size = size_bytes(insn_size(in.code));
+  if (insn_mode(in.code) == kModeAbs) {
+    mov(r11, static_cast<uint64_t>(static_cast<int64_t>(in.imm)));
+  } else {
+    mov(r11, kReg[in.src]);
+    add(r11, static_cast<uint32_t>(in.imm));
+    movsxd(r11, r11d);
+  }
+  for (const Reg64& r : {rdi, rsi, rdx, rcx, r8, r9}) push(r);
+  mov(rdi, r12);
+  mov(rsi, r11);
+  mov(edx, static_cast<uint32_t>(size));
+  call_abs(reinterpret_cast<const void*>(&jit_load_packet));
+  for (const Reg64& r : {r9, r8, rcx, rdx, rsi, rdi}) pop(r);
+  cmp(byte[r12 + kOffStop], 0);
+  jne(fault_exit_, T_NEAR);
+  (void)pc;
+}
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+Result<JitImage*> compile_x86_64(const Program& prog, const JitOptions& opts) {
+  const uint64_t t0 = now_ns();
+  const size_t n = prog.exec_insns.size();
+  size_t cap = 4096 + n * 96;
+  for (int attempt = 0; attempt < 4; ++attempt, cap *= 2) {
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[cap]);
+    ClearError();
+    Emitter e(cap, buf.get(), prog, opts);
+    if (!e.emit_all()) {
+      if (GetError() == ERR_CODE_IS_TOO_BIG) continue;
+      return make_error(EINVAL, "program '%s': JIT failed: %s", prog.name.c_str(),
+                        ConvertErrorToString(GetError()));
+    }
+    const size_t size = e.getSize();
+    const size_t map_size = (size + 4095) & ~size_t{4095};
+    void* p = mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return make_error(ENOMEM, "cannot map %zu bytes of JIT code", map_size);
+    std::memcpy(p, buf.get(), size);
+    // W^X: the pages are never writable and executable at once.
+    if (mprotect(p, map_size, PROT_READ | PROT_EXEC) != 0) {
+      const int err = errno;
+      munmap(p, map_size);
+      return make_error(err, "cannot make JIT code executable");
+    }
+    auto img = std::make_unique<JitImage>();
+    img->code = static_cast<uint8_t*>(p);
+    img->map_size = map_size;
+    img->code_size = size;
+    img->enter = reinterpret_cast<EnterFn>(p);
+    img->pc_offset = e.take_pc_offset();
+    img->extable = e.take_extable();
+    std::sort(img->extable.begin(), img->extable.end(),
+              [](const ExtableEntry& a, const ExtableEntry& b) { return a.start < b.start; });
+    if (!img->extable.empty()) {
+      img->extable_slot = register_extable(img.get());
+      if (img->extable_slot < 0) {
+        return make_error(ENOSPC, "program '%s': too many JIT images with probe accesses",
+                          prog.name.c_str());
+      }
+    }
+    img->compile_ns = now_ns() - t0;
+    return img.release();
+  }
+  return make_error(E2BIG, "program '%s': JIT code too large", prog.name.c_str());
+}
+
+}  // namespace userbpf::vm::jit

@@ -1,0 +1,262 @@
+// Running JIT code: the run entry (the JIT's interpret()), callbacks through
+// RunContext::call_fn, and the C slow paths generated code calls, all built on
+// the interpreter's region and fault logic (interp_check.cc).
+#include <cinttypes>
+#include <cstring>
+#include <mutex>
+#include <optional>
+
+#include <sys/mman.h>
+
+#include "vm/jit/x86_64/jit_internal.h"
+
+namespace userbpf::vm {
+
+JitImage::~JitImage() {
+  if (extable_slot >= 0) jit::unregister_extable(extable_slot);
+  if (code != nullptr) munmap(code, map_size);
+}
+
+namespace jit {
+namespace {
+
+constexpr uintptr_t kFrame = isa::kStackSize;
+
+// The interpreter's stack depth for C code that checks the frame chain.
+void sync_depth(JitState* st) {
+  const uintptr_t top = reinterpret_cast<uintptr_t>(st->s.stack_top);
+  st->s.depth = static_cast<int>((top - st->cur_rbp) / kFrame);
+}
+
+const void* native_entry(const JitState& st, uint32_t pc) {
+  return st.image->code + st.image->pc_offset[pc];
+}
+
+// RunContext::call_fn: a helper calling back into the program; mirrors the
+// interpreter's call_callback + run_frames entry checks.
+// Calls into generated code. UBSan's -fsanitize=function reads a type
+// signature just before the callee, which generated code does not have (and
+// the bytes before the first function of an image are unmapped).
+[[clang::no_sanitize("function")]] uint64_t call_jit(EnterFn enter, const void* target, JitState* j,
+                                                     uintptr_t rbp, const uint64_t* args) {
+  return enter(target, j, rbp, args);
+}
+
+uint64_t call_callback(RunContext* rc, uint64_t fn, uint64_t a1, uint64_t a2, uint64_t a3,
+                       uint64_t a4, uint64_t a5) {
+  JitState& j = *static_cast<JitState*>(rc->engine_state);
+  interp::InterpState& s = j.s;
+  if (s.stop != interp::Stop::kRunning) return 0;
+  if (!interp::is_callback_value(*s.prog, fn)) {
+    interp::set_fault(s, EFAULT, s.call_pc, fn, "callback 0x%" PRIx64 " is not a function", fn);
+    return 0;
+  }
+  if (s.budget == 0) {
+    interp::set_fault(s, ELOOP, s.call_pc, 0, "instruction budget exhausted");
+    return 0;
+  }
+  --s.budget;
+  const uintptr_t rbp = j.cur_rbp - kFrame;
+  if (rbp < j.frame_limit - kFrame) {
+    interp::set_fault(s, E2BIG, s.call_pc, 0, "call stack deeper than %d frames",
+                      isa::kMaxCallFrames);
+    return 0;
+  }
+  if (rbp - kFrame < j.zeroed_lo) {
+    std::memset(reinterpret_cast<void*>(rbp - kFrame), 0, kFrame);
+    j.zeroed_lo = rbp - kFrame;
+  }
+  const isa::Insn* const saved_call_pc = s.call_pc;
+  const uintptr_t saved_rbp = j.cur_rbp;
+  const uint64_t args[5] = {a1, a2, a3, a4, a5};
+  const uint64_t r0 =
+      call_jit(j.image->enter, native_entry(j, static_cast<uint32_t>(fn)), &j, rbp, args);
+  s.call_pc = saved_call_pc;
+  j.cur_rbp = saved_rbp;
+  return r0;
+}
+
+Result<uint64_t> run(Program& prog, JitImage& img, RunContext& rc, uint32_t entry,
+                     const uint64_t* args) {
+  alignas(64) uint8_t stack[isa::kMaxCallFrames * isa::kStackSize];
+  JitState j;
+  interp::InterpState& s = j.s;
+  s.prog = &prog;
+  s.rc = &rc;
+  s.insns = prog.exec_insns.data();
+  s.stack_top = stack + sizeof(stack);
+  s.depth = 0;
+  s.budget = rc.insn_budget;
+  s.user_base_hi = interp::arena_user_base_hi(prog);
+  const uintptr_t top = reinterpret_cast<uintptr_t>(s.stack_top);
+  for (int k = 0; k < 4; ++k) j.top_minus[k] = top - (uintptr_t{1} << k);
+  j.frame_limit = reinterpret_cast<uintptr_t>(stack) + 2 * kFrame;
+  std::memset(stack + sizeof(stack) - kFrame, 0, kFrame);
+  j.zeroed_lo = top - kFrame;
+  j.entry_rsp = 0;
+  j.cur_rbp = top;
+  j.image = &img;
+
+  auto* const saved_call_fn = rc.call_fn;
+  void* const saved_state = rc.engine_state;
+  rc.prog = &prog;
+  rc.call_fn = &call_callback;
+  rc.engine_state = &j;
+  rc.faulted = false;
+  rc.fault.pc = 0;
+  rc.fault.addr = 0;
+  rc.fault.what.clear();
+  uint64_t r0;
+  {
+    std::optional<RunScope> scope;
+    if (current_run() != &rc) scope.emplace(rc);
+    r0 = call_jit(img.enter, native_entry(j, entry), &j, top, args);
+  }
+  rc.insn_budget = s.budget;
+  rc.call_fn = saved_call_fn;
+  rc.engine_state = saved_state;
+
+  switch (s.stop) {
+    case interp::Stop::kRunning:
+      return r0;
+    case interp::Stop::kAborted:
+      return uint64_t{0};
+    case interp::Stop::kFaulted:
+      break;
+  }
+  rc.faulted = true;
+  rc.fault.pc = s.fault_pc;
+  rc.fault.addr = s.fault_addr;
+  rc.fault.what = s.what;
+  if (s.err == EFAULT) {
+    return make_error(EFAULT, "program '%s': pc %u: %s at 0x%" PRIx64, prog.name.c_str(),
+                      s.fault_pc, s.what, s.fault_addr);
+  }
+  return make_error(s.err, "program '%s': pc %u: %s", prog.name.c_str(), s.fault_pc, s.what);
+}
+
+std::mutex g_compile_lock;
+
+}  // namespace
+
+uint64_t jit_check_access(JitState* st, uint64_t addr, uint64_t packed) {
+  interp::InterpState& s = st->s;
+  sync_depth(st);
+  const uint32_t pc = static_cast<uint32_t>(packed >> 8);
+  const bool write = packed & 1;
+  const bool atomic = packed & 2;
+  const uint64_t size = uint64_t{1} << ((packed >> 2) & 3);
+  if (interp::check_mem(s, addr, size, write) && (!atomic || addr % size == 0)) return 1;
+  interp::fault_access(s, s.insns + pc, addr, size, write, atomic);
+  return 0;
+}
+
+uint64_t jit_check_helper(JitState* st, const HelperProto* proto, const uint64_t* regs) {
+  sync_depth(st);
+  return interp::check_helper_args(st->s, *proto, regs) ? 1 : 0;
+}
+
+void jit_grant_return(JitState* st, const HelperProto* proto, const uint64_t* args, uint64_t r0) {
+  interp::grant_return(st->s, *proto, args, r0);
+}
+
+void jit_fault(JitState* st, uint32_t kind, uint32_t pc, uint64_t value) {
+  interp::InterpState& s = st->s;
+  const isa::Insn* at = s.insns + pc;
+  switch (kind) {
+    case kFaultBudget:
+      interp::set_fault(s, ELOOP, at, 0, "instruction budget exhausted");
+      break;
+    case kFaultDepth:
+      interp::set_fault(s, E2BIG, at, 0, "call stack deeper than %d frames", isa::kMaxCallFrames);
+      break;
+    default:
+      interp::set_fault(s, EINVAL, at, 0, "invalid instruction (code 0x%02x)", at->code);
+      break;
+  }
+  (void)value;
+}
+
+uint64_t jit_load_packet(JitState* st, int64_t off, uint64_t size) {
+  const RunContext& rc = *st->s.rc;
+  if (off >= 0 && rc.data != nullptr && rc.data_end > rc.data) {
+    const uint64_t len = static_cast<uint64_t>(rc.data_end - rc.data);
+    if (static_cast<uint64_t>(off) <= len && len - static_cast<uint64_t>(off) >= size) {
+      const uint8_t* p = rc.data + off;
+      uint64_t v = 0;
+      for (uint64_t i = 0; i < size; ++i) v = (v << 8) | p[i];
+      return v;
+    }
+  }
+  if (st->s.stop == interp::Stop::kRunning) st->s.stop = interp::Stop::kAborted;
+  return 0;
+}
+
+uint64_t jit_callx_target(JitState* st, uint64_t value, uint32_t pc) {
+  interp::InterpState& s = st->s;
+  if (!interp::is_callback_value(*s.prog, value)) {
+    interp::set_fault(s, EFAULT, s.insns + pc, value, "callx r%d: 0x%" PRIx64 " is not a function",
+                      s.insns[pc].dst, value);
+    return 0;
+  }
+  return reinterpret_cast<uintptr_t>(native_entry(*st, static_cast<uint32_t>(value)));
+}
+
+}  // namespace jit
+
+bool jit_supported() {
+  return true;  // this file is the x86-64 backend
+}
+
+Status jit_compile(Program& prog, const JitOptions& opts) {
+  if (!prog.prepared || prog.exec_insns.empty()) {
+    return make_error(EINVAL, "program '%s' is not prepared", prog.name.c_str());
+  }
+  std::lock_guard<std::mutex> lock(jit::g_compile_lock);
+  if (prog.jit.load(std::memory_order_acquire) != nullptr) {
+    return make_error(EEXIST, "program '%s' is already compiled", prog.name.c_str());
+  }
+  Result<JitImage*> img = jit::compile_x86_64(prog, opts);
+  if (!img.ok()) return img.take_error();
+  prog.jit_owner.reset(img.value());
+  prog.jit.store(img.value(), std::memory_order_release);
+  return Status::Ok();
+}
+
+Status ensure_jit(Program& prog) {
+  if (prog.jit.load(std::memory_order_acquire) != nullptr) return Status::Ok();
+  Status st = jit_compile(prog, JitOptions{});
+  if (!st.ok() && st.error().code == EEXIST) return Status::Ok();  // raced with another thread
+  return st;
+}
+
+Result<uint64_t> jit_run(Program& prog, RunContext& rc) {
+  JitImage* img = prog.jit.load(std::memory_order_acquire);
+  if (img == nullptr) return make_error(EINVAL, "program '%s' is not compiled", prog.name.c_str());
+  const uint64_t args[5] = {reinterpret_cast<uintptr_t>(rc.ctx), rc.r2, 0, 0, 0};
+  return jit::run(prog, *img, rc, 0, args);
+}
+
+Result<uint64_t> jit_run_callback(Program& prog, RunContext& rc, uint64_t fn,
+                                  const uint64_t (&args)[5]) {
+  JitImage* img = prog.jit.load(std::memory_order_acquire);
+  if (img == nullptr) return make_error(EINVAL, "program '%s' is not compiled", prog.name.c_str());
+  if (!interp::is_callback_value(prog, fn)) {
+    return make_error(EINVAL, "program '%s': 0x%" PRIx64 " is not one of its functions",
+                      prog.name.c_str(), fn);
+  }
+  return jit::run(prog, *img, rc, static_cast<uint32_t>(fn), args);
+}
+
+Result<JitCode> jit_code(const Program& prog) {
+  const JitImage* img = prog.jit.load(std::memory_order_acquire);
+  if (img == nullptr) return make_error(EINVAL, "program '%s' is not compiled", prog.name.c_str());
+  return JitCode{img->code, img->code_size, img->pc_offset};
+}
+
+uint64_t jit_compile_ns(const Program& prog) {
+  const JitImage* img = prog.jit.load(std::memory_order_acquire);
+  return img != nullptr ? img->compile_ns : 0;
+}
+
+}  // namespace userbpf::vm
