@@ -153,6 +153,14 @@ void* array_map_direct_value_addr(Map* map) {
   return map->attr.max_entries == 1 ? to_array(map)->values : nullptr;
 }
 
+bool array_map_gen_lookup(const Map* map, ArrayLayout* out) {
+  const ArrayMap* a = to_array(map);
+  out->base = reinterpret_cast<uintptr_t>(a->values);
+  out->elem_size = a->elem_size;
+  out->max_entries = a->attr.max_entries;
+  return true;
+}
+
 // ---- host only -------------------------------------------------------------
 
 int array_map_get_next_key(Map* map, const void* key, void* next_key) {
@@ -211,6 +219,7 @@ extern const MapOps kArrayMapOps = {
     .for_each_elem = array_map_for_each_elem,
     .access_ok = array_map_access_ok,
     .direct_value_addr = array_map_direct_value_addr,
+    .gen_lookup = array_map_gen_lookup,
 };
 
 }  // namespace userbpf::maps

@@ -123,6 +123,16 @@ struct BatchArgs {
   uint64_t flags = 0;
 };
 
+// The value layout of a map whose program lookup is plain array indexing, for
+// engines that inline it (the kernel's map_gen_lookup): the value of key
+// i < max_entries is at base + i * elem_size; other keys have none. Fixed
+// for the map's whole life.
+struct ArrayLayout {
+  uintptr_t base = 0;
+  uint32_t elem_size = 0;
+  uint32_t max_entries = 0;
+};
+
 // Callback of for_each_map_elem: returns 0 to continue, 1 to stop.
 using ForEachCallback = uint64_t (*)(void* cb_ctx, Map* map, const void* key, void* value);
 
@@ -161,6 +171,9 @@ struct MapOps {
   // Address of the value of a single-entry array (global data) for
   // BPF_PSEUDO_MAP_VALUE relocations; nullptr if the map has none.
   void* (*direct_value_addr)(Map* map) = nullptr;
+  // Whether lookup_elem of this map (u32 key) is exactly ArrayLayout
+  // indexing with no other effect; fills *out if so. nullptr: never.
+  bool (*gen_lookup)(const Map* map, ArrayLayout* out) = nullptr;
 };
 
 }  // namespace userbpf::maps

@@ -10,13 +10,18 @@
 // run with an error naming pc and address, the host never faults):
 //   - r10 + constant offset inside the current frame: no check (the frame is
 //     always mapped and belongs to the run).
-//   - any other access: inline range check against the current frame chain
-//     [rbp - 512, stack_top - size] (lea, lea, cmp, jb, cmp, ja); on a miss the
-//     cold stub checks the last-hit region cache inline, then calls the
-//     interpreter's region logic (check_mem_slow via jit_check_access).
+//   - any other access: inline check against the last-hit region cache
+//     (InterpState::hit: packet, context, map values); on a miss the cold
+//     stub checks the current frame chain [rbp - 512, stack_top - size], then
+//     calls the interpreter's region logic (check_mem_slow via
+//     jit_check_access). Atomics check the frame chain inline, then C.
 //   - helper pointer arguments: check_helper_args before every call whose
-//     proto has pointer arguments; returned map values and memory become
-//     regions (grant_return), exactly as in the interpreter.
+//     proto has pointer arguments, except map helpers whose r1 is a constant
+//     map of the program and whose key/value pointers lie in the frame chain
+//     (checked inline); returned map values and memory become regions
+//     (grant_return), exactly as in the interpreter.
+//   - bpf_map_lookup_elem of a constant map with MapOps::gen_lookup (arrays)
+//     is inlined: bounds check, address, the same grant and cache updates.
 //   - runaway loops: the budget (in r9) is charged on backward jumps with the
 //     jump distance and on calls.
 //   - probe (PROBE_MEM32) accesses are unchecked and covered by the exception
@@ -62,6 +67,9 @@ constexpr int32_t kOffHitSpan =
     offsetof(JitState, s) + offsetof(interp::InterpState, hit) + offsetof(interp::Region, span);
 constexpr int32_t kOffHitWritable =
     offsetof(JitState, s) + offsetof(interp::InterpState, hit) + offsetof(interp::Region, writable);
+constexpr int32_t kOffStackTop = offsetof(JitState, s) + offsetof(interp::InterpState, stack_top);
+constexpr int32_t kOffGrants = offsetof(JitState, s) + offsetof(interp::InterpState, grants);
+constexpr int32_t kOffNumGrants = offsetof(JitState, s) + offsetof(interp::InterpState, num_grants);
 constexpr int32_t kOffStop = offsetof(JitState, s) + offsetof(interp::InterpState, stop);
 constexpr int32_t kOffTopMinus = offsetof(JitState, top_minus);
 constexpr int32_t kOffFrameLimit = offsetof(JitState, frame_limit);
@@ -70,6 +78,15 @@ constexpr int32_t kOffEntryRsp = offsetof(JitState, entry_rsp);
 constexpr int32_t kOffCurRbp = offsetof(JitState, cur_rbp);
 #pragma clang diagnostic pop
 static_assert(sizeof(interp::Stop) == 1);
+static_assert(sizeof(interp::InterpState::num_grants) == 4);
+static_assert(sizeof(std::atomic<bool>) == 1);
+static_assert((interp::kMaxGrants & (interp::kMaxGrants - 1)) == 0);
+constexpr int32_t kRegionSize = sizeof(interp::Region);
+constexpr int32_t kRegionSpan = offsetof(interp::Region, span);
+constexpr int32_t kRegionWritable = offsetof(interp::Region, writable);
+
+// bpf_map_lookup_elem's helper id.
+constexpr int32_t kHelperMapLookupElem = 1;
 
 // BPF register -> x86 register, and -> mcontext gregs index (exception table).
 const Reg64 kReg[kNumRegs] = {rax, rdi, rsi, rdx, rcx, r8, rbx, r13, r14, r15, rbp};
@@ -165,6 +182,7 @@ class Emitter : public CodeGenerator {
     for (uint32_t pc : opts.probe_pcs) {
       if (pc < n_) probe_[pc] = true;
     }
+    find_const_r1_maps();
   }
 
   // Emits the whole image; false if xbyak reported an error (buffer too small).
@@ -186,6 +204,8 @@ class Emitter : public CodeGenerator {
   void emit_call(size_t pc, const Insn& in);
   void emit_frame_push(size_t pc);
   void emit_helper_call(size_t pc, const HelperProto& proto);
+  bool emit_inline_lookup(size_t pc, const HelperProto& proto);
+  void find_const_r1_maps();
   void emit_mem(size_t pc, const Insn& in);
   void emit_probe_mem(const Insn& in);
   void emit_atomic(size_t pc, const Insn& in);
@@ -206,6 +226,7 @@ class Emitter : public CodeGenerator {
   std::vector<std::function<void()>> cold_;
   std::vector<uint32_t> pc_offset_;
   std::vector<bool> probe_;
+  std::vector<const maps::Map*> r1_map_;  // per call pc: the map r1 surely holds, or null
   uint64_t probe_base_;
   std::vector<ExtableEntry> extable_;
   Label unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
@@ -771,6 +792,10 @@ void Emitter::emit_call(size_t pc, const Insn& in) {
   }
   const HelperProto& proto =
       in.src == kPseudoCallHelper ? *prog_.helpers[in.imm] : *prog_.kfuncs[in.imm];
+  if (in.src == kPseudoCallHelper && in.imm == kHelperMapLookupElem &&
+      emit_inline_lookup(pc, proto)) {
+    return;
+  }
   emit_helper_call(pc, proto);
 }
 
@@ -788,6 +813,38 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
     // regs[0..5] = r0..r5 at [rsp]; 48 bytes keep the alignment.
     for (const Reg64& r : {r8, rcx, rdx, rsi, rdi, rax}) push(r);
   }
+  // Map helpers with a constant map of this program in r1 and their key and
+  // value pointers inside the current frame chain pass check_helper_args
+  // for sure: checked here, the C check only runs otherwise.
+  const maps::Map* map = r1_map_[pc];
+  bool fast = check && map != nullptr && proto.args[0] == ArgKind::kConstMapPtr;
+  for (int i = 1; fast && i < 5; ++i) {
+    const ArgKind k = proto.args[i];
+    const uint32_t size = k == ArgKind::kMapKey     ? map->attr.key_size
+                          : k == ArgKind::kMapValue ? map->attr.value_size
+                                                    : 0;
+    fast = k == ArgKind::kNone || k == ArgKind::kAnything ||
+           ((k == ArgKind::kMapKey || k == ArgKind::kMapValue) && size <= kFrame);
+  }
+  Label& checked = new_label();
+  if (fast) {
+    Label& c_check = new_label();
+    lea(r10, ptr[rbp - kFrame]);
+    for (int i = 1; i < 5; ++i) {
+      const ArgKind k = proto.args[i];
+      if (k != ArgKind::kMapKey && k != ArgKind::kMapValue) continue;
+      const uint32_t size = k == ArgKind::kMapKey ? map->attr.key_size : map->attr.value_size;
+      if (size == 0) continue;
+      mov(r11, ptr[r12 + kOffStackTop]);
+      sub(r11, size);
+      cmp(kReg[i + 1], r10);
+      jb(c_check, T_NEAR);
+      cmp(kReg[i + 1], r11);
+      ja(c_check, T_NEAR);
+    }
+    jmp(checked, T_NEAR);
+    L(c_check);
+  }
   if (check) {
     mov(rdi, r12);
     mov(rsi, reinterpret_cast<uint64_t>(&proto));
@@ -802,6 +859,7 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
     mov(rcx, ptr[rsp + 32]);
     mov(r8, ptr[rsp + 40]);
   }
+  L(checked);
   call_abs(reinterpret_cast<const void*>(proto.fn));
   // The helper may have moved the packet: forget the cached region.
   mov(qword[r12 + kOffHitSpan], 0);
@@ -825,6 +883,134 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
   mov(r8, rdi);
 }
 
+// For each helper call, the map r1 holds if it was loaded by an ld_imm64 of a
+// map of this program earlier in the same straight-line run of code (no jump
+// target, function entry or other write of r1 in between).
+void Emitter::find_const_r1_maps() {
+  r1_map_.assign(n_, nullptr);
+  std::vector<bool> target(n_, false);
+  for (uint32_t e : prog_.func_entries) {
+    if (e < n_) target[e] = true;
+  }
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const Insn& in = insns_[pc];
+    const uint8_t cls = insn_class(in.code);
+    if (in.code == kLdImm64) {
+      ++pc;
+      continue;
+    }
+    if ((cls != kClassJmp && cls != kClassJmp32) || in.code == kCall || in.code == kCallx ||
+        in.code == kExit) {
+      continue;
+    }
+    const int64_t off = in.code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
+    const int64_t t = static_cast<int64_t>(pc) + 1 + off;
+    if (t >= 0 && static_cast<size_t>(t) < n_) target[t] = true;
+  }
+  const maps::Map* known = nullptr;
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const Insn& in = insns_[pc];
+    if (target[pc]) known = nullptr;
+    if (in.code == kLdImm64) {
+      known = nullptr;
+      if (in.dst == 1 && pc + 1 < n_) {
+        const uint64_t v = static_cast<uint64_t>(static_cast<uint32_t>(in.imm)) |
+                           (static_cast<uint64_t>(static_cast<uint32_t>(insns_[pc + 1].imm)) << 32);
+        for (const maps::Map* m : prog_.maps) {
+          if (m != nullptr && reinterpret_cast<uintptr_t>(m) == v) known = m;
+        }
+      }
+      ++pc;
+      continue;
+    }
+    if (in.code == kCall) {
+      r1_map_[pc] = known;
+      known = nullptr;
+      continue;
+    }
+    const uint8_t cls = insn_class(in.code);
+    const bool stores = (cls == kClassSt || cls == kClassStx) && insn_mode(in.code) == kModeMem;
+    const bool jumps = cls == kClassJmp || cls == kClassJmp32;
+    // Anything else may write dst (atomics also src or r0); be conservative.
+    if ((!stores && !jumps && in.dst == 1) || (cls == kClassStx && in.src == 1) ||
+        cls == kClassLd || in.code == kCallx) {
+      known = nullptr;
+    }
+  }
+}
+
+// bpf_map_lookup_elem of a constant array map inlined (the kernel's
+// map_gen_lookup): key on the stack, bounds check, address arithmetic, and
+// the interpreter's bookkeeping of the call (hit cache reset, the value
+// granted and cached). A key elsewhere takes the full helper call. False if
+// the call cannot be inlined.
+bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
+  const maps::Map* m = r1_map_[pc];
+  if (m == nullptr || m->ops == nullptr || m->ops->gen_lookup == nullptr ||
+      proto.args[0] != ArgKind::kConstMapPtr || proto.args[1] != ArgKind::kMapKey ||
+      proto.ret != RetKind::kMapValueOrNull || m->attr.key_size != 4) {
+    return false;
+  }
+  maps::ArrayLayout lay;
+  if (!m->ops->gen_lookup(m, &lay) || lay.elem_size == 0 || lay.elem_size > INT32_MAX ||
+      m->attr.value_size == 0 || m->attr.value_size > INT32_MAX) {
+    return false;
+  }
+  const bool rdonly = (m->attr.map_flags & maps::kBpfFRdonlyProg) != 0;
+  Label& generic = new_label();
+  Label& null_value = new_label();
+  Label& done = new_label();
+  // The key: 4 bytes in the current frame chain (check_helper_args' kMapKey).
+  lea(r10, ptr[rbp - kFrame]);
+  cmp(rsi, r10);
+  jb(generic, T_NEAR);
+  cmp(rsi, ptr[r12 + kOffTopMinus + 8 * log2_size(4)]);
+  ja(generic, T_NEAR);
+  mov(eax, dword[rsi]);
+  cmp(eax, lay.max_entries);
+  jae(null_value, T_NEAR);
+  imul(rax, rax, static_cast<int>(lay.elem_size));
+  mov(r10, static_cast<uint64_t>(lay.base));
+  add(rax, r10);
+  // grant_return: add_grant(Region{value, value_size, writable}), which also
+  // sets the hit cache. Writable unless read-only to programs or frozen.
+  if (rdonly) {
+    xor_(r11d, r11d);
+  } else {
+    mov(r11, reinterpret_cast<uint64_t>(&m->frozen));
+    movzx(r11d, byte[r11]);
+    xor_(r11d, 1);
+  }
+  mov(r10d, dword[r12 + kOffNumGrants]);
+  and_(r10d, interp::kMaxGrants - 1);
+  imul(r10d, r10d, kRegionSize);
+  mov(ptr[r12 + r10 + kOffGrants], rax);
+  mov(qword[r12 + r10 + kOffGrants + kRegionSpan], m->attr.value_size);
+  mov(byte[r12 + r10 + kOffGrants + kRegionWritable], r11b);
+  inc(dword[r12 + kOffNumGrants]);
+  mov(ptr[r12 + kOffHitLo], rax);
+  mov(qword[r12 + kOffHitSpan], m->attr.value_size);
+  mov(byte[r12 + kOffHitWritable], r11b);
+  Label& clobber = new_label();
+  L(clobber);
+  mov(rdi, interp::kClobberedReg);
+  mov(rsi, rdi);
+  mov(rdx, rdi);
+  mov(rcx, rdi);
+  mov(r8, rdi);
+  L(done);
+  cold_.push_back([this, &generic, &null_value, &done, &clobber, pc, &proto] {
+    L(null_value);
+    xor_(eax, eax);
+    mov(qword[r12 + kOffHitSpan], 0);
+    jmp(clobber, T_NEAR);
+    L(generic);
+    emit_helper_call(pc, proto);
+    jmp(done, T_NEAR);
+  });
+  return true;
+}
+
 // ---- loads and stores --------------------------------------------------------
 
 RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool write, bool atomic) {
@@ -833,38 +1019,51 @@ RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool wr
   }
   Label& slow = new_label();
   Label& back = new_label();
-  lea(r11, ptr[kReg[base] + off]);
-  lea(r10, ptr[rbp - kFrame]);
-  cmp(r11, r10);
-  jb(slow, T_NEAR);
-  cmp(r11, ptr[r12 + kOffTopMinus + 8 * log2_size(size)]);
-  ja(slow, T_NEAR);
-  if (atomic) {
-    test(r11d, size - 1);
-    jnz(slow, T_NEAR);
-  }
-  L(back);
   const uint64_t packed = (static_cast<uint64_t>(pc) << 8) | (write ? 1 : 0) | (atomic ? 2 : 0) |
                           (static_cast<uint64_t>(log2_size(size)) << 2);
-  cold_.push_back([this, &slow, &back, packed, size, write, atomic] {
-    L(slow);
-    if (!atomic) {
-      // The last-hit region: d = addr - lo < span && d + size <= span.
-      Label call_c;
-      mov(r10, r11);
-      sub(r10, ptr[r12 + kOffHitLo]);
-      cmp(r10, ptr[r12 + kOffHitSpan]);
-      jae(call_c, T_NEAR);
-      add(r10, size);
-      cmp(r10, ptr[r12 + kOffHitSpan]);
-      ja(call_c, T_NEAR);
-      if (write) {
-        cmp(byte[r12 + kOffHitWritable], 0);
-        je(call_c, T_NEAR);
-      }
+  lea(r11, ptr[kReg[base] + off]);
+  if (atomic) {
+    // Stack chain inline, then the C region logic (alignment included).
+    lea(r10, ptr[rbp - kFrame]);
+    cmp(r11, r10);
+    jb(slow, T_NEAR);
+    cmp(r11, ptr[r12 + kOffTopMinus + 8 * log2_size(size)]);
+    ja(slow, T_NEAR);
+    test(r11d, size - 1);
+    jnz(slow, T_NEAR);
+    L(back);
+    cold_.push_back([this, &slow, &back, packed] {
+      L(slow);
+      mov(r10, packed);
+      call(mem_thunk_);
       jmp(back, T_NEAR);
-      L(call_c);
-    }
+    });
+    return RegExp(r11);
+  }
+  // The last-hit region inline (packet, context, map values): with
+  // e = addr - lo + size, the access fits iff the add does not carry and
+  // e <= span (span 0, no region, never fits).
+  mov(r10, r11);
+  sub(r10, ptr[r12 + kOffHitLo]);
+  add(r10, size);
+  jc(slow, T_NEAR);
+  cmp(r10, ptr[r12 + kOffHitSpan]);
+  ja(slow, T_NEAR);
+  if (write) {
+    cmp(byte[r12 + kOffHitWritable], 0);
+    je(slow, T_NEAR);
+  }
+  L(back);
+  cold_.push_back([this, &slow, &back, packed, size] {
+    // The current frame chain [rbp - 512, stack_top - size], then C.
+    Label call_c;
+    L(slow);
+    lea(r10, ptr[rbp - kFrame]);
+    cmp(r11, r10);
+    jb(call_c, T_NEAR);
+    cmp(r11, ptr[r12 + kOffTopMinus + 8 * log2_size(size)]);
+    jbe(back, T_NEAR);
+    L(call_c);
     mov(r10, packed);
     call(mem_thunk_);
     jmp(back, T_NEAR);

@@ -1,0 +1,197 @@
+// Inlined array map lookups (bpf_map_lookup_elem of a constant ARRAY map):
+// the JIT must behave exactly like the interpreter's helper call, values,
+// NULL results, key checks, write permission and region grants included.
+#include <cstring>
+#include <memory>
+
+#include "isa/opcodes.h"
+#include "jit_test_util.h"
+#include "maps/registry.h"
+#include "vm/interp_state.h"
+
+namespace userbpf::test {
+namespace {
+
+using namespace isa;
+
+struct MapDeleter {
+  void operator()(maps::Map* m) const { m->ops->free(m); }
+};
+using MapPtr = std::unique_ptr<maps::Map, MapDeleter>;
+
+MapPtr make_array(uint32_t value_size, uint32_t max_entries, uint32_t flags = 0) {
+  maps::MapAttr attr;
+  attr.type = static_cast<uint32_t>(maps::MapType::kARRAY);
+  attr.key_size = 4;
+  attr.value_size = value_size;
+  attr.max_entries = max_entries;
+  attr.map_flags = flags;
+  Result<maps::Map*> m = maps::create_map(attr);
+  EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error().message);
+  return MapPtr(m.ok() ? m.value() : nullptr);
+}
+
+// Every value byte of an array map, in key order.
+std::vector<uint8_t> contents(maps::Map* m) {
+  std::vector<uint8_t> out;
+  for (uint32_t k = 0; k < m->attr.max_entries; ++k) {
+    const auto* v = static_cast<const uint8_t*>(m->ops->lookup_elem(m, &k));
+    out.insert(out.end(), v, v + m->attr.value_size);
+  }
+  return out;
+}
+
+void clear(maps::Map* m) {
+  for (uint32_t k = 0; k < m->attr.max_entries; ++k) {
+    std::memset(m->ops->lookup_elem(m, &k), 0, m->attr.value_size);
+  }
+}
+
+// Runs a on both engines from cleared maps; results, errors and the maps'
+// contents afterwards must be identical (fault addresses only if exact_addr:
+// the engines' stacks live at different addresses). Returns the JIT's run.
+EngineRun same_on_both(const Asm& a, const std::vector<maps::Map*>& ms, bool exact_addr = true) {
+  TestProg t(a, ms);
+  EXPECT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+  for (maps::Map* m : ms) clear(m);
+  EngineRun i = run_engine(t.prog, false, {});
+  std::vector<std::vector<uint8_t>> after_i;
+  for (maps::Map* m : ms) after_i.push_back(contents(m));
+  for (maps::Map* m : ms) clear(m);
+  EngineRun j = run_engine(t.prog, true, {});
+  EXPECT_NE(t.prog.jit.load(), nullptr);
+  EXPECT_EQ(i.ok, j.ok) << "interp: " << i.message << "\njit: " << j.message;
+  EXPECT_EQ(i.r0, j.r0);
+  EXPECT_EQ(i.err, j.err);
+  if (exact_addr) {
+    EXPECT_EQ(i.message, j.message);
+    EXPECT_EQ(i.fault.addr, j.fault.addr);
+  } else {
+    EXPECT_EQ(i.message.substr(0, i.message.rfind(" at ")),
+              j.message.substr(0, j.message.rfind(" at ")));
+  }
+  EXPECT_EQ(i.fault.pc, j.fault.pc);
+  EXPECT_EQ(i.budget_left, j.budget_left);
+  for (size_t k = 0; k < ms.size(); ++k) EXPECT_EQ(after_i[k], contents(ms[k])) << "map " << k;
+  return j;
+}
+
+// for (key = 0; key < n; key++) { v = lookup(map, &key); if (v) { *v += key;
+// r6 += *v } else r6 += 1000 }; return r6
+Asm counting_loop(int32_t n, int16_t value_off = 0) {
+  Asm a;
+  a.mov64_imm(6, 0).st(kSizeW, 10, -4, 0);
+  a.label("loop").ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4).call_helper(1);
+  a.jmp_imm(kJmpJeq, 0, 0, "null");
+  a.ldx(kSizeW, 3, 10, -4).ldx(kSizeDw, 4, 0, value_off).alu64_reg(kAluAdd, 4, 3);
+  a.stx(kSizeDw, 0, 4, value_off).alu64_reg(kAluAdd, 6, 4).ja("next");
+  a.label("null").alu64_imm(kAluAdd, 6, 1000);
+  a.label("next").ldx(kSizeW, 3, 10, -4).alu64_imm(kAluAdd, 3, 1).stx(kSizeW, 10, 3, -4);
+  a.jmp_imm(kJmpJlt, 3, n, "loop");
+  a.mov64_reg(0, 6).exit();
+  return a;
+}
+
+TEST(JitInlineLookup, ValuesAndOutOfRangeKeysMatchTheInterpreter) {
+  MapPtr m = make_array(8, 10);
+  EngineRun j = same_on_both(counting_loop(13), {m.get()});
+  EXPECT_TRUE(j.ok) << j.message;
+  EXPECT_EQ(j.r0, 45u + 3 * 1000);  // keys 10..12 have no value
+}
+
+TEST(JitInlineLookup, PaddedValuesStopAtValueSize) {
+  MapPtr m = make_array(12, 4);  // elements of 16 bytes, values of 12
+  Asm ok = counting_loop(4, 4);  // 8 bytes at offset 4: inside
+  EXPECT_TRUE(same_on_both(ok, {m.get()}).ok);
+  Asm bad = counting_loop(4, 8);  // 8 bytes at offset 8: into the padding
+  EngineRun j = same_on_both(bad, {m.get()});
+  EXPECT_FALSE(j.ok);
+  EXPECT_EQ(j.err, EFAULT);
+}
+
+TEST(JitInlineLookup, ReadOnlyAndFrozenMapsRejectWrites) {
+  MapPtr ro = make_array(8, 4, maps::kBpfFRdonlyProg);
+  EngineRun j = same_on_both(counting_loop(4), {ro.get()});
+  EXPECT_FALSE(j.ok);
+  EXPECT_NE(j.message.find("read-only"), std::string::npos) << j.message;
+  MapPtr fr = make_array(8, 4);
+  fr->frozen.store(true);
+  j = same_on_both(counting_loop(4), {fr.get()});
+  EXPECT_FALSE(j.ok);
+  EXPECT_NE(j.message.find("read-only"), std::string::npos) << j.message;
+}
+
+TEST(JitInlineLookup, KeyOutsideTheStackTakesTheCheckedPath) {
+  MapPtr m = make_array(8, 4);
+  // Key read from a map value (index 0's value, which holds 0): allowed.
+  Asm a;
+  a.st(kSizeW, 10, -4, 2).ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4).call_helper(1);
+  a.jmp_imm(kJmpJeq, 0, 0, "out").st(kSizeDw, 0, 0, 77);
+  a.ld_map(1, 0).mov64_reg(2, 0).call_helper(1);  // key = 77 (low half): out of range
+  a.jmp_imm(kJmpJne, 0, 0, "out").mov64_imm(0, 5).exit();
+  a.label("out").mov64_imm(0, 9).exit();
+  EXPECT_EQ(same_on_both(a, {m.get()}).r0, 5u);
+  // A wild key pointer faults with the helper argument message.
+  Asm b;
+  b.ld_map(1, 0).mov64_imm(2, 0x1000).call_helper(1).exit();
+  EngineRun j = same_on_both(b, {m.get()});
+  EXPECT_FALSE(j.ok);
+  EXPECT_NE(j.message.find("arg2"), std::string::npos) << j.message;
+  // A key at the top of the frame chain that runs past it faults too.
+  Asm c;
+  c.ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -2).call_helper(1).exit();
+  j = same_on_both(c, {m.get()}, /*exact_addr=*/false);
+  EXPECT_FALSE(j.ok);
+  EXPECT_EQ(j.err, EFAULT);
+}
+
+TEST(JitInlineLookup, LookupsGrantValuesLikeTheHelper) {
+  // kHelperScratch's memory is a grant; 16 lookups push it out of the grant
+  // list, so the later store faults on both engines, and the helper's value
+  // is the last hit.
+  MapPtr m = make_array(8, 20);
+  Asm a;
+  a.call_helper(kHelperScratch).mov64_reg(7, 0).st(kSizeW, 10, -4, 0);
+  a.label("loop").ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4).call_helper(1);
+  a.ldx(kSizeW, 3, 10, -4).alu64_imm(kAluAdd, 3, 1).stx(kSizeW, 10, 3, -4);
+  a.jmp_imm(kJmpJlt, 3, 16, "loop");
+  a.st(kSizeDw, 7, 0, 1).mov64_imm(0, 1).exit();
+  EngineRun j = same_on_both(a, {m.get()});
+  EXPECT_FALSE(j.ok);
+  EXPECT_EQ(j.err, EFAULT);
+  // 15 lookups: the scratch grant survives.
+  Asm b;
+  b.call_helper(kHelperScratch).mov64_reg(7, 0).st(kSizeW, 10, -4, 0);
+  b.label("loop").ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4).call_helper(1);
+  b.ldx(kSizeW, 3, 10, -4).alu64_imm(kAluAdd, 3, 1).stx(kSizeW, 10, 3, -4);
+  b.jmp_imm(kJmpJlt, 3, 15, "loop");
+  b.st(kSizeDw, 7, 0, 1).mov64_imm(0, 1).exit();
+  EXPECT_TRUE(same_on_both(b, {m.get()}).ok);
+}
+
+TEST(JitInlineLookup, MapChosenOnTwoPathsIsNotAssumed) {
+  // r1 is one of two maps depending on a branch: a jump target sits between
+  // each ld_imm64 and the call, so the call must use the map r1 really holds.
+  MapPtr small = make_array(8, 2);
+  MapPtr big = make_array(8, 8);
+  for (int32_t pick : {0, 1}) {
+    Asm a;
+    a.st(kSizeW, 10, -4, 5).mov64_imm(6, pick).ld_map(1, 0);
+    a.jmp_imm(kJmpJeq, 6, 0, "call").ld_map(1, 1);
+    a.label("call").mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4).call_helper(1);
+    a.jmp_imm(kJmpJeq, 0, 0, "null").mov64_imm(0, 1).exit();
+    a.label("null").mov64_imm(0, 2).exit();
+    EXPECT_EQ(same_on_both(a, {small.get(), big.get()}).r0, pick == 0 ? 2u : 1u);
+  }
+}
+
+TEST(JitInlineLookup, ClobbersArgumentRegistersLikeACall) {
+  MapPtr m = make_array(8, 2);
+  Asm a;
+  a.st(kSizeW, 10, -4, 0).ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4);
+  a.call_helper(1).mov64_reg(0, 1).alu64_reg(kAluXor, 0, 2).alu64_reg(kAluAdd, 0, 5).exit();
+  EXPECT_EQ(same_on_both(a, {m.get()}).r0, vm::interp::kClobberedReg);
+}
+
+}  // namespace
+}  // namespace userbpf::test
