@@ -16,8 +16,10 @@ function(userbpf_bpf_objects target outdir)
               -D__TARGET_ARCH_x86
               -I${CMAKE_SOURCE_DIR}/include
               -I/usr/include/x86_64-linux-gnu
+              -MD -MF ${obj}.d
               -c ${src} -o ${obj}
-      DEPENDS ${src} ${CMAKE_SOURCE_DIR}/include/userbpf/bpf/userbpf_bpf.h
+      DEPENDS ${src}
+      DEPFILE ${obj}.d
       COMMENT "BPF ${base}.bpf.c"
       VERBATIM)
     list(APPEND objs ${obj})

@@ -8,30 +8,14 @@
 #define OPS 1024
 USERBPF_BENCH_OPS(OPS);
 
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, ENTRIES);
-  __type(key, __u32);
-  __type(value, __u64);
-} table SEC(".maps");
-
-__u32 filled;
-
-static int fill(__u32 i, void *ctx) {
-  __u64 v = i;
-  bpf_map_update_elem(&table, &i, &v, BPF_ANY);
-  return 0;
-}
+#include "u32_hash_table.h"
 
 SEC("xdp")
 int hash_delete_insert(struct xdp_md *ctx) {
-  if (!filled) {
-    bpf_loop(ENTRIES, fill, 0, 0);
-    filled = 1;
-  }
+  fill_once();
   __u32 done = 0;
   for (__u32 i = 0; i < OPS; i++) {
-    __u32 key = (i * 0x9e3779b1u) & (ENTRIES - 1);
+    __u32 key = scattered_key(i);
     __u64 v = i;
     if (bpf_map_delete_elem(&table, &key) == 0 &&
         bpf_map_update_elem(&table, &key, &v, BPF_NOEXIST) == 0)
