@@ -35,7 +35,7 @@ out=$("$ub" bench "$progs/empty.bpf.o" --repeat 5 --rounds 2 --json); rc=$?
 check "json: exit 0" test $rc -eq 0
 check "json: one line per program" test "$(wc -l <<<"$out")" -eq 1
 check "json: fields" matches "$out" \
-  "^\{\"file\":\"empty.bpf.o\",\"program\":\"empty\",\"engine\":\"interp\",\"status\":\"ok\",\"repeat\":5,\"rounds\":2,\"ns_per_run\":$num,\"min\":$num,\"max\":$num,\"retval\":1,\"ops\":1,\"ns_per_op\":$num,\"check\":\"ok\"\}$"
+  "^\{\"file\":\"empty.bpf.o\",\"program\":\"empty\",\"engine\":\"jit\",\"status\":\"ok\",\"repeat\":5,\"rounds\":2,\"ns_per_run\":$num,\"min\":$num,\"max\":$num,\"retval\":1,\"ops\":1,\"ns_per_op\":$num,\"check\":\"ok\"\}$"
 
 # USERBPF_BENCH_OPS read from .rodata; the program fills its map on the
 # warm-up run and returns the op count.

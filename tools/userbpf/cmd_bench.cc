@@ -33,7 +33,7 @@ void usage() {
       "  says whether r0 equals n, which benchmark programs return on success.\n"
       "  xdp/tc/socket programs run on a zeroed 64-byte packet.\n"
       "  -p, --prog NAME       program to run (repeatable); default: all\n"
-      "  --engine interp|jit   execution engine (default interp); an engine this\n"
+      "  --engine interp|jit   execution engine (default jit, like run); an engine this\n"
       "                        build lacks is reported as n/a, not as an error\n"
       "  --repeat N            runs per round (default: calibrated to ~20 ms)\n"
       "  --rounds R            timed rounds (default 5)\n"
@@ -170,7 +170,7 @@ int cmd_bench(const Args& args) {
   std::string file;
   std::vector<std::string> names;
   RunOptions opts;
-  opts.engine = Engine::kInterpreter;
+  opts.engine = Engine::kJit;  // like `run`: the JIT where supported
   uint32_t repeat = 0, rounds = 5;
   bool json = false;
   for (size_t i = 0; i < args.size(); i++) {
