@@ -13,7 +13,7 @@ struct {
 
 __u32 filled;
 
-static int fill(__u32 i, void *ctx) {
+static int fill(__u32 i, void* ctx) {
   __u64 v = i;
   bpf_map_update_elem(&table, &i, &v, BPF_ANY);
   return 0;
@@ -28,6 +28,8 @@ static __always_inline void fill_once(void) {
 }
 
 /* The i-th key of the walk: every key once per ENTRIES steps, scattered. */
-static __always_inline __u32 scattered_key(__u32 i) { return (i * 0x9e3779b1u) & (ENTRIES - 1); }
+static __always_inline __u32 scattered_key(__u32 i) {
+  return (i * 0x9e3779b1u) & (ENTRIES - 1);
+}
 
 #endif
