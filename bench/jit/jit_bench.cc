@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <string>
 
 #include "helpers/registry.h"
 #include "maps/registry.h"
@@ -41,7 +42,7 @@ double time_run(vm::Program& prog, bool jit, uint64_t want) {
   return best;
 }
 
-void bench_compile() {
+void bench_compile(int rounds) {
   // 1,000 instructions: ALU of every kind, stack loads/stores, forward jumps.
   std::mt19937 rng(1);
   Asm a;
@@ -72,7 +73,7 @@ void bench_compile() {
   }
   a.exit();
   double best = 1e18;
-  for (int i = 0; i < 200; ++i) {
+  for (int i = 0; i < rounds; ++i) {
     TestProg t(a);
     if (!t.prepared.ok()) {
       std::fprintf(stderr, "prepare: %s\n", t.prepared.error().message.c_str());
@@ -81,8 +82,8 @@ void bench_compile() {
     if (!vm::ensure_jit(t.prog).ok()) return;
     best = std::min(best, static_cast<double>(vm::jit_compile_ns(t.prog)));
   }
-  std::printf("jit compile, %zu instructions: %.1f us (best of 200)\n", a.build().size(),
-              best / 1000);
+  std::printf("jit compile, %zu instructions: %.1f us (best of %d)\n", a.build().size(),
+              best / 1000, rounds);
 }
 
 void bench_alu() {
@@ -170,9 +171,11 @@ void bench_maps() {
 }  // namespace
 }  // namespace userbpf::test
 
-int main() {
-  userbpf::test::bench_compile();
-  userbpf::test::bench_alu();
-  userbpf::test::bench_maps();
+// With an argument, only that group runs: compile, alu or maps.
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";
+  if (only.empty() || only == "compile") userbpf::test::bench_compile(only.empty() ? 200 : 5000);
+  if (only.empty() || only == "alu") userbpf::test::bench_alu();
+  if (only.empty() || only == "maps") userbpf::test::bench_maps();
   return 0;
 }

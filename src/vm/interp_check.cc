@@ -230,6 +230,12 @@ bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t*
   return true;
 }
 
+void grant_map_value(InterpState& s, const maps::Map* m, uint64_t r0) {
+  if (r0 == 0) return;
+  const Region r = map_value_region(m, static_cast<uintptr_t>(r0));
+  if (r.span != 0) add_grant(s, r);
+}
+
 void grant_return(InterpState& s, const HelperProto& proto, const uint64_t* args, uint64_t r0) {
   if (r0 == 0) return;
   if (proto.ret == RetKind::kMapValueOrNull) {

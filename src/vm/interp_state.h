@@ -105,6 +105,9 @@ bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t*
 // Remembers the memory a kMemOrNull or kMapValueOrNull helper returned as an
 // accessible region (args = r1..r5 as passed).
 void grant_return(InterpState& s, const HelperProto& proto, const uint64_t* args, uint64_t r0);
+// grant_return of a kMapValueOrNull helper whose map argument is m, for
+// callers that know the map (the JIT's constant maps): no map search.
+void grant_map_value(InterpState& s, const maps::Map* m, uint64_t r0);
 
 // Records a fault at pc (stop = kFaulted). what is printf-style.
 [[gnu::cold, gnu::format(printf, 5, 6)]] void set_fault(InterpState& s, int err,

@@ -32,7 +32,6 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <memory>
 
@@ -167,6 +166,9 @@ bool has_pointer_args(const HelperProto& p) {
   return false;
 }
 
+// A code label: an index into Emitter::lbl_pos_.
+using Lbl = uint32_t;
+
 class Emitter : public CodeGenerator {
  public:
   Emitter(size_t cap, void* buf, const Program& prog, const JitOptions& opts)
@@ -174,14 +176,20 @@ class Emitter : public CodeGenerator {
         prog_(prog),
         insns_(prog.exec_insns.data()),
         n_(prog.exec_insns.size()),
-        labels_(n_),
-        func_labels_(n_),
+        buf_(static_cast<uint8_t*>(buf)),
+        lbl_pos_(2 * n_, -1),
         pc_offset_(n_, UINT32_MAX),
         probe_(n_, false),
         probe_base_(opts.probe_base) {
     for (uint32_t pc : opts.probe_pcs) {
       if (pc < n_) probe_[pc] = true;
     }
+    fixups_.reserve(n_ * 2);
+    lbl_pos_.reserve(n_ * 4);
+    unwind_ = new_label();
+    fault_exit_ = new_label();
+    fault_exit_synced_ = new_label();
+    mem_thunk_ = new_label();
     find_const_r1_maps();
   }
 
@@ -205,6 +213,8 @@ class Emitter : public CodeGenerator {
   void emit_frame_push(size_t pc);
   void emit_helper_call(size_t pc, const HelperProto& proto);
   bool emit_inline_lookup(size_t pc, const HelperProto& proto);
+  void emit_add_grant(uint32_t span);
+  void emit_known_map_grant(const maps::Map* m);
   void find_const_r1_maps();
   void emit_mem(size_t pc, const Insn& in);
   void emit_probe_mem(const Insn& in);
@@ -212,24 +222,53 @@ class Emitter : public CodeGenerator {
   void emit_ld_packet(size_t pc, const Insn& in);
   // Checks [base + off, +size) and returns the operand to access it through.
   RegExp checked_addr(size_t pc, int base, int16_t off, int size, bool write, bool atomic);
-  void fault_stub(Label& at, uint32_t kind, size_t pc, const Reg64* value);
+  void fault_stub(Lbl at, uint32_t kind, size_t pc, const Reg64* value);
   void call_abs(const void* fn);
-  void jcc(Cond c, const Label& l);
-  Label& new_label() { return stub_labels_.emplace_back(); }
+  // Labels are indexes: pc labels [0, n), function entry labels [n, 2n),
+  // then the rest. xbyak's Label keeps hash tables per label, which cost
+  // more than the rest of a compile; ours are an offset array and a list of
+  // rel32 fixups patched once at the end.
+  Lbl new_label() {
+    lbl_pos_.push_back(-1);
+    return static_cast<Lbl>(lbl_pos_.size() - 1);
+  }
+  Lbl pc_lbl(size_t pc) const { return static_cast<Lbl>(pc); }
+  Lbl func_lbl(size_t pc) const { return static_cast<Lbl>(n_ + pc); }
+  void bind(Lbl l) { lbl_pos_[l] = static_cast<int64_t>(getSize()); }
+  void rel32_to(Lbl l) {
+    dd(0);
+    fixups_.push_back(Fixup{static_cast<uint32_t>(getSize()), l});
+  }
+  void jcc(Cond c, Lbl l);
+  void jmp_to(Lbl l) {
+    db(0xe9);
+    rel32_to(l);
+  }
+  void call_to(Lbl l) {
+    db(0xe8);
+    rel32_to(l);
+  }
+  bool patch_fixups();
 
   const Program& prog_;
   const Insn* insns_;
   size_t n_;
-  std::vector<Label> labels_;       // per pc, after any prologue (jump targets)
-  std::vector<Label> func_labels_;  // per function entry pc: prologue (call targets)
-  std::deque<Label> stub_labels_;
+  uint8_t* buf_;
+  // Label offsets (-1: not bound). The pc label is after any prologue (jump
+  // targets), the function label at the prologue (call targets).
+  std::vector<int64_t> lbl_pos_;
+  struct Fixup {
+    uint32_t end;  // code offset just after the rel32 field
+    Lbl to;
+  };
+  std::vector<Fixup> fixups_;
   std::vector<std::function<void()>> cold_;
   std::vector<uint32_t> pc_offset_;
   std::vector<bool> probe_;
   std::vector<const maps::Map*> r1_map_;  // per call pc: the map r1 surely holds, or null
   uint64_t probe_base_;
   std::vector<ExtableEntry> extable_;
-  Label unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
+  Lbl unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
 };
 
 void Emitter::call_abs(const void* fn) {
@@ -237,45 +276,56 @@ void Emitter::call_abs(const void* fn) {
   call(rax);
 }
 
-void Emitter::jcc(Cond c, const Label& l) {
+void Emitter::jcc(Cond c, Lbl l) {
+  // Jcc rel32: 0f 80+cc.
+  uint8_t cc = 0;
   switch (c) {
     case Cond::kEq:
-      je(l, T_NEAR);
+    case Cond::kZ:
+      cc = 0x4;
       break;
     case Cond::kNe:
-      jne(l, T_NEAR);
+    case Cond::kNz:
+      cc = 0x5;
       break;
     case Cond::kA:
-      ja(l, T_NEAR);
+      cc = 0x7;
       break;
     case Cond::kAe:
-      jae(l, T_NEAR);
+      cc = 0x3;
       break;
     case Cond::kB:
-      jb(l, T_NEAR);
+      cc = 0x2;
       break;
     case Cond::kBe:
-      jbe(l, T_NEAR);
+      cc = 0x6;
       break;
     case Cond::kG:
-      jg(l, T_NEAR);
+      cc = 0xf;
       break;
     case Cond::kGe:
-      jge(l, T_NEAR);
+      cc = 0xd;
       break;
     case Cond::kL:
-      jl(l, T_NEAR);
+      cc = 0xc;
       break;
     case Cond::kLe:
-      jle(l, T_NEAR);
-      break;
-    case Cond::kNz:
-      jnz(l, T_NEAR);
-      break;
-    case Cond::kZ:
-      jz(l, T_NEAR);
+      cc = 0xe;
       break;
   }
+  db(0x0f);
+  db(0x80 | cc);
+  rel32_to(l);
+}
+
+bool Emitter::patch_fixups() {
+  for (const Fixup& f : fixups_) {
+    const int64_t to = lbl_pos_[f.to];
+    if (to < 0) return false;
+    const int32_t disp = static_cast<int32_t>(to - static_cast<int64_t>(f.end));
+    std::memcpy(buf_ + f.end - 4, &disp, 4);
+  }
+  return true;
 }
 
 // enter(target, state, rbp, args): saves the host's callee-saved registers,
@@ -307,7 +357,7 @@ void Emitter::emit_entry() {
   xor_(r15d, r15d);
   call(r11);
   mov(ptr[r12 + kOffBudget], r9);
-  L(unwind_);
+  bind(unwind_);
   pop(qword[r12 + kOffEntryRsp]);
   pop(r15);
   pop(r14);
@@ -317,12 +367,12 @@ void Emitter::emit_entry() {
   pop(rbx);
   ret();
   // A fault anywhere below this entry: the C caller sees s.stop.
-  L(fault_exit_);
+  bind(fault_exit_);
   mov(ptr[r12 + kOffBudget], r9);
-  L(fault_exit_synced_);
+  bind(fault_exit_synced_);
   mov(rsp, ptr[r12 + kOffEntryRsp]);
   xor_(eax, eax);
-  jmp(unwind_, T_NEAR);
+  jmp_to(unwind_);
 }
 
 bool Emitter::emit_all() {
@@ -338,7 +388,7 @@ bool Emitter::emit_all() {
   for (size_t i = 0; i < cold_.size(); ++i) cold_[i]();  // stubs may add stubs
 
   // The shared slow memory check: r11 = address, r10 = packed access.
-  L(mem_thunk_);
+  bind(mem_thunk_);
   for (const Reg64& r : {rax, rdi, rsi, rdx, rcx, r8, r9, r11}) push(r);
   sub(rsp, 8);
   mov(ptr[r12 + kOffCurRbp], rbp);
@@ -350,9 +400,9 @@ bool Emitter::emit_all() {
   mov(r10, rax);
   for (const Reg64& r : {r11, r9, r8, rcx, rdx, rsi, rdi, rax}) pop(r);
   test(r10, r10);
-  jz(fault_exit_, T_NEAR);
+  jcc(Cond::kZ, fault_exit_);
   ret();
-  return GetError() == 0;
+  return GetError() == 0 && patch_fixups();
 }
 
 void Emitter::emit_insn(size_t pc, bool func_entry) {
@@ -361,14 +411,14 @@ void Emitter::emit_insn(size_t pc, bool func_entry) {
   if (func_entry) {
     // r6-r9 are the caller's: saved here, restored by exit (the interpreter's
     // CallFrame::callee_saved). The extra 8 bytes keep rsp 16-byte aligned.
-    L(func_labels_[pc]);
+    bind(func_lbl(pc));
     push(rbx);
     push(r13);
     push(r14);
     push(r15);
     sub(rsp, 8);
   }
-  L(labels_[pc]);
+  bind(pc_lbl(pc));
 
   const uint8_t code = in.code;
   const Reg64& d = kReg[in.dst];
@@ -445,8 +495,8 @@ void Emitter::emit_insn(size_t pc, bool func_entry) {
              ((cls == kClassSt || cls == kClassStx) && mode == kModeMem)) {
     emit_mem(pc, in);
   } else {
-    Label& stub = new_label();
-    jmp(stub, T_NEAR);
+    const Lbl stub = new_label();
+    jmp_to(stub);
     fault_stub(stub, kFaultInvalid, pc, nullptr);
   }
 }
@@ -566,12 +616,12 @@ void Emitter::emit_divmod(const Insn& in, bool is64, bool is_div) {
     is64 ? mov(r11, static_cast<uint64_t>(static_cast<int64_t>(in.imm)))
          : mov(r11d, static_cast<uint32_t>(in.imm));
   }
-  Label zero, minus1, done;
+  const Lbl zero = new_label(), minus1 = new_label(), done = new_label();
   is64 ? test(r11, r11) : test(r11d, r11d);
-  jz(zero, T_NEAR);
+  jcc(Cond::kZ, zero);
   if (is_signed) {
     is64 ? cmp(r11, -1) : cmp(r11d, -1);
-    je(minus1, T_NEAR);
+    jcc(Cond::kEq, minus1);
   }
   if (d != rax) push(rax);
   if (d != rdx) push(rdx);
@@ -590,23 +640,23 @@ void Emitter::emit_divmod(const Insn& in, bool is64, bool is_div) {
   if (d != rdx) pop(rdx);
   if (d != rax) pop(rax);
   mov(d, r10);
-  jmp(done, T_NEAR);
-  L(zero);
+  jmp_to(done);
+  bind(zero);
   if (is_div) {
     xor_(d.cvt32(), d.cvt32());
   } else if (!is64) {
     mov(d.cvt32(), d.cvt32());
   }
   if (is_signed) {
-    jmp(done, T_NEAR);
-    L(minus1);
+    jmp_to(done);
+    bind(minus1);
     if (is_div) {
       is64 ? neg(d) : neg(d.cvt32());
     } else {
       xor_(d.cvt32(), d.cvt32());
     }
   }
-  L(done);
+  bind(done);
 }
 
 void Emitter::emit_end(const Insn& in) {
@@ -635,26 +685,26 @@ void Emitter::emit_end(const Insn& in) {
 // Budget stubs: r9 < n means the budget is spent; undo the subtraction so
 // the budget left is the interpreter's, then fault with ELOOP.
 void Emitter::charge_budget(size_t pc, uint64_t n) {
-  Label& stub = new_label();
-  Label& back = new_label();
+  const Lbl stub = new_label();
+  const Lbl back = new_label();
   if (n <= INT32_MAX) {
     sub(r9, static_cast<uint32_t>(n));
   } else {
     mov(r10, n);
     sub(r9, r10);
   }
-  jb(stub, T_NEAR);
-  L(back);
-  cold_.push_back([this, &stub, n, pc] {
-    L(stub);
+  jcc(Cond::kB, stub);
+  bind(back);
+  cold_.push_back([this, stub, n, pc] {
+    bind(stub);
     if (n <= INT32_MAX) {
       add(r9, static_cast<uint32_t>(n));
     } else {
       mov(r10, n);
       add(r9, r10);
     }
-    Label& f = new_label();
-    jmp(f, T_NEAR);
+    const Lbl f = new_label();
+    jmp_to(f);
     fault_stub(f, kFaultBudget, pc, nullptr);
   });
 }
@@ -664,14 +714,14 @@ void Emitter::charge_budget(size_t pc, uint64_t n) {
 void Emitter::emit_branch(size_t pc, int64_t off, const Cond* cond) {
   const size_t target = pc + 1 + off;
   if (off >= 0) {
-    cond ? jcc(*cond, labels_[target]) : jmp(labels_[target], T_NEAR);
+    cond ? jcc(*cond, pc_lbl(target)) : jmp_to(pc_lbl(target));
     return;
   }
-  Label skip;
+  const Lbl skip = new_label();
   if (cond) jcc(invert(*cond), skip);
   charge_budget(pc, static_cast<uint64_t>(-off));
-  jmp(labels_[target], T_NEAR);
-  L(skip);
+  jmp_to(pc_lbl(target));
+  bind(skip);
 }
 
 void Emitter::emit_jmp(size_t pc, const Insn& in) {
@@ -685,11 +735,11 @@ void Emitter::emit_jmp(size_t pc, const Insn& in) {
   }
   if (in.code == (kClassJmp | kJmpJcond)) {
     // may_goto: falls through while the run's loop budget lasts.
-    Label cont;
+    const Lbl cont = new_label();
     cmp(qword[r12 + kOffMayGoto], 0);
-    jne(cont, T_NEAR);
+    jcc(Cond::kNe, cont);
     emit_branch(pc, in.off, nullptr);
-    L(cont);
+    bind(cont);
     dec(qword[r12 + kOffMayGoto]);
     return;
   }
@@ -711,10 +761,10 @@ void Emitter::emit_jmp(size_t pc, const Insn& in) {
 
 // ---- calls -------------------------------------------------------------------
 
-void Emitter::fault_stub(Label& at, uint32_t kind, size_t pc, const Reg64* value) {
+void Emitter::fault_stub(Lbl at, uint32_t kind, size_t pc, const Reg64* value) {
   const Reg64* v = value;
-  cold_.push_back([this, &at, kind, pc, v] {
-    L(at);
+  cold_.push_back([this, at, kind, pc, v] {
+    bind(at);
     if (v) mov(r11, *v);
     mov(ptr[r12 + kOffBudget], r9);
     mov(rdi, r12);
@@ -726,25 +776,25 @@ void Emitter::fault_stub(Label& at, uint32_t kind, size_t pc, const Reg64* value
       xor_(ecx, ecx);
     }
     call_abs(reinterpret_cast<const void*>(&jit_fault));
-    jmp(fault_exit_synced_, T_NEAR);
+    jmp_to(fault_exit_synced_);
   });
 }
 
 // Depth limit, first-use clearing of the new frame, budget: the checks of
 // the interpreter's push_frame. The target is called with rbp lowered by a frame.
 void Emitter::emit_frame_push(size_t pc) {
-  Label& deep = new_label();
+  const Lbl deep = new_label();
   cmp(rbp, ptr[r12 + kOffFrameLimit]);
-  jb(deep, T_NEAR);
+  jcc(Cond::kB, deep);
   fault_stub(deep, kFaultDepth, pc, nullptr);
-  Label& clear = new_label();
-  Label& cleared = new_label();
+  const Lbl clear = new_label();
+  const Lbl cleared = new_label();
   lea(r10, ptr[rbp - 2 * kFrame]);
   cmp(r10, ptr[r12 + kOffZeroedLo]);
-  jb(clear, T_NEAR);
-  L(cleared);
-  cold_.push_back([this, &clear, &cleared] {
-    L(clear);
+  jcc(Cond::kB, clear);
+  bind(cleared);
+  cold_.push_back([this, clear, cleared] {
+    bind(clear);
     push(rax);
     push(rdi);
     push(rcx);
@@ -757,7 +807,7 @@ void Emitter::emit_frame_push(size_t pc) {
     pop(rcx);
     pop(rdi);
     pop(rax);
-    jmp(cleared, T_NEAR);
+    jmp_to(cleared);
   });
   charge_budget(pc, 1);
 }
@@ -776,7 +826,7 @@ void Emitter::emit_call(size_t pc, const Insn& in) {
     add(rsp, 8);
     for (const Reg64& r : {r9, r8, rcx, rdx, rsi, rdi, rax}) pop(r);
     test(r11, r11);
-    jz(fault_exit_synced_, T_NEAR);
+    jcc(Cond::kZ, fault_exit_synced_);
     emit_frame_push(pc);
     sub(rbp, kFrame);
     call(r11);
@@ -786,7 +836,7 @@ void Emitter::emit_call(size_t pc, const Insn& in) {
   if (in.src == kPseudoCall) {
     emit_frame_push(pc);
     sub(rbp, kFrame);
-    call(func_labels_[pc + 1 + in.imm]);
+    call_to(func_lbl(pc + 1 + in.imm));
     add(rbp, kFrame);
     return;
   }
@@ -826,9 +876,9 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
     fast = k == ArgKind::kNone || k == ArgKind::kAnything ||
            ((k == ArgKind::kMapKey || k == ArgKind::kMapValue) && size <= kFrame);
   }
-  Label& checked = new_label();
+  const Lbl checked = new_label();
   if (fast) {
-    Label& c_check = new_label();
+    const Lbl c_check = new_label();
     lea(r10, ptr[rbp - kFrame]);
     for (int i = 1; i < 5; ++i) {
       const ArgKind k = proto.args[i];
@@ -838,12 +888,12 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
       mov(r11, ptr[r12 + kOffStackTop]);
       sub(r11, size);
       cmp(kReg[i + 1], r10);
-      jb(c_check, T_NEAR);
+      jcc(Cond::kB, c_check);
       cmp(kReg[i + 1], r11);
-      ja(c_check, T_NEAR);
+      jcc(Cond::kA, c_check);
     }
-    jmp(checked, T_NEAR);
-    L(c_check);
+    jmp_to(checked);
+    bind(c_check);
   }
   if (check) {
     mov(rdi, r12);
@@ -851,7 +901,7 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
     mov(rdx, rsp);
     call_abs(reinterpret_cast<const void*>(&jit_check_helper));
     test(rax, rax);
-    jz(fault_exit_synced_, T_NEAR);
+    jcc(Cond::kZ, fault_exit_synced_);
     mov(rax, ptr[rsp]);
     mov(rdi, ptr[rsp + 8]);
     mov(rsi, ptr[rsp + 16]);
@@ -859,11 +909,21 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
     mov(rcx, ptr[rsp + 32]);
     mov(r8, ptr[rsp + 40]);
   }
-  L(checked);
+  bind(checked);
   call_abs(reinterpret_cast<const void*>(proto.fn));
   // The helper may have moved the packet: forget the cached region.
   mov(qword[r12 + kOffHitSpan], 0);
-  if (grant) {
+  // The map of a map-value return, when r1 is a known map and the only map
+  // argument (grant_return's search would find it): granted inline, without
+  // the search.
+  bool known_map_grant = grant && proto.ret == RetKind::kMapValueOrNull && map != nullptr &&
+                         proto.args[0] == ArgKind::kConstMapPtr;
+  for (int i = 1; known_map_grant && i < 5; ++i) {
+    if (proto.args[i] == ArgKind::kConstMapPtr) known_map_grant = false;
+  }
+  if (known_map_grant) {
+    emit_known_map_grant(map);
+  } else if (grant) {
     mov(ptr[rsp], rax);
     mov(rdi, r12);
     mov(rsi, reinterpret_cast<uint64_t>(&proto));
@@ -875,7 +935,7 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
   if (save) add(rsp, 48);
   mov(r9, ptr[r12 + kOffBudget]);
   cmp(byte[r12 + kOffStop], 0);
-  jne(fault_exit_synced_, T_NEAR);
+  jcc(Cond::kNe, fault_exit_synced_);
   mov(rdi, interp::kClobberedReg);
   mov(rsi, rdi);
   mov(rdx, rdi);
@@ -957,18 +1017,18 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
     return false;
   }
   const bool rdonly = (m->attr.map_flags & maps::kBpfFRdonlyProg) != 0;
-  Label& generic = new_label();
-  Label& null_value = new_label();
-  Label& done = new_label();
+  const Lbl generic = new_label();
+  const Lbl null_value = new_label();
+  const Lbl done = new_label();
   // The key: 4 bytes in the current frame chain (check_helper_args' kMapKey).
   lea(r10, ptr[rbp - kFrame]);
   cmp(rsi, r10);
-  jb(generic, T_NEAR);
+  jcc(Cond::kB, generic);
   cmp(rsi, ptr[r12 + kOffTopMinus + 8 * log2_size(4)]);
-  ja(generic, T_NEAR);
+  jcc(Cond::kA, generic);
   mov(eax, dword[rsi]);
   cmp(eax, lay.max_entries);
-  jae(null_value, T_NEAR);
+  jcc(Cond::kAe, null_value);
   imul(rax, rax, static_cast<int>(lay.elem_size));
   mov(r10, static_cast<uint64_t>(lay.base));
   add(rax, r10);
@@ -981,34 +1041,100 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
     movzx(r11d, byte[r11]);
     xor_(r11d, 1);
   }
-  mov(r10d, dword[r12 + kOffNumGrants]);
-  and_(r10d, interp::kMaxGrants - 1);
-  imul(r10d, r10d, kRegionSize);
-  mov(ptr[r12 + r10 + kOffGrants], rax);
-  mov(qword[r12 + r10 + kOffGrants + kRegionSpan], m->attr.value_size);
-  mov(byte[r12 + r10 + kOffGrants + kRegionWritable], r11b);
-  inc(dword[r12 + kOffNumGrants]);
-  mov(ptr[r12 + kOffHitLo], rax);
-  mov(qword[r12 + kOffHitSpan], m->attr.value_size);
-  mov(byte[r12 + kOffHitWritable], r11b);
-  Label& clobber = new_label();
-  L(clobber);
+  emit_add_grant(m->attr.value_size);
+  const Lbl clobber = new_label();
+  bind(clobber);
   mov(rdi, interp::kClobberedReg);
   mov(rsi, rdi);
   mov(rdx, rdi);
   mov(rcx, rdi);
   mov(r8, rdi);
-  L(done);
-  cold_.push_back([this, &generic, &null_value, &done, &clobber, pc, &proto] {
-    L(null_value);
+  bind(done);
+  cold_.push_back([this, generic, null_value, done, clobber, pc, &proto] {
+    bind(null_value);
     xor_(eax, eax);
     mov(qword[r12 + kOffHitSpan], 0);
-    jmp(clobber, T_NEAR);
-    L(generic);
+    jmp_to(clobber);
+    bind(generic);
     emit_helper_call(pc, proto);
-    jmp(done, T_NEAR);
+    jmp_to(done);
   });
   return true;
+}
+
+// The interpreter's add_grant(Region{rax, span, r11b}): the next grant slot
+// and the hit cache. Clobbers r10.
+void Emitter::emit_add_grant(uint32_t span) {
+  mov(r10d, dword[r12 + kOffNumGrants]);
+  and_(r10d, interp::kMaxGrants - 1);
+  imul(r10d, r10d, kRegionSize);
+  mov(ptr[r12 + r10 + kOffGrants], rax);
+  mov(qword[r12 + r10 + kOffGrants + kRegionSpan], span);
+  mov(byte[r12 + r10 + kOffGrants + kRegionWritable], r11b);
+  inc(dword[r12 + kOffNumGrants]);
+  mov(ptr[r12 + kOffHitLo], rax);
+  mov(qword[r12 + kOffHitSpan], span);
+  mov(byte[r12 + kOffHitWritable], r11b);
+}
+
+// interp::grant_map_value(s, m, rax) for a map known at compile time, with
+// r0 saved at [rsp]: map_value_region's static tests decided here, the map's
+// access_ok called directly (writable first unless read-only to programs or
+// frozen, then read-only), the region recorded inline. rax is kept.
+void Emitter::emit_known_map_grant(const maps::Map* m) {
+  const uint32_t type = m->attr.type;
+  const uint32_t size = m->attr.value_size;
+  if (m->ops == nullptr || m->ops->access_ok == nullptr || size == 0 ||
+      type == static_cast<uint32_t>(maps::MapType::kARRAY_OF_MAPS) ||
+      type == static_cast<uint32_t>(maps::MapType::kHASH_OF_MAPS)) {
+    return;  // map_value_region gives no region
+  }
+  const Lbl done = new_label();
+  if (size > INT32_MAX) {  // beyond emit_add_grant's immediates: in C
+    test(rax, rax);
+    jcc(Cond::kZ, done);
+    mov(ptr[rsp], rax);
+    mov(rdi, r12);
+    mov(rsi, reinterpret_cast<uint64_t>(m));
+    mov(rdx, rax);
+    call_abs(reinterpret_cast<const void*>(&jit_grant_map_value));
+    mov(rax, ptr[rsp]);
+    bind(done);
+    return;
+  }
+  const void* access_ok = reinterpret_cast<const void*>(m->ops->access_ok);
+  const Lbl read_only = new_label(), granted = new_label(), restore = new_label();
+  test(rax, rax);
+  jcc(Cond::kZ, done);
+  mov(ptr[rsp], rax);
+  if ((m->attr.map_flags & maps::kBpfFRdonlyProg) == 0) {
+    mov(r11, reinterpret_cast<uint64_t>(&m->frozen));
+    cmp(byte[r11], 0);
+    jcc(Cond::kNe, read_only);
+    mov(rdi, reinterpret_cast<uint64_t>(m));
+    mov(rsi, rax);
+    mov(edx, size);
+    mov(ecx, 1);
+    call_abs(access_ok);
+    mov(r11d, 1);
+    test(al, al);
+    jcc(Cond::kNz, granted);
+  }
+  bind(read_only);
+  mov(rdi, reinterpret_cast<uint64_t>(m));
+  mov(rsi, ptr[rsp]);
+  mov(edx, size);
+  xor_(ecx, ecx);
+  call_abs(access_ok);
+  test(al, al);
+  jcc(Cond::kZ, restore);
+  xor_(r11d, r11d);
+  bind(granted);
+  mov(rax, ptr[rsp]);
+  emit_add_grant(size);
+  bind(restore);
+  mov(rax, ptr[rsp]);
+  bind(done);
 }
 
 // ---- loads and stores --------------------------------------------------------
@@ -1017,8 +1143,8 @@ RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool wr
   if (base == 10 && off >= -kFrame && off + size <= 0 && (!atomic || off % size == 0)) {
     return rbp + off;  // inside the current frame
   }
-  Label& slow = new_label();
-  Label& back = new_label();
+  const Lbl slow = new_label();
+  const Lbl back = new_label();
   const uint64_t packed = (static_cast<uint64_t>(pc) << 8) | (write ? 1 : 0) | (atomic ? 2 : 0) |
                           (static_cast<uint64_t>(log2_size(size)) << 2);
   lea(r11, ptr[kReg[base] + off]);
@@ -1026,17 +1152,17 @@ RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool wr
     // Stack chain inline, then the C region logic (alignment included).
     lea(r10, ptr[rbp - kFrame]);
     cmp(r11, r10);
-    jb(slow, T_NEAR);
+    jcc(Cond::kB, slow);
     cmp(r11, ptr[r12 + kOffTopMinus + 8 * log2_size(size)]);
-    ja(slow, T_NEAR);
+    jcc(Cond::kA, slow);
     test(r11d, size - 1);
-    jnz(slow, T_NEAR);
-    L(back);
-    cold_.push_back([this, &slow, &back, packed] {
-      L(slow);
+    jcc(Cond::kNz, slow);
+    bind(back);
+    cold_.push_back([this, slow, back, packed] {
+      bind(slow);
       mov(r10, packed);
-      call(mem_thunk_);
-      jmp(back, T_NEAR);
+      call_to(mem_thunk_);
+      jmp_to(back);
     });
     return RegExp(r11);
   }
@@ -1046,27 +1172,27 @@ RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool wr
   mov(r10, r11);
   sub(r10, ptr[r12 + kOffHitLo]);
   add(r10, size);
-  jc(slow, T_NEAR);
+  jcc(Cond::kB, slow);
   cmp(r10, ptr[r12 + kOffHitSpan]);
-  ja(slow, T_NEAR);
+  jcc(Cond::kA, slow);
   if (write) {
     cmp(byte[r12 + kOffHitWritable], 0);
-    je(slow, T_NEAR);
+    jcc(Cond::kEq, slow);
   }
-  L(back);
-  cold_.push_back([this, &slow, &back, packed, size] {
+  bind(back);
+  cold_.push_back([this, slow, back, packed, size] {
     // The current frame chain [rbp - 512, stack_top - size], then C.
-    Label call_c;
-    L(slow);
+    const Lbl call_c = new_label();
+    bind(slow);
     lea(r10, ptr[rbp - kFrame]);
     cmp(r11, r10);
-    jb(call_c, T_NEAR);
+    jcc(Cond::kB, call_c);
     cmp(r11, ptr[r12 + kOffTopMinus + 8 * log2_size(size)]);
-    jbe(back, T_NEAR);
-    L(call_c);
+    jcc(Cond::kBe, back);
+    bind(call_c);
     mov(r10, packed);
-    call(mem_thunk_);
-    jmp(back, T_NEAR);
+    call_to(mem_thunk_);
+    jmp_to(back);
   });
   return RegExp(r11);
 }
@@ -1241,8 +1367,8 @@ void Emitter::emit_atomic(size_t pc, const Insn& in) {
   push(r9);
   mov(r10, rax);
   mov(width(rax), m);
-  Label retry;
-  L(retry);
+  const Lbl retry = new_label();
+  bind(retry);
   mov(width(r9), width(rax));
   switch (in.imm & ~kAtomicFetch) {
     case kAtomicOr:
@@ -1257,7 +1383,7 @@ void Emitter::emit_atomic(size_t pc, const Insn& in) {
   }
   lock();
   cmpxchg(m, width(r9));
-  jne(retry, T_NEAR);
+  jcc(Cond::kNe, retry);
   if (s != rax) {
     mov(width(s), width(rax));  // 32-bit: zero-extended
     mov(rax, r10);
@@ -1284,7 +1410,7 @@ void Emitter::emit_ld_packet(size_t pc, const Insn& in) {
   call_abs(reinterpret_cast<const void*>(&jit_load_packet));
   for (const Reg64& r : {r9, r8, rcx, rdx, rsi, rdi}) pop(r);
   cmp(byte[r12 + kOffStop], 0);
-  jne(fault_exit_, T_NEAR);
+  jcc(Cond::kNe, fault_exit_);
   (void)pc;
 }
 
@@ -1307,7 +1433,7 @@ Result<JitImage*> compile_x86_64(const Program& prog, const JitOptions& opts) {
     if (!e.emit_all()) {
       if (GetError() == ERR_CODE_IS_TOO_BIG) continue;
       return make_error(EINVAL, "program '%s': JIT failed: %s", prog.name.c_str(),
-                        ConvertErrorToString(GetError()));
+                        GetError() != 0 ? ConvertErrorToString(GetError()) : "unbound label");
     }
     const size_t size = e.getSize();
     const size_t map_size = (size + 4095) & ~size_t{4095};

@@ -78,6 +78,8 @@ Result<JitImage*> compile_x86_64(const Program& prog, const JitOptions& opts);
 uint64_t jit_check_access(JitState* st, uint64_t addr, uint64_t packed);
 uint64_t jit_check_helper(JitState* st, const HelperProto* proto, const uint64_t* regs);
 void jit_grant_return(JitState* st, const HelperProto* proto, const uint64_t* args, uint64_t r0);
+// jit_grant_return of a map helper whose map is known at compile time.
+void jit_grant_map_value(JitState* st, const maps::Map* map, uint64_t r0);
 // kind: kFault* below; value: the bad address/value, pc: the instruction.
 enum : uint32_t { kFaultBudget, kFaultDepth, kFaultInvalid, kFaultCallx };
 void jit_fault(JitState* st, uint32_t kind, uint32_t pc, uint64_t value);

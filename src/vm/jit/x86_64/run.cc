@@ -160,6 +160,10 @@ void jit_grant_return(JitState* st, const HelperProto* proto, const uint64_t* ar
   interp::grant_return(st->s, *proto, args, r0);
 }
 
+void jit_grant_map_value(JitState* st, const maps::Map* map, uint64_t r0) {
+  interp::grant_map_value(st->s, map, r0);
+}
+
 void jit_fault(JitState* st, uint32_t kind, uint32_t pc, uint64_t value) {
   interp::InterpState& s = st->s;
   const isa::Insn* at = s.insns + pc;
