@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "loader/object.h"
-#include "mem/cpu_slots.h"
+#include "mem/domain.h"
 #include "userbpf/userbpf.h"
 #include "vm/run_context.h"
 
@@ -19,7 +19,9 @@ namespace internal {
 struct RuntimeImpl {
   uint32_t num_cpus = 1;
   vm::PrintSink print;
-  std::unique_ptr<mem::SlotTable> slots;  // num_cpus normal slots
+  // Slots (num_cpus normal ones), RCU, allocators: every map and run of
+  // this runtime uses them.
+  std::unique_ptr<mem::MemDomain> mem;
 };
 
 }  // namespace internal

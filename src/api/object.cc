@@ -75,7 +75,7 @@ Result<std::unique_ptr<Object>> Object::open_memory(Runtime& rt, const void* dat
 Status Object::load() {
   auto& o = *impl_;
   if (o.loaded) return make_error(EBUSY, "object %s is already loaded", o.spec.name.c_str());
-  auto loaded = loader::load_object(o.spec);
+  auto loaded = loader::load_object(o.spec, o.rt->mem.get());
   if (!loaded.ok()) return loaded.take_error();
   o.loaded = std::move(loaded.value());
   for (auto& m : o.loaded->maps) o.map_handles.push_back(Map::Handle{m.get(), o.rt});

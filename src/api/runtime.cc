@@ -17,7 +17,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const RuntimeOptions& opts) {
   int possible = get_nprocs_conf();
   rt->impl_->num_cpus =
       opts.num_cpus ? opts.num_cpus : static_cast<uint32_t>(possible > 0 ? possible : 1);
-  rt->impl_->slots = std::make_unique<mem::SlotTable>(rt->impl_->num_cpus);
+  mem::MemDomainOptions mo;
+  mo.num_slots = rt->impl_->num_cpus;
+  rt->impl_->mem = std::make_unique<mem::MemDomain>(mo);
   rt->impl_->print = vm::default_print_sink();
   if (opts.print) rt->impl_->print = vm::PrintSink{opts.print, opts.print_user};
   return rt;

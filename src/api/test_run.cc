@@ -194,7 +194,7 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
     // Each run holds a CPU slot (src/mem/cpu_slots.h): bpf_get_smp_processor_id
     // and per-CPU data are the slot's. Sleepable runs use their own pool; a
     // nested run (signal handler) that finds no free slot is a miss.
-    mem::SlotTable& slots = *rt.slots;
+    mem::SlotTable& slots = rt.mem->slots;
     const bool own_pool = prog.sleepable && !mem::SlotTable::thread_in_slot();
     int slot = own_pool ? slots.enter_sleepable() : slots.enter();
     if (slot < 0) {
@@ -203,7 +203,10 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
                         prog.name.c_str());
     }
     rc.cpu = static_cast<uint32_t>(slot) % slots.num_slots();
+    // The run is a read-side section of the runtime's RCU domain.
+    mem::RcuDomain* outer_rcu = mem::RcuReadGuard::set_current(&rt.mem->rcu);
     auto r = use_jit ? vm::jit_run(prog, rc) : vm::interpret(prog, rc);
+    mem::RcuReadGuard::set_current(outer_rcu);
     slots.leave(slot);
     if (!r.ok()) {
       prog.stats.faults.fetch_add(1, std::memory_order_relaxed);

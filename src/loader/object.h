@@ -89,7 +89,9 @@ struct LoadedObject {
 // Creates the maps (global data initialized, .rodata frozen), links each
 // entry program with the subprograms it reaches, applies relocations,
 // resolves helper ids and kfuncs, and prepares every program.
-Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec);
+// Maps are created in domain (nullptr: mem::default_mem_domain()).
+Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec,
+                                                  mem::MemDomain* domain = nullptr);
 
 // libbpf section name -> program type and sleepability (one table).
 struct SectionDef {

@@ -182,7 +182,7 @@ Result<std::unique_ptr<vm::Program>> Linker::link(uint32_t entry) {
 
 }  // namespace
 
-Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec) {
+Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec, mem::MemDomain* domain) {
   auto obj = std::make_unique<LoadedObject>();
   std::vector<maps::Map*> raw_maps;
   for (const MapSpec& ms : spec.maps) {
@@ -190,7 +190,9 @@ Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec) {
     if (!ms.is_global_data && !ms.init.empty())
       return make_error(EINVAL, "%s: map '%s': only global data maps take an initial value",
                         what.c_str(), ms.attr.name.c_str());
-    auto m = maps::create_map(ms.attr);
+    maps::MapAttr attr = ms.attr;
+    attr.domain = domain;
+    auto m = maps::create_map(attr);
     if (!m.ok()) return with_prefix(what, m.take_error());
     obj->maps.emplace_back(*m);
     raw_maps.push_back(*m);

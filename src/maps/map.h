@@ -15,6 +15,10 @@
 
 #include "base/result.h"
 
+namespace userbpf::mem {
+struct MemDomain;
+}
+
 namespace userbpf::maps {
 
 // Kernel UAPI map type numbers (enum bpf_map_type); objects need no translation.
@@ -93,6 +97,9 @@ struct MapAttr {
   std::string name;
   // Memory limit in bytes charged to this map (0: unlimited); ENOMEM past it.
   uint64_t memory_limit = 0;
+  // The slots, RCU domain and allocator the map works with: its runtime's
+  // (set by the loader), or mem::default_mem_domain() when nullptr.
+  mem::MemDomain* domain = nullptr;
 };
 
 struct MapOps;

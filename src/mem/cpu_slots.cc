@@ -50,8 +50,10 @@ int SlotTable::enter_slow(uint32_t first, EnterMode mode) {
   for (uint32_t spins = 0;; spins++) {
     for (uint32_t k = 1; k <= n_; k++) {
       uint32_t idx = first + k < n_ ? first + k : first + k - n_;
-      if (slots_[idx].state.load(std::memory_order_relaxed) == 0 && try_claim(idx))
+      if (slots_[idx].state.load(std::memory_order_relaxed) == 0 && try_claim(idx)) {
+        detail::set_level(this, static_cast<int>(idx));
         return static_cast<int>(idx);
+      }
     }
     if (mode == EnterMode::kNoWait) {
       misses_.fetch_add(1, std::memory_order_relaxed);
@@ -70,14 +72,18 @@ int SlotTable::enter_slow(uint32_t first, EnterMode mode) {
 }
 
 int SlotTable::enter_sleepable() {
-  detail::t_depth++;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (!detail::push_level()) {
+    misses_.fetch_add(1, std::memory_order_relaxed);
+    return kSlotMiss;
+  }
   uint32_t start = current_cpu_id() % m_;
   for (uint32_t round = 0;; round++) {
     for (uint32_t k = 0; k < m_; k++) {
       uint32_t idx = n_ + (start + k) % m_;
-      if (slots_[idx].state.load(std::memory_order_relaxed) == 0 && try_claim(idx))
+      if (slots_[idx].state.load(std::memory_order_relaxed) == 0 && try_claim(idx)) {
+        detail::set_level(this, static_cast<int>(idx));
         return static_cast<int>(idx);
+      }
     }
     // Sleepable holders may block for long: back off to sleeping.
     if (round < 16)
@@ -89,9 +95,11 @@ int SlotTable::enter_sleepable() {
 
 bool SlotTable::try_enter_slot(uint32_t idx) {
   USERBPF_ASSERT(idx < n_ + m_);
-  detail::t_depth++;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (slots_[idx].state.load(std::memory_order_relaxed) == 0 && try_claim(idx)) return true;
+  if (!detail::push_level()) return false;
+  if (slots_[idx].state.load(std::memory_order_relaxed) == 0 && try_claim(idx)) {
+    detail::set_level(this, static_cast<int>(idx));
+    return true;
+  }
   std::atomic_signal_fence(std::memory_order_seq_cst);
   detail::t_depth--;
   return false;

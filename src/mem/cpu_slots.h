@@ -21,6 +21,10 @@
 //   t_depth (per thread) = slots this thread holds or is claiming, across
 //   all tables; it is raised before the claim, so a signal handler that
 //   interrupts a claim already sees the thread as re-entrant
+//   t_held[0, t_depth) (per thread) = which (table, slot) each level holds;
+//   a level's entry is cleared before t_depth is raised and filled once the
+//   claim succeeds, so an interrupting handler never sees a stale entry.
+//   At most kMaxSlotDepth levels: a deeper enter is a miss.
 //
 // Contexts: enter/leave from any thread and from signal handlers, no
 // registration; a re-entrant enter (the thread already holds or is claiming a
@@ -72,7 +76,8 @@ class SlotTable {
   inline void leave(int slot);
 
   // Claims a sleepable slot in [num_slots(), total_slots()); waits (sleeps)
-  // while all are taken. Host or sleepable context only.
+  // while all are taken (kSlotMiss only when the thread is kMaxSlotDepth
+  // levels deep). Host or sleepable context only.
   int enter_sleepable();
 
   // Claims exactly slot idx if it is free (the background worker uses this to
@@ -82,6 +87,11 @@ class SlotTable {
 
   // Whether the calling thread holds (or is claiming) a slot of any table.
   static bool thread_in_slot();
+  // The innermost slot of this table the calling thread holds, or -1. Code
+  // that runs inside a held slot (map operations called from a program,
+  // allocator calls) finds its slot here instead of being passed it.
+  // Async-signal-safe.
+  inline int held_slot() const;
 
   // Runs that found no slot (kNoWait or re-entrant enter).
   uint64_t misses() const { return misses_.load(std::memory_order_relaxed); }
@@ -135,23 +145,55 @@ inline uint32_t current_cpu_id() {
   return current_cpu_id_slow();
 }
 
+inline constexpr uint32_t kMaxSlotDepth = 8;
+
 namespace detail {
 // Slots this thread holds or is claiming (all tables). Plain integer: only
 // this thread and its signal handlers touch it; the signal fences keep the
 // compiler from moving it across the claim. constinit + inline: direct TLS
 // access, no wrapper call.
 inline constinit thread_local uint32_t t_depth = 0;
+struct HeldSlot {
+  const SlotTable* table;
+  int slot;
+};
+inline constinit thread_local HeldSlot t_held[kMaxSlotDepth] = {};
+
+// Opens level t_depth (entry cleared first). False when the thread is
+// kMaxSlotDepth levels deep already.
+inline bool push_level() {
+  if (t_depth >= kMaxSlotDepth) [[unlikely]]
+    return false;
+  t_held[t_depth] = HeldSlot{nullptr, -1};
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t_depth++;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  return true;
+}
+inline void set_level(const SlotTable* table, int slot) {
+  t_held[t_depth - 1] = HeldSlot{table, slot};
+}
 }  // namespace detail
 
 inline int SlotTable::enter(EnterMode mode) {
   uint32_t cpu = current_cpu_id();
   uint32_t first = cpu < n_ ? cpu : cpu % n_;
   if (detail::t_depth != 0) mode = EnterMode::kNoWait;  // re-entrant: never wait
-  detail::t_depth++;
-  std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (try_claim(first)) [[likely]]
+  if (!detail::push_level()) [[unlikely]] {
+    misses_.fetch_add(1, std::memory_order_relaxed);
+    return kSlotMiss;
+  }
+  if (try_claim(first)) [[likely]] {
+    detail::set_level(this, static_cast<int>(first));
     return static_cast<int>(first);
+  }
   return enter_slow(first, mode);
+}
+
+inline int SlotTable::held_slot() const {
+  for (uint32_t i = detail::t_depth; i-- > 0;)
+    if (detail::t_held[i].table == this) return detail::t_held[i].slot;
+  return -1;
 }
 
 inline void SlotTable::leave(int slot) {

@@ -160,6 +160,55 @@ TEST(CpuSlots, SleepableRunsUseTheirOwnPool) {
   EXPECT_EQ(second.load(), 1);
 }
 
+TEST(CpuSlots, HeldSlotNamesTheInnermostSlotOfEachTable) {
+  SlotTable a(2, 1), b(2, 1);
+  EXPECT_EQ(a.held_slot(), -1);
+  int sa = a.enter();
+  ASSERT_GE(sa, 0);
+  EXPECT_EQ(a.held_slot(), sa);
+  EXPECT_EQ(b.held_slot(), -1);
+  int sb = b.enter();
+  ASSERT_GE(sb, 0);
+  EXPECT_EQ(b.held_slot(), sb);
+  EXPECT_EQ(a.held_slot(), sa);
+  int sa2 = a.enter(EnterMode::kNoWait);  // nested: the other slot of a
+  ASSERT_GE(sa2, 0);
+  EXPECT_NE(sa2, sa);
+  EXPECT_EQ(a.held_slot(), sa2);
+  a.leave(sa2);
+  EXPECT_EQ(a.held_slot(), sa);
+  b.leave(sb);
+  EXPECT_EQ(b.held_slot(), -1);
+  int ss = a.enter_sleepable();
+  EXPECT_EQ(ss, 2);
+  EXPECT_EQ(a.held_slot(), ss);
+  a.leave(ss);
+  a.leave(sa);
+  EXPECT_EQ(a.held_slot(), -1);
+  EXPECT_FALSE(SlotTable::thread_in_slot());
+}
+
+TEST(CpuSlots, NestingDeeperThanMaxDepthIsAMiss) {
+  SlotTable t(kMaxSlotDepth + 2, 1);
+  std::vector<int> held;
+  for (uint32_t i = 0; i < kMaxSlotDepth; i++) {
+    int s = t.enter(EnterMode::kNoWait);
+    ASSERT_GE(s, 0) << "level " << i;
+    held.push_back(s);
+  }
+  uint64_t misses = t.misses();
+  EXPECT_EQ(t.enter(EnterMode::kNoWait), kSlotMiss);  // slots are free, depth is not
+  EXPECT_EQ(t.misses(), misses + 1);
+  EXPECT_FALSE(t.try_enter_slot(kMaxSlotDepth + 1));
+  EXPECT_EQ(t.held_slot(), held.back());
+  while (!held.empty()) {
+    t.leave(held.back());
+    held.pop_back();
+  }
+  EXPECT_FALSE(SlotTable::thread_in_slot());
+  EXPECT_EQ(t.held_slot(), -1);
+}
+
 TEST(CpuSlots, TryEnterSlotClaimsExactlyThatSlot) {
   SlotTable t(2);
   EXPECT_TRUE(t.try_enter_slot(1));
