@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "base/result.h"
@@ -20,6 +21,8 @@ struct MemDomain;
 }
 
 namespace userbpf::maps {
+
+struct FieldTable;
 
 // Kernel UAPI map type numbers (enum bpf_map_type); objects need no translation.
 #define USERBPF_MAP_TYPE_NUMBERS(X) \
@@ -100,6 +103,9 @@ struct MapAttr {
   // The slots, RCU domain and allocator the map works with: its runtime's
   // (set by the loader), or mem::default_mem_domain() when nullptr.
   mem::MemDomain* domain = nullptr;
+  // Special fields of the value (kptrs, spin lock, timers) found in its BTF
+  // by the loader (special_fields.h); nullptr: none.
+  std::shared_ptr<const FieldTable> fields;
 };
 
 struct MapOps;

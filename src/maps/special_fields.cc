@@ -1,0 +1,72 @@
+// Copies that skip special fields, and releasing what the fields hold.
+#include "maps/special_fields.h"
+
+#include <cstring>
+
+#include "maps/map_internal.h"
+
+namespace userbpf::maps {
+namespace {
+
+// Word copies need 8-byte aligned map memory: pieces between fields may start
+// at any offset (after a 4-byte spin lock), so head bytes go one by one.
+void copy_piece_in(unsigned char* d, const unsigned char* s, size_t n) {
+  while (n && (reinterpret_cast<uintptr_t>(d) & 7)) {
+    __atomic_store_n(d++, *s++, __ATOMIC_RELAXED);
+    n--;
+  }
+  copy_to_map(d, s, n);
+}
+
+void copy_piece_out(unsigned char* d, const unsigned char* s, size_t n) {
+  while (n && (reinterpret_cast<uintptr_t>(s) & 7)) {
+    *d++ = __atomic_load_n(s++, __ATOMIC_RELAXED);
+    n--;
+  }
+  copy_from_map(d, s, n);
+}
+
+}  // namespace
+
+void copy_map_value_in(const Map* m, void* map_value, const void* src, size_t size) {
+  const FieldTable* ft = map_fields(m);
+  if (!ft) return copy_to_map(map_value, src, size);
+  auto* d = static_cast<unsigned char*>(map_value);
+  const auto* s = static_cast<const unsigned char*>(src);
+  size_t at = 0;
+  for (const SpecialField& f : ft->fields) {
+    if (f.offset >= size) break;
+    copy_piece_in(d + at, s + at, f.offset - at);
+    at = f.offset + f.size;
+  }
+  if (at < size) copy_piece_in(d + at, s + at, size - at);
+}
+
+void copy_map_value_out(const Map* m, void* dst, const void* map_value, size_t size) {
+  const FieldTable* ft = map_fields(m);
+  if (!ft) return copy_from_map(dst, map_value, size);
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(map_value);
+  size_t at = 0;
+  for (const SpecialField& f : ft->fields) {
+    if (f.offset >= size) break;
+    copy_piece_out(d + at, s + at, f.offset - at);
+    std::memset(d + f.offset, 0, std::min<size_t>(f.size, size - f.offset));
+    at = f.offset + f.size;
+  }
+  if (at < size) copy_piece_out(d + at, s + at, size - at);
+}
+
+void map_release_fields(Map* m, void* value) {
+  const FieldTable* ft = map_fields(m);
+  if (!ft) return;
+  auto* v = static_cast<unsigned char*>(value);
+  for (const SpecialField& f : ft->fields) {
+    // What each kind holds is released by the code that implements it
+    // (kptr objects: bpf_obj_drop; timers: cancel). Until then the field is
+    // only cleared.
+    for (uint32_t i = 0; i < f.size; i++) __atomic_store_n(v + f.offset + i, 0, __ATOMIC_RELAXED);
+  }
+}
+
+}  // namespace userbpf::maps
