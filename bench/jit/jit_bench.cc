@@ -2,7 +2,8 @@
 // instruction of an ALU loop on the JIT and the interpreter, and ns per
 // operation of array lookup, hash lookup (u32 key, 1,024 entries) and hash
 // update of an existing key called from a program loop. Prints one line per
-// figure (best of 5 rounds); every run's result is checked.
+// figure (best of 5 rounds); every run's result is checked. `empty`: the
+// engine's share of an empty run through a RunLoop (the repeat loop).
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -111,6 +112,41 @@ void bench_alu() {
               time_run(t.prog, false, want) / insns, time_run(t.prog, true, want) / insns);
 }
 
+// The engine's share of an empty run (r0 = 1, exit) through a RunLoop, the
+// host API's repeat loop without its CPU slot claim: ns per run.
+void bench_empty_run() {
+  constexpr int kRuns = 2'000'000;
+  Asm a;
+  a.mov64_imm(0, 1).exit();
+  TestProg t(a);
+  for (bool jit : {false, true}) {
+    if (jit && !vm::ensure_jit(t.prog).ok()) return;
+    double best = 1e18;
+    for (int round = 0; round < 5; ++round) {
+      vm::RunContext rc;
+      vm::RunLoop loop;
+      if (!(jit ? vm::begin_jit_loop(loop, t.prog, rc) : vm::begin_interp_loop(loop, t.prog, rc))
+               .ok()) {
+        return;
+      }
+      const double t0 = now_ns();
+      uint64_t sum = 0;
+      for (int i = 0; i < kRuns; ++i) {
+        Result<uint64_t> r = loop.run();
+        sum += r.ok() ? r.value() : 0;
+      }
+      const double ns = (now_ns() - t0) / kRuns;
+      if (sum != kRuns) {
+        std::fprintf(stderr, "empty run: wrong r0\n");
+        return;
+      }
+      best = std::min(best, ns);
+    }
+    std::printf("empty run (RunLoop, no CPU slot): %s %.2f ns/run\n", jit ? "JIT" : "interpreter",
+                best);
+  }
+}
+
 // A program calling helper `id` kIters times on map 0 with key i % keys
 // (stack key at r10-4, 8-byte value at r10-16 for updates); r0 = kIters.
 void bench_map(const char* what, maps::Map* map, int32_t helper, uint32_t keys) {
@@ -177,5 +213,6 @@ int main(int argc, char** argv) {
   if (only.empty() || only == "compile") userbpf::test::bench_compile(only.empty() ? 200 : 5000);
   if (only.empty() || only == "alu") userbpf::test::bench_alu();
   if (only.empty() || only == "maps") userbpf::test::bench_maps();
+  if (only.empty() || only == "empty") userbpf::test::bench_empty_run();
   return 0;
 }

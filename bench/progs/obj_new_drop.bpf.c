@@ -1,6 +1,5 @@
 // Benchmark: bpf_obj_new + bpf_obj_drop of a 16-byte object (the kernel's
 // bpf_mem_alloc fast path from a program).
-// bench: expect-unsupported kfuncs bpf_obj_new_impl/bpf_obj_drop_impl are not implemented in userbpf yet
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -10,8 +9,8 @@
 USERBPF_BENCH_OPS(OPS);
 
 // Declared here: Debian's libbpf 1.1 has no bpf_experimental.h.
-extern void *bpf_obj_new_impl(__u64 local_type_id__k, void *meta__ign) __ksym;
-extern void bpf_obj_drop_impl(void *kptr, void *meta__ign) __ksym;
+extern void* bpf_obj_new_impl(__u64 local_type_id__k, void* meta__ign) __ksym;
+extern void bpf_obj_drop_impl(void* kptr, void* meta__ign) __ksym;
 
 struct node {
   __u64 a;
@@ -19,10 +18,10 @@ struct node {
 };
 
 SEC("xdp")
-int obj_new_drop(struct xdp_md *ctx) {
+int obj_new_drop(struct xdp_md* ctx) {
   __u32 done = 0;
   for (__u32 i = 0; i < OPS; i++) {
-    struct node *n = bpf_obj_new_impl(bpf_core_type_id_local(struct node), 0);
+    struct node* n = bpf_obj_new_impl(bpf_core_type_id_local(struct node), 0);
     if (!n) continue;
     n->a = i;
     bpf_obj_drop_impl(n, 0);

@@ -111,6 +111,8 @@ class Map {
   // maps round_up(value_size, 8) * num_cpus.
   uint32_t value_buffer_size() const;
   uint64_t memory_used() const;
+  // The map's memory limit in bytes (0: none).
+  uint64_t memory_limit() const;
 
   Status lookup(const void* key, void* value, uint64_t flags = 0) const;
   Status update(const void* key, const void* value, uint64_t flags = 0);
@@ -168,6 +170,12 @@ class Object {
 
   // Before load: change a map's max_entries (like bpf_map__set_max_entries).
   Status set_map_max_entries(const std::string& map_name, uint32_t max_entries);
+  // Before load: the most memory in bytes the map may own (0: no limit).
+  // Past it, updates fail with ENOMEM (programs: -ENOMEM; host: an Error
+  // naming the map and the limit) and nothing already stored is lost; a
+  // limit below what creation needs makes load fail with ENOMEM.
+  // EBUSY after load, ENOENT for an unknown map.
+  Status set_map_memory_limit(const std::string& map_name, uint64_t bytes);
 
   internal::ObjectImpl* impl() const { return impl_.get(); }
 

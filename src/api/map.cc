@@ -15,6 +15,11 @@ constexpr int kEnotsupp = 524;
 Status op_status(const maps::Map* m, const char* op, long rc) {
   if (rc >= 0) return Status::Ok();
   int err = static_cast<int>(-rc);
+  if (err == ENOMEM && m->attr.memory_limit != 0)
+    return make_error(err, "map %s: %s: out of memory: memory_limit %llu bytes reached (%llu used)",
+                      m->attr.name.c_str(), op,
+                      static_cast<unsigned long long>(m->attr.memory_limit),
+                      static_cast<unsigned long long>(m->memory_used.load()));
   return make_error(
       err, "map %s: %s: %s", m->attr.name.c_str(), op,
       err == kEnotsupp ? "not supported by this map type (ENOTSUPP)" : std::strerror(err));
@@ -65,6 +70,10 @@ uint32_t Map::map_flags() const {
 }
 uint64_t Map::memory_used() const {
   return h_->map->memory_used.load(std::memory_order_relaxed);
+}
+
+uint64_t Map::memory_limit() const {
+  return h_->map->attr.memory_limit;
 }
 
 uint32_t Map::value_buffer_size() const {

@@ -156,4 +156,17 @@ Status Object::set_map_max_entries(const std::string& map_name, uint32_t max_ent
                     map_name.c_str());
 }
 
+Status Object::set_map_memory_limit(const std::string& map_name, uint64_t bytes) {
+  if (loaded())
+    return make_error(EBUSY, "map %s: the memory limit can only change before load",
+                      map_name.c_str());
+  for (auto& m : impl_->spec.maps) {
+    if (m.attr.name != map_name) continue;
+    m.attr.memory_limit = bytes;
+    return Status::Ok();
+  }
+  return make_error(ENOENT, "object %s has no map named %s", impl_->spec.name.c_str(),
+                    map_name.c_str());
+}
+
 }  // namespace userbpf

@@ -26,6 +26,23 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// size bytes mapped below 4 GiB, or MAP_FAILED. MAP_32BIT exists on x86-64
+// only; elsewhere a hint address below 4 GiB, checked.
+void* map_low(size_t size) {
+#ifdef MAP_32BIT
+  return mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1,
+              0);
+#else
+  void* p = mmap(reinterpret_cast<void*>(uintptr_t{1} << 28), size, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p != MAP_FAILED && reinterpret_cast<uintptr_t>(p) + size > (uintptr_t{1} << 32)) {
+    munmap(p, size);
+    return MAP_FAILED;
+  }
+  return p;
+#endif
+}
+
 // A packet buffer addressable with 32 bits: [start | headroom | packet | tailroom].
 // Mappings are kept per thread and reused across runs (a run per packet of a
 // capture must not pay for mmap); a nested run on the same thread gets its own.
@@ -55,8 +72,7 @@ class PacketBuffer {
       start_ = nullptr;
       cap_ = 0;
       size_t size = (need + 4095) & ~size_t{4095};
-      void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT,
-                     -1, 0);
+      void* p = map_low(size);
       if (p == MAP_FAILED)
         return make_error(ENOMEM, "cannot map a %zu-byte packet buffer below 4 GiB", size);
       start_ = static_cast<uint8_t*>(p);
@@ -187,14 +203,22 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
   }
 
   const uint32_t repeat = opts.repeat ? opts.repeat : 1;
+  // One RunContext for every run: what a run changes in it is reset below
+  // (budget, CPU); packet bounds a helper moved (adjust_head/meta/tail) carry
+  // over to the next run, as the packet's bytes do.
+  vm::RunContext& rc = proto;
+  const uint64_t budget = rc.insn_budget;
+  vm::RunLoop loop;
+  USERBPF_TRY(use_jit ? vm::begin_jit_loop(loop, prog, rc) : vm::begin_interp_loop(loop, prog, rc));
+  mem::SlotTable& slots = rt.mem->slots;
+  const uint32_t num_slots = slots.num_slots();
+  mem::RcuDomain* const rcu = &rt.mem->rcu;
   uint64_t retval = 0;
   uint64_t t0 = now_ns();
   for (uint32_t i = 0; i < repeat; i++) {
-    vm::RunContext rc = proto;
     // Each run holds a CPU slot (src/mem/cpu_slots.h): bpf_get_smp_processor_id
     // and per-CPU data are the slot's. Sleepable runs use their own pool; a
     // nested run (signal handler) that finds no free slot is a miss.
-    mem::SlotTable& slots = rt.mem->slots;
     const bool own_pool = prog.sleepable && !mem::SlotTable::thread_in_slot();
     int slot = own_pool ? slots.enter_sleepable() : slots.enter();
     if (slot < 0) {
@@ -202,10 +226,13 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
       return make_error(EBUSY, "program %s: no free CPU slot for a nested run (counted as a miss)",
                         prog.name.c_str());
     }
-    rc.cpu = static_cast<uint32_t>(slot) % slots.num_slots();
+    // Normal slots are [0, N); sleepable ones [N, N + M) report slot % N.
+    const uint32_t uslot = static_cast<uint32_t>(slot);
+    rc.cpu = uslot < num_slots ? uslot : uslot % num_slots;
+    rc.insn_budget = budget;
     // The run is a read-side section of the runtime's RCU domain.
-    mem::RcuDomain* outer_rcu = mem::RcuReadGuard::set_current(&rt.mem->rcu);
-    auto r = use_jit ? vm::jit_run(prog, rc) : vm::interpret(prog, rc);
+    mem::RcuDomain* outer_rcu = mem::RcuReadGuard::set_current(rcu);
+    auto r = loop.run();
     mem::RcuReadGuard::set_current(outer_rcu);
     slots.leave(slot);
     if (!r.ok()) {
@@ -213,11 +240,6 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
       return r.take_error();
     }
     retval = r.value();
-    if (xdp || skb) {  // a helper may have moved the packet bounds (adjust_head/tail)
-      proto.data_meta = rc.data_meta;
-      proto.data = rc.data;
-      proto.data_end = rc.data_end;
-    }
   }
   uint64_t total = now_ns() - t0;
   prog.stats.run_cnt.fetch_add(repeat, std::memory_order_relaxed);

@@ -76,4 +76,13 @@ u64 bpf_skb_store_bytes(u64 skb, u64 offset, u64 from, u64 len, u64 flags);
 u64 bpf_l3_csum_replace(u64 skb, u64 offset, u64 from, u64 to, u64 flags);
 u64 bpf_l4_csum_replace(u64 skb, u64 offset, u64 from, u64 to, u64 flags);
 
+// --- program-allocated objects (helpers_obj.cc) ----------------------------
+u64 bpf_obj_new_impl(u64 type_id, u64 meta, u64, u64, u64);         // kfunc
+u64 bpf_obj_drop_impl(u64 p, u64 meta, u64, u64, u64);              // kfunc
+u64 bpf_percpu_obj_new_impl(u64 type_id, u64 meta, u64, u64, u64);  // kfunc
+u64 bpf_percpu_obj_drop_impl(u64 p, u64 meta, u64, u64, u64);       // kfunc
+u64 bpf_kptr_xchg(u64 map_value_field, u64 ptr, u64, u64, u64);
+u64 bpf_per_cpu_ptr(u64 percpu_ptr, u64 cpu, u64, u64, u64);
+u64 bpf_this_cpu_ptr(u64 percpu_ptr, u64, u64, u64, u64);
+
 }  // namespace userbpf::helpers

@@ -87,6 +87,9 @@ constexpr HelperEntry kHelpers[] = {
                    kAnything),
     USERBPF_HELPER(118, bpf_jiffies64, kInteger),
     USERBPF_HELPER(125, bpf_ktime_get_boot_ns, kInteger),
+    // Per-CPU objects from bpf_percpu_obj_new: checked by the helper itself.
+    USERBPF_HELPER(153, bpf_per_cpu_ptr, kInteger, kAnything, kAnything),
+    USERBPF_HELPER(154, bpf_this_cpu_ptr, kInteger, kAnything),
     USERBPF_HELPER(160, bpf_ktime_get_coarse_ns, kInteger),
     // callback_ctx is a stack pointer or NULL the helper only passes on.
     USERBPF_HELPER(164, bpf_for_each_map_elem, kInteger, kConstMapPtr, kFunc, kAnything, kAnything),
@@ -95,6 +98,8 @@ constexpr HelperEntry kHelpers[] = {
     USERBPF_HELPER(177, bpf_trace_vprintk, kInteger, kMem, kConstSize, kMem, kConstSizeOrZero),
     USERBPF_HELPER(181, bpf_loop, kInteger, kAnything, kFunc, kAnything, kAnything),
     USERBPF_HELPER(182, bpf_strncmp, kInteger, kMem, kConstSize, kConstStr),
+    // The field and object are checked by the helper (helpers_obj.cc).
+    USERBPF_HELPER(194, bpf_kptr_xchg, kInteger, kAnything, kAnything),
     USERBPF_HELPER(208, bpf_ktime_get_tai_ns, kInteger),
 };
 
@@ -123,12 +128,20 @@ constexpr std::array<const HelperProto*, vm::kMaxHelperId> kHelperTable = [] {
 }();
 
 // kfuncs by name, resolved by the loader from extern symbols. Later issues
-// add bpf_obj_new_impl, bpf_arena_alloc_pages, ... here.
+// add bpf_arena_alloc_pages, ... here.
 constexpr HelperEntry kKfuncEntries[] = {
     // A program run is already an RCU read-side section: explicit nested
     // sections need no work (the RCU issue revisits them for sleepable runs).
     def(0, "bpf_rcu_read_lock", &bpf_rcu_read_lock, RetKind::kVoid, {}),
     def(0, "bpf_rcu_read_unlock", &bpf_rcu_read_unlock, RetKind::kVoid, {}),
+    // The loader gives each bpf_obj_new call a copy of this proto returning
+    // kMemOrNull of its type's size (object_link_obj.cc).
+    def(0, "bpf_obj_new_impl", &bpf_obj_new_impl, RetKind::kInteger, {kAnything, kAnything}),
+    def(0, "bpf_obj_drop_impl", &bpf_obj_drop_impl, RetKind::kVoid, {kAnything, kAnything}),
+    def(0, "bpf_percpu_obj_new_impl", &bpf_percpu_obj_new_impl, RetKind::kInteger,
+        {kAnything, kAnything}),
+    def(0, "bpf_percpu_obj_drop_impl", &bpf_percpu_obj_drop_impl, RetKind::kVoid,
+        {kAnything, kAnything}),
 };
 constexpr std::array<HelperProto, std::size(kKfuncEntries)> kKfuncs = [] {
   std::array<HelperProto, std::size(kKfuncEntries)> out{};

@@ -157,6 +157,11 @@ Result<MapSpec> parse_btf_map(const Btf& btf, const BtfVarSecinfo& vi, uint64_t 
                         field.c_str());
     }
   }
+  if (spec.btf_value_type_id != 0) {
+    auto fields = find_special_fields(btf, spec.btf_value_type_id, a.value_size, name);
+    if (!fields.ok()) return fields.take_error();
+    a.fields = std::move(*fields);
+  }
   return spec;
 }
 

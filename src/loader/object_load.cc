@@ -5,11 +5,14 @@
 #include <cinttypes>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "helpers/registry.h"
 #include "loader/object.h"
+#include "loader/open_internal.h"
 #include "maps/registry.h"
+#include "mem/domain.h"
 
 namespace userbpf::loader {
 
@@ -199,6 +202,14 @@ Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec, mem::M
     if (ms.is_global_data) USERBPF_TRY(init_global_data(ms, *m));
   }
 
+  std::optional<Btf> btf;
+  if (!spec.btf.empty()) {
+    auto parsed = Btf::parse(spec.btf);
+    if (!parsed.ok()) return parsed.take_error();
+    btf.emplace(std::move(*parsed));
+  }
+  mem::MemDomain& mem = domain ? *domain : mem::default_mem_domain();
+
   Linker linker(spec, raw_maps);
   for (uint32_t i = 0; i < spec.progs.size(); i++) {
     const ProgSpec& p = spec.progs[i];
@@ -206,6 +217,9 @@ Result<std::unique_ptr<LoadedObject>> load_object(const ObjectSpec& spec, mem::M
     std::string what = "program '" + p.name + "' (section '" + p.section + "')";
     auto prog = linker.link(i);
     if (!prog.ok()) return with_prefix(what, prog.take_error());
+    (*prog)->mem_domain = &mem;
+    if (Status st = resolve_obj_new_calls(**prog, btf ? &*btf : nullptr, mem); !st.ok())
+      return with_prefix(what, st.take_error());
     // prepare_program() errors already name the program and pc.
     USERBPF_TRY(vm::prepare_program(**prog));
     obj->programs.push_back(std::move(*prog));

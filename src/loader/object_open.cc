@@ -1,5 +1,5 @@
 // open_object(): ELF -> BTF -> license/version -> maps -> programs ->
-// relocations -> CO-RE check, producing an ObjectSpec the caller may adjust
+// relocations -> CO-RE (type_id_local only), producing an ObjectSpec the caller may adjust
 // before load_object().
 #include <elf.h>
 
@@ -56,29 +56,83 @@ Status read_license_version(const ElfFile& elf, ObjectSpec& spec) {
   return Status::Ok();
 }
 
-// CO-RE relocations need the running kernel's BTF, which user space lacks:
-// applying none would silently read the wrong offsets, so refuse the object.
-Status check_core_relos(const OpenContext& ctx) {
+constexpr uint32_t kCoreTypeIdLocal = 6;  // BPF_CORE_TYPE_ID_LOCAL
+
+// BPF_CORE_TYPE_ID_LOCAL (bpf_core_type_id_local(), what bpf_obj_new passes):
+// the type's id in the object's own BTF, written into the ld_imm64 or mov
+// that loads it (libbpf's bpf_core_patch_insn for this kind).
+Status apply_type_id_local(OpenContext& ctx, const CoreRelo& r, uint32_t shndx) {
+  uint32_t prog_idx = 0;
+  const uint64_t insn = r.insn_off / sizeof(isa::Insn);
+  if (r.insn_off % sizeof(isa::Insn) != 0 || !find_func(ctx, shndx, insn, &prog_idx))
+    return make_error(EINVAL,
+                      "section '%s': CO-RE %s relocation at byte offset %u is not on an "
+                      "instruction of a function",
+                      r.section.c_str(), core_relo_kind_name(r.kind), r.insn_off);
+  ProgSpec& p = ctx.spec.progs[prog_idx];
+  const size_t k = insn - p.section_insn_off;
+  if (ctx.btf->type_by_id(r.type_id) == nullptr)
+    return make_error(EINVAL, "program '%s': CO-RE %s relocation names type [%u], not in BTF",
+                      p.name.c_str(), core_relo_kind_name(r.kind), r.type_id);
+  isa::Insn& in = p.insns[k];
+  const uint8_t cls = isa::insn_class(in.code);
+  if (in.code == isa::kLdImm64 && k + 1 < p.insns.size()) {
+    in.imm = static_cast<int32_t>(r.type_id);
+    p.insns[k + 1].imm = 0;
+  } else if ((cls == isa::kClassAlu || cls == isa::kClassAlu64) &&
+             isa::insn_op(in.code) == isa::kAluMov && isa::insn_src(in.code) == isa::kSrcK) {
+    in.imm = static_cast<int32_t>(r.type_id);
+  } else {
+    return make_error(EINVAL,
+                      "program '%s': CO-RE %s relocation at insn %zu on opcode 0x%02x "
+                      "(expected ld_imm64 or mov with an immediate)",
+                      p.name.c_str(), core_relo_kind_name(r.kind), k, in.code);
+  }
+  return Status::Ok();
+}
+
+// CO-RE relocations: BPF_CORE_TYPE_ID_LOCAL needs only the object's own BTF
+// and is applied; every other kind needs the running kernel's BTF, which user
+// space lacks: applying none would silently read the wrong offsets, so the
+// object is refused.
+Status apply_core_relos(OpenContext& ctx) {
   if (ctx.btf == nullptr) return Status::Ok();  // .BTF.ext is meaningless without .BTF
   auto ext = usable_section(ctx.elf, ".BTF.ext");
   if (!ext.ok()) return ext.take_error();
   if (*ext == nullptr) return Status::Ok();
   auto relos = parse_core_relos((*ext)->data, *ctx.btf);
   if (!relos.ok()) return relos.take_error();
-  if (relos->empty()) return Status::Ok();
-  const CoreRelo& r = relos->front();
-  std::string prog = "?";
-  if (const ElfSection* s = ctx.elf.find_section(r.section))
-    if (const ProgSpec* p = find_func(ctx, s->index, r.insn_off / sizeof(isa::Insn), nullptr))
-      prog = p->name;
-  return make_error(ENOTSUP,
-                    "program '%s' (section '%s'): CO-RE relocations are not supported "
-                    "(%zu in the object; first at byte offset %u: %s of type [%u] '%.*s', access "
-                    "'%s')",
-                    prog.c_str(), r.section.c_str(), relos->size(), r.insn_off,
-                    core_relo_kind_name(r.kind), r.type_id,
-                    static_cast<int>(ctx.btf->type_name(r.type_id).size()),
-                    ctx.btf->type_name(r.type_id).data(), r.access.c_str());
+  size_t unsupported = 0;
+  const CoreRelo* first = nullptr;
+  for (const CoreRelo& r : *relos) {
+    if (r.kind != kCoreTypeIdLocal) {
+      if (!first) first = &r;
+      unsupported++;
+    }
+  }
+  if (first) {
+    const CoreRelo& r = *first;
+    std::string prog = "?";
+    if (const ElfSection* s = ctx.elf.find_section(r.section))
+      if (const ProgSpec* p = find_func(ctx, s->index, r.insn_off / sizeof(isa::Insn), nullptr))
+        prog = p->name;
+    return make_error(ENOTSUP,
+                      "program '%s' (section '%s'): CO-RE relocations are not supported "
+                      "(%zu in the object; first at byte offset %u: %s of type [%u] '%.*s', access "
+                      "'%s'; only type_id_local is)",
+                      prog.c_str(), r.section.c_str(), unsupported, r.insn_off,
+                      core_relo_kind_name(r.kind), r.type_id,
+                      static_cast<int>(ctx.btf->type_name(r.type_id).size()),
+                      ctx.btf->type_name(r.type_id).data(), r.access.c_str());
+  }
+  for (const CoreRelo& r : *relos) {
+    const ElfSection* s = ctx.elf.find_section(r.section);
+    if (s == nullptr)
+      return make_error(EINVAL, ".BTF.ext: CO-RE relocation for missing section '%s'",
+                        r.section.c_str());
+    USERBPF_TRY(apply_type_id_local(ctx, r, s->index));
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -110,7 +164,7 @@ Result<ObjectSpec> open_object(const void* data, size_t size, const std::string&
   USERBPF_TRY(collect_maps(ctx));
   USERBPF_TRY(collect_programs(ctx));
   USERBPF_TRY(collect_relocations(ctx));
-  USERBPF_TRY(check_core_relos(ctx));
+  USERBPF_TRY(apply_core_relos(ctx));
   return spec;
 }
 

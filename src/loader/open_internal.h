@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "loader/btf.h"
@@ -37,6 +39,18 @@ Status collect_programs(OpenContext& ctx);
 // REL sections -> ProgSpec::relocs, plus calls and callback loads that are
 // pc-relative within their section (no ELF relocation) as kCall/kFunc.
 Status collect_relocations(OpenContext& ctx);
+
+// The special fields (kptrs, bpf_spin_lock, bpf_timer, bpf_wq) of a map value
+// of BTF type value_type_id, sorted; nullptr if it has none (btf_fields.cc).
+Result<std::shared_ptr<const maps::FieldTable>> find_special_fields(const Btf& btf,
+                                                                    uint32_t value_type_id,
+                                                                    uint32_t value_size,
+                                                                    const std::string& map);
+
+// Load phase: resolves the type ids of prog's bpf_obj_new_impl /
+// bpf_percpu_obj_new_impl calls (object_link_obj.cc); creates the per-CPU
+// allocators they need in domain.
+Status resolve_obj_new_calls(vm::Program& prog, const Btf* btf, mem::MemDomain& domain);
 
 // The function of section shndx containing instruction insn (section
 // relative), or nullptr.

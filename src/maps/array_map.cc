@@ -3,6 +3,8 @@
 // Layout: one zero-initialized, page-aligned block of max_entries elements of
 // elem_size = round_up(value_size, 8) bytes; element i is the value of key i.
 // Elements always exist: update copies into place, delete is EINVAL.
+// Special fields (special_fields.h): copies skip them; an update releases
+// what the overwritten value's fields held; so does the map's release.
 //
 // Invariants: the block is mapped for the map's whole life and never moves,
 // so value pointers handed to programs (and direct_value_addr) stay valid.
@@ -23,6 +25,7 @@
 #include "base/bits.h"
 #include "maps/generic_batch.h"
 #include "maps/map_internal.h"
+#include "maps/special_fields.h"
 
 namespace userbpf::maps {
 namespace {
@@ -74,6 +77,10 @@ int array_map_alloc_check(const MapAttr& attr) {
 
 void array_map_free(Map* map) {
   ArrayMap* a = to_array(map);
+  if (a->values && map_fields(map)) {
+    // What the values' special fields hold (kptr objects) goes with the map.
+    for (uint32_t i = 0; i < a->attr.max_entries; i++) map_release_fields(map, array_elem(a, i));
+  }
   if (a->values) munmap(a->values, a->block_bytes);
   delete a;
 }
@@ -118,7 +125,11 @@ long array_map_update_elem(Map* map, const void* key, const void* value, uint64_
   if (index >= a->attr.max_entries) return -E2BIG;  // all elements exist already
   if (flags & kBpfNoexist) return -EEXIST;
   if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
-  copy_to_map(array_elem(a, index), value, a->attr.value_size);
+  void* elem = array_elem(a, index);
+  // Special fields keep their place; the value is overwritten, so what they
+  // held is released (the kernel's copy_map_value + bpf_obj_free_fields).
+  copy_map_value_in(map, elem, value, a->attr.value_size);
+  map_release_fields(map, elem);
   return 0;
 }
 
@@ -184,7 +195,7 @@ int array_map_lookup_elem_copy(Map* map, const void* key, void* value, uint64_t 
   ArrayMap* a = to_array(map);
   uint32_t index = read_index(key);
   if (index >= a->attr.max_entries) return -ENOENT;
-  copy_from_map(value, array_elem(a, index), a->attr.value_size);
+  copy_map_value_out(map, value, array_elem(a, index), a->attr.value_size);
   return 0;
 }
 

@@ -1,11 +1,13 @@
 // Element storage for hash maps: reservation, on-demand commit, lock-free
-// free list (see elem_pool.h).
+// free list, reuse after grace periods (see elem_pool.h).
 #include "maps/elem_pool.h"
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include "base/assert.h"
 #include "base/bits.h"
@@ -36,6 +38,8 @@ Status ElemPool::init(Map* owner, uint32_t elem_size, uint32_t link_offset, uint
   capacity_ = capacity;
   page_size_ = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   reserved_bytes_ = round_up(capacity * elem_size, page_size_);
+  magic_ = ~0ull / elem_size + 1;
+  fast_index_ = reserved_bytes_ <= 0xffffffffull;
   void* p =
       mmap(nullptr, reserved_bytes_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
@@ -61,7 +65,7 @@ Status ElemPool::init(Map* owner, uint32_t elem_size, uint32_t link_offset, uint
   return Status::Ok();
 }
 
-void* ElemPool::alloc() {
+void* ElemPool::pop_free() {
   uint64_t head = free_head_.load(std::memory_order_acquire);
   while (static_cast<uint32_t>(head) != 0) {
     uint64_t idx = static_cast<uint32_t>(head) - 1;
@@ -73,31 +77,128 @@ void* ElemPool::alloc() {
                                          std::memory_order_acquire))
       return elem(idx);
   }
+  return nullptr;
+}
+
+void* ElemPool::alloc() {
+  if (void* e = pop_free()) return e;
+  bool recycled = false;
   uint64_t c = carved_.load(std::memory_order_relaxed);
   for (;;) {
     if (c < committed_elems_.load(std::memory_order_acquire)) {
       if (carved_.compare_exchange_weak(c, c + 1, std::memory_order_relaxed)) return elem(c);
       continue;
     }
+    // The committed front is used up: elements whose grace period is over
+    // come first, then more memory.
+    if (!recycled && rcu_ && waiting()) {
+      recycled = true;
+      if (try_lock_recycle()) {
+        bool moved = recycle_locked();
+        seal_locked();
+        unlock_recycle();
+        if (moved)
+          if (void* e = pop_free()) return e;
+      }
+    }
+    if (void* e = pop_free()) return e;
     if (!grow(c + 1)) return nullptr;
     c = carved_.load(std::memory_order_relaxed);
   }
 }
 
-void ElemPool::free(void* e) {
-  uint64_t idx = (reinterpret_cast<uintptr_t>(e) - base_) / elem_size_;
-  USERBPF_DEBUG_ASSERT(idx < carved_.load(std::memory_order_relaxed));
-  uint64_t head = free_head_.load(std::memory_order_relaxed);
+void ElemPool::push_free_chain(uint32_t head, uint32_t tail) {
+  uint64_t old = free_head_.load(std::memory_order_relaxed);
   uint64_t new_head;
   do {
-    link(idx)->store(static_cast<uint32_t>(head), std::memory_order_relaxed);
-    new_head = (((head >> 32) + 1) << 32) | (idx + 1);
-  } while (!free_head_.compare_exchange_weak(head, new_head, std::memory_order_release,
+    link(tail - 1)->store(static_cast<uint32_t>(old), std::memory_order_relaxed);
+    new_head = (((old >> 32) + 1) << 32) | head;
+  } while (!free_head_.compare_exchange_weak(old, new_head, std::memory_order_release,
                                              std::memory_order_relaxed));
+}
+
+void ElemPool::free(void* e) {
+  uint64_t idx = index_of(e);
+  USERBPF_DEBUG_ASSERT(idx < carved_.load(std::memory_order_relaxed));
+  push_free_chain(static_cast<uint32_t>(idx + 1), static_cast<uint32_t>(idx + 1));
+}
+
+void ElemPool::free_rcu(void* e) {
+  if (!rcu_) return free(e);
+  uint64_t idx = index_of(e);
+  USERBPF_DEBUG_ASSERT(idx < carved_.load(std::memory_order_relaxed));
+  uint64_t old = pending_.load(std::memory_order_relaxed);
+  uint64_t neu;
+  do {
+    link(idx)->store(static_cast<uint32_t>(old), std::memory_order_relaxed);
+    neu = (((old >> 32) + 1) << 32) | (idx + 1);
+  } while (!pending_.compare_exchange_weak(old, neu, std::memory_order_release,
+                                           std::memory_order_relaxed));
+  uint64_t n = neu >> 32;
+  // Seal in batches, so the grace period of these elements starts now and
+  // has usually passed by the time the free list runs dry.
+  if (n >= kSealBatch && try_lock_recycle()) {
+    recycle_locked();
+    seal_locked();
+    unlock_recycle();
+  }
+}
+
+void ElemPool::seal_locked() {
+  uint64_t taken = pending_.exchange(0, std::memory_order_acquire);
+  uint32_t head = static_cast<uint32_t>(taken);
+  if (!head) return;
+  uint32_t cnt = static_cast<uint32_t>(taken >> 32);
+  uint32_t tail = head;
+  for (uint32_t n; (n = link(tail - 1)->load(std::memory_order_relaxed)) != 0;) tail = n;
+  ring_waiting_.fetch_add(cnt, std::memory_order_relaxed);
+  // The frees happened before our exchange: a grace period started now covers
+  // every reader that could have seen these elements.
+  uint64_t cookie = rcu_->start_gp();
+  if (ring_n_ == kRing) {
+    // Ring full: join the newest batch, which then waits for our cookie.
+    Batch& b = ring_[(ring_first_ + ring_n_ - 1) % kRing];
+    link(b.tail - 1)->store(head, std::memory_order_relaxed);
+    b.tail = tail;
+    b.cnt += cnt;
+    b.cookie = cookie;
+    return;
+  }
+  ring_[(ring_first_ + ring_n_) % kRing] = Batch{cookie, head, tail, cnt};
+  ring_n_++;
+}
+
+bool ElemPool::recycle_locked() {
+  bool moved = false;
+  // Cookies grow along the ring: once one batch must wait, later ones must too.
+  while (ring_n_ && rcu_->poll_gp(ring_[ring_first_].cookie, flavor_)) {
+    Batch& b = ring_[ring_first_];
+    push_free_chain(b.head, b.tail);
+    ring_waiting_.fetch_sub(b.cnt, std::memory_order_relaxed);
+    ring_first_ = (ring_first_ + 1) % kRing;
+    ring_n_--;
+    moved = true;
+  }
+  return moved;
+}
+
+void ElemPool::reclaim_host() {
+  if (!rcu_) return;
+  auto lock = [this] {
+    while (!try_lock_recycle()) sched_yield();
+  };
+  lock();
+  seal_locked();
+  unlock_recycle();
+  (void)rcu_->synchronize_rcu(flavor_);  // EDEADLK inside a section: recycle what is due
+  lock();
+  recycle_locked();
+  unlock_recycle();
 }
 
 bool ElemPool::grow(uint64_t min_elems) {
   if (min_elems > capacity_) return false;
+  int saved_errno = errno;  // may run in a signal handler: mprotect must not leak errno
   // A signal handler interrupting this thread's own growth gets -EBUSY here
   // and fails the allocation rather than spinning forever.
   if (map_lock_acquire(grow_lock_, this, 0) != 0) return false;
@@ -123,6 +224,7 @@ bool ElemPool::grow(uint64_t min_elems) {
     }
   }
   map_lock_release(grow_lock_);
+  errno = saved_errno;
   return ok;
 }
 

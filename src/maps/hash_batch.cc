@@ -9,12 +9,15 @@
 //     out_batch names that bucket so the next call starts with it;
 //   - reaching the end returns -ENOENT with count and out_batch filled in;
 //   - -EBUSY from a bucket lock (re-entry) also reports count and out_batch.
-// Host only.
+// Values are copied out without their special fields; deleted elements are
+// freed for reuse after a grace period. The whole call is one read-side
+// section of the map's domain. Host only.
 #include <cerrno>
 #include <cstring>
 
 #include "maps/hash_map_internal.h"
 #include "maps/map_internal.h"
+#include "maps/special_fields.h"
 
 namespace userbpf::maps {
 namespace {
@@ -30,6 +33,8 @@ int htab_batch(Map* map, BatchArgs& args, bool do_delete) {
   uint32_t batch = 0;
   if (args.in_batch) std::memcpy(&batch, args.in_batch, sizeof(batch));
   if (batch >= h->n_buckets) return -ENOENT;
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
 
   auto* keys = static_cast<unsigned char*>(args.keys);
   auto* values = static_cast<unsigned char*>(args.values);
@@ -53,8 +58,8 @@ int htab_batch(Map* map, BatchArgs& args, bool do_delete) {
       for (uintptr_t p = first; !is_nulls(p); j++) {
         auto* e = reinterpret_cast<HashElem*>(p);
         copy_from_map(keys + static_cast<size_t>(j) * h->key_size, elem_key(e), h->key_size);
-        copy_from_map(values + static_cast<size_t>(j) * h->value_size, elem_value(h, e),
-                      h->value_size);
+        copy_map_value_out(h, values + static_cast<size_t>(j) * h->value_size, elem_value(h, e),
+                           h->value_size);
         p = e->next.load(std::memory_order_relaxed);
       }
       if (do_delete && bucket_cnt) {
@@ -67,8 +72,8 @@ int htab_batch(Map* map, BatchArgs& args, bool do_delete) {
       if (do_delete) {
         for (uintptr_t p = first; !is_nulls(p);) {
           auto* e = reinterpret_cast<HashElem*>(p);
-          p = e->next.load(std::memory_order_relaxed);  // before e can be reused
-          htab_free_elem(h, e);
+          p = e->next.load(std::memory_order_relaxed);
+          htab_free_elem(h, sec.slot(), e);
         }
       }
     }

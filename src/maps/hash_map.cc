@@ -7,9 +7,11 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <new>
 
 #include "base/assert.h"
@@ -17,6 +19,7 @@
 #include "maps/generic_batch.h"
 #include "maps/hash_map_internal.h"
 #include "maps/map_internal.h"
+#include "maps/special_fields.h"
 
 namespace userbpf::maps {
 
@@ -37,6 +40,11 @@ constexpr uint64_t kKernelHtabElemSize = 48;
 // max_entries + CPUs; the reservation has this many more for the rare case
 // of more concurrent replacements than CPUs.
 constexpr uint64_t kInflightSlack = 1024;
+// Room for elements waiting for a grace period: max(max_entries, this).
+constexpr uint64_t kMinDeferred = 16384;
+// Rounds of "wait for a grace period, try again" a host update makes before
+// it reports ENOMEM (while elements were waiting; else two).
+constexpr int kHostNomemRetries = 64;
 
 std::atomic<testing::BucketLockedHook> g_bucket_locked_hook{nullptr};
 
@@ -53,66 +61,120 @@ uint64_t random_seed() {
 }
 
 // Lock-free search of key's bucket (the kernel's lookup_nulls_elem_raw):
-// restarts when the walk ended on another bucket's marker because an element
-// it stood on was deleted and reused elsewhere.
-HashElem* htab_lookup_nulls(const HashMap* h, const void* key, uint32_t hash) {
+// restarts when the walk ended on another bucket's marker, which can only
+// happen to a reader outside any read-side section (hash_map_internal.h).
+// key_size is a constant in the specialised lookups below.
+[[gnu::always_inline]] inline HashElem* htab_lookup_nulls(const HashMap* h, const void* key,
+                                                          uint32_t hash, uint32_t key_size) {
   uint32_t bucket = htab_bucket_index(h, hash);
   for (;;) {
     uintptr_t p = htab_first(h, bucket);
     while (!is_nulls(p)) {
       auto* e = reinterpret_cast<HashElem*>(p);
       if (e->hash.load(std::memory_order_relaxed) == hash &&
-          equal_padded(elem_key(e), key, h->key_size))
+          equal_padded(elem_key(e), key, key_size))
         return e;
       p = e->next.load(std::memory_order_acquire);
     }
-    if (nulls_bucket(p) == bucket) return nullptr;
+    if (nulls_bucket(p) == bucket) [[likely]]
+      return nullptr;
   }
 }
 
-// Fills a new element. seq is odd meanwhile so a host copy that still holds
-// a pointer to the element's previous life notices the reuse.
+inline HashElem* htab_lookup_nulls(const HashMap* h, const void* key, uint32_t hash) {
+  return htab_lookup_nulls(h, key, hash, h->key_size);
+}
+
+// Hash and search with the key size known at compile time (kSize != 0) or
+// read from the map.
+template <uint32_t kSize>
+[[gnu::always_inline]] inline HashElem* htab_find(const HashMap* h, const void* key) {
+  const uint32_t ks = kSize ? kSize : h->key_size;
+  return htab_lookup_nulls(h, key, hash_key(key, ks, h->secret), ks);
+}
+
+// The key's hash, with the word loads folded for 4- and 8-byte keys.
+[[gnu::always_inline]] inline uint32_t htab_hash(const HashMap* h, const void* key) {
+  if (h->key_size == 4) return hash_key(key, 4, h->secret);
+  if (h->key_size == 8) return hash_key(key, 8, h->secret);
+  return hash_key(key, h->key_size, h->secret);
+}
+
+template <uint32_t kSize>
+HashElem* htab_lookup_locked_sized(HashMap* h, uint32_t bucket, const void* key, uint32_t hash) {
+  const uint32_t ks = kSize ? kSize : h->key_size;
+  for (uintptr_t p = htab_first(h, bucket); !is_nulls(p);) {
+    auto* e = reinterpret_cast<HashElem*>(p);
+    if (e->hash.load(std::memory_order_relaxed) == hash && equal_padded(elem_key(e), key, ks))
+      return e;
+    p = e->next.load(std::memory_order_relaxed);
+  }
+  return nullptr;
+}
+
+// ---- element memory ----------------------------------------------------------
+
+// Program context (host == false) never refills inline: an empty cache is
+// ENOMEM, as bpf_mem_alloc's NULL is in the kernel.
+// Map operations may run in signal handlers: the system calls of slow
+// paths (mmap, mprotect, futex, nanosleep) must not change errno.
+struct KeepErrno {
+  int saved = errno;
+  ~KeepErrno() { errno = saved; }
+};
+
+HashElem* htab_alloc_elem(HashMap* h, int slot, bool host) {
+  if (h->ma) {
+    if (!host) return static_cast<HashElem*>(h->ma->alloc(slot, 0));
+    KeepErrno keep_errno;
+    return static_cast<HashElem*>(h->ma->alloc_host(slot, 0));
+  }
+  return static_cast<HashElem*>(h->pool.alloc());
+}
+
+void htab_free_elem_rcu(HashMap* h, int slot, HashElem* e) {
+  if (h->ma)
+    h->ma->free_rcu(slot, e);
+  else
+    h->pool.free_rcu(e);
+}
+
+// Host, after leaving its section: lets elements freed so far finish their
+// grace period and become allocatable again. False if nothing was waiting
+// (then only more memory would help).
+bool htab_reclaim_host(HashMap* h) {
+  if (h->ma) {
+    h->ma->flush();
+    bool waited = h->ma->stats().rcu_waiting != 0;
+    (void)h->dom->rcu.synchronize_rcu(mem::RcuFlavor::kBoth);
+    h->ma->flush();
+    return waited;
+  }
+  bool waited = h->pool.waiting() != 0;
+  h->pool.reclaim_host();
+  return waited;
+}
+
+void htab_zero_fields(HashMap* h, void* value) {
+  const FieldTable* ft = map_fields(h);
+  if (!ft) return;
+  auto* v = static_cast<unsigned char*>(value);
+  for (const SpecialField& f : ft->fields)
+    for (uint32_t i = 0; i < f.size; i++) __atomic_store_n(v + f.offset + i, 0, __ATOMIC_RELAXED);
+}
+
+// Fills a new element. seq is odd meanwhile (reuse is visible to tests and
+// to readers outside a section).
 void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value, uint32_t hash) {
   uint32_t s = e->seq.load(std::memory_order_relaxed);
   e->seq.store(s + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   e->hash.store(hash, std::memory_order_relaxed);
   store_padded(elem_key(e), key, h->key_size);
-  copy_to_map(elem_value(h, e), value, h->value_size);
+  void* v = elem_value(h, e);
+  htab_zero_fields(h, v);
+  copy_map_value_in(h, v, value, h->value_size);
   e->seq.store(s + 2, std::memory_order_release);
-}
-
-// Seqlock reader side: begin returns the even seq, or false while rewritten.
-bool seq_begin(const HashElem* e, uint32_t* seq) {
-  *seq = e->seq.load(std::memory_order_acquire);
-  return (*seq & 1) == 0;
-}
-bool seq_still(const HashElem* e, uint32_t seq) {
-  std::atomic_thread_fence(std::memory_order_acquire);
-  return e->seq.load(std::memory_order_relaxed) == seq;
-}
-
-// Host-side search that also pins down the element's life: returns the
-// element holding key with *seq its even reuse counter, or nullptr if
-// missing. The caller reads what it needs, then checks seq_still().
-HashElem* htab_find_stable(const HashMap* h, const void* key, uint32_t hash, uint32_t* seq) {
-  for (;;) {
-    HashElem* e = htab_lookup_nulls(h, key, hash);
-    if (!e) return nullptr;
-    if (!seq_begin(e, seq)) continue;
-    // Recycled for another key between the search and seq_begin?
-    if (e->hash.load(std::memory_order_relaxed) == hash &&
-        equal_padded(elem_key(e), key, h->key_size))
-      return e;
-  }
-}
-
-// Copies the key of e if e is not being recycled meanwhile.
-bool copy_key_stable(const HashMap* h, HashElem* e, void* out) {
-  uint32_t s;
-  if (!seq_begin(e, &s)) return false;
-  copy_from_map(out, elem_key(e), h->key_size);
-  return seq_still(e, s);
 }
 
 // ---- attribute checks and creation (host) --------------------------------
@@ -139,14 +201,102 @@ int htab_map_alloc_check(const MapAttr& attr) {
 
 void htab_map_free(Map* map) {
   HashMap* h = to_htab(map);
+  if (h->buckets && map_fields(h)) {
+    // Live elements release what their special fields hold; deleted ones
+    // did when they were unlinked.
+    for (uint32_t i = 0; i < h->n_buckets; i++)
+      for (uintptr_t p = htab_first(h, i); !is_nulls(p);) {
+        auto* e = reinterpret_cast<HashElem*>(p);
+        p = e->next.load(std::memory_order_relaxed);
+        map_release_fields(h, elem_value(h, e));
+      }
+  }
   if (h->buckets) munmap(h->buckets, h->buckets_bytes);
-  delete h;
+  delete h;  // the allocator waits for a grace period before its slabs go
+}
+
+// Elements the storage must hold at most: live, in-flight replacements,
+// waiting for a grace period (hash_map_internal.h).
+uint64_t htab_elem_capacity(const MapAttr& attr) {
+  uint64_t n = attr.max_entries;
+  return std::min<uint64_t>(n + possible_cpus() + kInflightSlack + std::max(n, kMinDeferred),
+                            0xfffffffeull);
+}
+
+uint64_t fastdiv_magic(uint32_t d) {
+  return ~0ull / d + 1;
+}
+
+bool htab_charge_cb(void* owner, uint64_t bytes) {
+  auto* h = static_cast<HashMap*>(owner);
+  return map_charge_limited(h, bytes, h->mem_limit);
+}
+void htab_uncharge_cb(void* owner, uint64_t bytes) {
+  map_uncharge(static_cast<HashMap*>(owner), bytes);
+}
+
+// BPF_F_NO_PREALLOC with elements that fit a page-pool block: a MemAlloc of
+// the map's domain over a page pool of the map's own (one chunk).
+Status htab_init_mem_alloc(HashMap* h) {
+  mem::MemDomain* d = h->dom;
+  const uint64_t unit = mem::kObjHeader + h->elem_size;
+  // Live + waiting elements, plus what the slot caches may hold (high
+  // watermark and a refill batch each), plus slab tails (< 1/16 of a slab).
+  uint64_t elems = htab_elem_capacity(h->attr) + uint64_t{d->slots.total_slots()} * (96 + 48 + 4);
+  uint64_t need = elems * unit + elems * unit / 8 + (mem::PagePool::kPageSize << 9);
+  uint64_t chunk = std::max<uint64_t>(roundup_pow_of_two(need), 2u << 20);
+  if (!map_charge(
+          h, sizeof(mem::PagePool) + sizeof(mem::MemAlloc) + uint64_t{d->slots.total_slots()} * 64))
+    return make_error(ENOMEM, "memory_limit %llu is below the map's allocator bookkeeping",
+                      static_cast<unsigned long long>(h->attr.memory_limit));
+  mem::PagePoolOptions po;
+  po.chunk_bytes = chunk;
+  po.max_bytes = chunk;  // exactly one chunk: access_ok is one range check
+  po.noreserve = true;   // charged per slab, not per chunk
+  h->pages = std::make_unique<mem::PagePool>(po);
+  h->ma = std::make_unique<mem::MemAlloc>(d->slots, d->rcu, d->worker, *h->pages);
+  mem::MemAllocOptions mo;
+  mo.size = h->elem_size;
+  mo.rcu_flavor = mem::RcuFlavor::kBoth;  // sleepable programs may hold pointers too
+  mo.charge = mem::MemCharge{static_cast<void*>(h), htab_charge_cb, htab_uncharge_cb};
+  Status st = h->ma->init(mo);
+  if (!st.ok())
+    return make_error(st.error().code, "map %s: element allocator: %s (memory_limit %llu)",
+                      h->attr.name.c_str(), st.error().message.c_str(),
+                      static_cast<unsigned long long>(h->attr.memory_limit));
+  // The chunk is aligned to its size: any element tells where it starts.
+  void* probe = nullptr;
+  {
+    mem::SlotGuard g(d->slots);  // creation is host work: a slot of our own
+    int slot = g.ok() ? g.slot() : d->slots.held_slot();
+    if (slot >= 0) {
+      probe = h->ma->alloc_host(slot, 0);
+      if (probe) h->ma->free(slot, probe);
+    }
+  }
+  if (!probe)
+    return make_error(ENOMEM, "map %s: no first element (memory_limit %llu)", h->attr.name.c_str(),
+                      static_cast<unsigned long long>(h->attr.memory_limit));
+  HashGeometry& g = h->geo;
+  g.base = reinterpret_cast<uintptr_t>(probe) & ~(chunk - 1);
+  g.bytes = chunk;
+  g.slab_mask = h->ma->slab_bytes() - 1;
+  g.unit = h->ma->unit_bytes();
+  g.hdr = static_cast<uint32_t>(mem::kObjHeader);
+  g.objs = h->ma->objs_per_slab();
+  g.magic = fastdiv_magic(g.unit);
+  g.div_fast = true;  // offsets inside a slab are < 2 MiB
+  USERBPF_ASSERT(g.unit == unit &&
+                 ((reinterpret_cast<uintptr_t>(probe) - g.base) & g.slab_mask) % g.unit == g.hdr);
+  return Status::Ok();
 }
 
 Result<Map*> htab_map_alloc(const MapAttr& attr) {
   auto* h = new (std::nothrow) HashMap();
   if (!h) return make_error(ENOMEM, "out of memory for the map header");
   h->attr = attr;
+  h->mem_limit = attr.memory_limit;
+  h->dom = attr.domain ? attr.domain : &mem::default_mem_domain();
   if (!map_charge(h, sizeof(HashMap))) {
     delete h;
     return make_error(ENOMEM, "memory_limit %llu is below the map header size",
@@ -159,6 +309,7 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
   h->value_offset = kHashKeyOffset + static_cast<uint32_t>(round_up(attr.key_size, 8));
   h->elem_size = h->value_offset + static_cast<uint32_t>(round_up(attr.value_size, 8));
   h->prealloc = !(attr.map_flags & kBpfFNoPrealloc);
+  h->prog_rdonly = attr.map_flags & kBpfFRdonlyProg;
   h->secret = make_hash_secret((attr.map_flags & kBpfFZeroSeed) ? 0 : random_seed());
 
   uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
@@ -180,34 +331,64 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
   h->buckets = static_cast<HashBucket*>(p);
   h->buckets_bytes = bytes;
 
-  uint64_t extra = possible_cpus();
-  uint64_t capacity = attr.max_entries + extra + kInflightSlack;
-  uint64_t initial = h->prealloc ? attr.max_entries + extra : 0;
+  constexpr uint64_t kMaxBlock = mem::PagePool::kPageSize << mem::PagePool::kMaxOrder;
+  if (!h->prealloc && mem::kObjHeader + h->elem_size <= kMaxBlock) {
+    Status st = htab_init_mem_alloc(h);
+    if (!st.ok()) {
+      htab_map_free(h);
+      return st.take_error();
+    }
+    return static_cast<Map*>(h);
+  }
+  // Preallocated, or no-prealloc elements above the allocator's largest
+  // unit: an ElemPool (committed on demand for the latter).
+  uint64_t capacity = htab_elem_capacity(attr);
+  uint64_t initial = h->prealloc ? attr.max_entries + possible_cpus() : 0;
   Status st = h->pool.init(h, h->elem_size, offsetof(HashElem, pool_link), capacity, initial);
   if (!st.ok()) {
     htab_map_free(h);
     return st.take_error();
   }
+  h->pool.set_rcu(&h->dom->rcu, mem::RcuFlavor::kBoth);
+  HashGeometry& g = h->geo;
+  g.base = h->pool.base();
+  g.unit = h->elem_size;
+  g.magic = fastdiv_magic(g.unit);
+  g.div_fast = h->pool.reserved_bytes() <= 0xffffffffull;
   return static_cast<Map*>(h);
 }
 
 // ---- element operations (host and program) -------------------------------
 
-void* htab_map_lookup_elem(Map* map, const void* key) {
-  HashMap* h = to_htab(map);
-  HashElem* e = htab_lookup_nulls(h, key, hash_key(key, h->key_size, h->secret));
+// Program fast path: the caller holds a slot of the map's domain (its run),
+// so the pointer stays valid until it returns.
+// u32 and u64 keys (most maps) get their own copy of the search, with the
+// key loads and compares folded to one word.
+// Out of line, so the 4/8-byte paths need no callee-saved registers.
+[[gnu::noinline]] void* htab_lookup_value_generic(const HashMap* h, const void* key) {
+  HashElem* e = htab_find<0>(h, key);
   return e ? elem_value(h, e) : nullptr;
 }
 
-long htab_map_update_elem(Map* map, const void* key, const void* value, uint64_t flags) {
-  HashMap* h = to_htab(map);
-  if ((flags & ~kBpfFLock) > kBpfExist) return -EINVAL;
-  // With a spin lock, BPF_F_LOCK would copy into the existing value in place.
-  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
-  uint32_t hash = hash_key(key, h->key_size, h->secret);
+void* htab_map_lookup_elem(Map* map, const void* key) {
+  const HashMap* h = to_htab(map);
+  HashElem* e;
+  if (h->key_size == 4) [[likely]]
+    e = htab_find<4>(h, key);
+  else if (h->key_size == 8)
+    e = htab_find<8>(h, key);
+  else
+    return htab_lookup_value_generic(h, key);
+  return e ? elem_value(h, e) : nullptr;
+}
+
+// Inside a section holding slot; host: refill allocator caches inline.
+long htab_update(HashMap* h, const void* key, const void* value, uint64_t flags, int slot,
+                 bool host) {
+  uint32_t hash = htab_hash(h, key);
   uint32_t bucket = htab_bucket_index(h, hash);
   if (int err = htab_lock_bucket(h, bucket)) return err;
-  if (auto hook = g_bucket_locked_hook.load(std::memory_order_relaxed)) hook(map);
+  if (auto hook = g_bucket_locked_hook.load(std::memory_order_relaxed)) hook(h);
 
   HashElem* old = htab_lookup_locked(h, bucket, key, hash);
   uint64_t op = flags & ~kBpfFLock;
@@ -222,7 +403,7 @@ long htab_map_update_elem(Map* map, const void* key, const void* value, uint64_t
   }
   HashElem* e = nullptr;
   if (!err) {
-    e = static_cast<HashElem*>(h->pool.alloc());
+    e = htab_alloc_elem(h, slot, host);
     if (!e) {
       if (!old) h->count.fetch_sub(1, std::memory_order_relaxed);
       err = -ENOMEM;
@@ -238,26 +419,59 @@ long htab_map_update_elem(Map* map, const void* key, const void* value, uint64_t
   h->buckets[bucket].head.store(reinterpret_cast<uintptr_t>(e), std::memory_order_release);
   if (old) htab_unlink_locked(h, bucket, old);
   htab_unlock_bucket(h, bucket);
-  if (old) h->pool.free(old);  // replaced: the count is unchanged
+  if (old) {  // replaced: the count is unchanged
+    map_release_fields(h, elem_value(h, old));
+    htab_free_elem_rcu(h, slot, old);
+  }
   return 0;
+}
+
+long htab_map_update_elem(Map* map, const void* key, const void* value, uint64_t flags) {
+  HashMap* h = to_htab(map);
+  if ((flags & ~kBpfFLock) > kBpfExist) return -EINVAL;
+  // With a spin lock, BPF_F_LOCK would copy into the existing value in place.
+  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
+  long rc = htab_update(h, key, value, flags, sec.slot(), sec.owned());
+  if (rc != -ENOMEM || !sec.owned()) [[likely]]
+    return rc;
+  KeepErrno keep_errno;
+  // A host thread may wait: elements deleted so far become reusable after a
+  // grace period, which our own section would block. Other threads may take
+  // them first, hence more rounds while elements were waiting; when nothing
+  // waits, only more memory would help and ENOMEM stands.
+  for (int round = 0; rc == -ENOMEM && sec.owned() && round < kHostNomemRetries; round++) {
+    sec.leave();
+    bool waited = htab_reclaim_host(h);
+    sec.enter();
+    if (!sec.ok()) return -EBUSY;
+    if (!waited && round > 0) break;
+    rc = htab_update(h, key, value, flags, sec.slot(), true);
+  }
+  return rc;
 }
 
 long htab_map_delete_elem(Map* map, const void* key) {
   HashMap* h = to_htab(map);
-  uint32_t hash = hash_key(key, h->key_size, h->secret);
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
+  uint32_t hash = htab_hash(h, key);
   uint32_t bucket = htab_bucket_index(h, hash);
   if (int err = htab_lock_bucket(h, bucket)) return err;
   HashElem* e = htab_lookup_locked(h, bucket, key, hash);
   if (e) htab_unlink_locked(h, bucket, e);
   htab_unlock_bucket(h, bucket);
   if (!e) return -ENOENT;
-  htab_free_elem(h, e);
+  htab_free_elem(h, sec.slot(), e);
   return 0;
 }
 
 long htab_map_for_each_elem(Map* map, ForEachCallback cb, void* cb_ctx, uint64_t flags) {
   if (flags != 0) return -EINVAL;
   HashMap* h = to_htab(map);
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
   long num_elems = 0;
   for (uint32_t i = 0; i < h->n_buckets; i++) {
     // Read next before the callback, which may delete the element.
@@ -271,13 +485,27 @@ long htab_map_for_each_elem(Map* map, ForEachCallback cb, void* cb_ctx, uint64_t
   return num_elems;
 }
 
+// Whether [addr, addr + size) lies in the key (read-only) or value of an
+// element slot of this map. Elements may be free or waiting: their memory
+// stays mapped and owned by the map, so a stale access harms nobody else.
 bool htab_map_access_ok(const Map* map, uintptr_t addr, size_t size, bool write) {
   const HashMap* h = to_htab(map);
-  uint64_t off = addr - h->pool.base();
-  uint64_t committed = h->pool.committed_bytes();
-  if (off >= committed || size > committed - off) return false;
-  if (write && (map->attr.map_flags & kBpfFRdonlyProg)) return false;
-  uint64_t in_elem = off % h->elem_size;
+  const HashGeometry& g = h->geo;
+  uint64_t off = addr - g.base;
+  uint64_t bound = h->ma ? g.bytes : h->pool.committed_bytes();
+  if (off >= bound || size > bound - off) [[unlikely]]
+    return false;
+  uint64_t in_slab = off & g.slab_mask;
+  uint64_t idx =
+      g.div_fast ? static_cast<uint64_t>((static_cast<unsigned __int128>(g.magic) * in_slab) >> 64)
+                 : in_slab / g.unit;
+  if (idx >= g.objs) [[unlikely]]
+    return false;
+  uint64_t in_unit = in_slab - idx * g.unit;
+  if (in_unit < g.hdr) [[unlikely]]
+    return false;
+  uint64_t in_elem = in_unit - g.hdr;
+  if (write && h->prog_rdonly) return false;
   if (in_elem >= h->value_offset) return in_elem - h->value_offset + size <= h->value_size;
   // Keys (for_each callbacks get a pointer to them) are read-only.
   return !write && in_elem >= kHashKeyOffset && in_elem - kHashKeyOffset + size <= h->key_size;
@@ -289,63 +517,61 @@ int htab_map_lookup_elem_copy(Map* map, const void* key, void* value, uint64_t f
   if (flags & ~kBpfFLock) return -EINVAL;
   if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
   HashMap* h = to_htab(map);
-  uint32_t hash = hash_key(key, h->key_size, h->secret);
-  for (;;) {
-    uint32_t s;
-    HashElem* e = htab_find_stable(h, key, hash, &s);
-    if (!e) return -ENOENT;
-    copy_from_map(value, elem_value(h, e), h->value_size);
-    if (seq_still(e, s)) return 0;
-  }
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
+  HashElem* e = htab_lookup_nulls(h, key, htab_hash(h, key));
+  if (!e) return -ENOENT;
+  copy_map_value_out(h, value, elem_value(h, e), h->value_size);
+  return 0;
 }
 
 int htab_map_lookup_and_delete_elem(Map* map, const void* key, void* value, uint64_t flags) {
   if (flags & ~kBpfFLock) return -EINVAL;
   if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
   HashMap* h = to_htab(map);
-  uint32_t hash = hash_key(key, h->key_size, h->secret);
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
+  uint32_t hash = htab_hash(h, key);
   uint32_t bucket = htab_bucket_index(h, hash);
   if (int err = htab_lock_bucket(h, bucket)) return err;
   HashElem* e = htab_lookup_locked(h, bucket, key, hash);
   if (e) {
-    copy_from_map(value, elem_value(h, e), h->value_size);
+    copy_map_value_out(h, value, elem_value(h, e), h->value_size);
     htab_unlink_locked(h, bucket, e);
   }
   htab_unlock_bucket(h, bucket);
   if (!e) return -ENOENT;
-  htab_free_elem(h, e);
+  htab_free_elem(h, sec.slot(), e);
   return 0;
 }
 
 // Order: the rest of the key's chain, then the following non-empty buckets.
-// A NULL or missing key starts at the first non-empty bucket.
+// A NULL or missing key starts at the first non-empty bucket. Inside the
+// section, an element found (even if deleted meanwhile) keeps its key and
+// its link into its bucket's chain.
 int htab_map_get_next_key(Map* map, const void* key, void* next_key) {
   HashMap* h = to_htab(map);
-  for (;;) {
-    uint32_t i = 0;
-    bool retry = false;
-    if (key) {
-      uint32_t hash = hash_key(key, h->key_size, h->secret);
-      uint32_t s;
-      if (HashElem* e = htab_find_stable(h, key, hash, &s)) {
-        uintptr_t n = e->next.load(std::memory_order_acquire);
-        if (!seq_still(e, s)) continue;  // e was recycled: its link is meaningless
-        if (!is_nulls(n)) {
-          if (copy_key_stable(h, reinterpret_cast<HashElem*>(n), next_key)) return 0;
-          continue;
-        }
-        i = htab_bucket_index(h, hash) + 1;
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
+  uint32_t i = 0;
+  if (key) {
+    uint32_t hash = htab_hash(h, key);
+    if (HashElem* e = htab_lookup_nulls(h, key, hash)) {
+      uintptr_t n = e->next.load(std::memory_order_acquire);
+      if (!is_nulls(n)) {
+        copy_from_map(next_key, elem_key(reinterpret_cast<HashElem*>(n)), h->key_size);
+        return 0;
       }
+      i = htab_bucket_index(h, hash) + 1;
     }
-    for (; i < h->n_buckets; i++) {
-      uintptr_t p = htab_first(h, i);
-      if (is_nulls(p)) continue;
-      if (copy_key_stable(h, reinterpret_cast<HashElem*>(p), next_key)) return 0;
-      retry = true;
-      break;
-    }
-    if (!retry) return -ENOENT;
   }
+  for (; i < h->n_buckets; i++) {
+    uintptr_t p = htab_first(h, i);
+    if (is_nulls(p)) continue;
+    copy_from_map(next_key, elem_key(reinterpret_cast<HashElem*>(p)), h->key_size);
+    return 0;
+  }
+  return -ENOENT;
 }
 
 uint32_t htab_map_host_value_size(const Map* map) {
@@ -357,14 +583,9 @@ uint32_t htab_map_host_value_size(const Map* map) {
 // ---- shared with hash_batch.cc ---------------------------------------------
 
 HashElem* htab_lookup_locked(HashMap* h, uint32_t bucket, const void* key, uint32_t hash) {
-  for (uintptr_t p = htab_first(h, bucket); !is_nulls(p);) {
-    auto* e = reinterpret_cast<HashElem*>(p);
-    if (e->hash.load(std::memory_order_relaxed) == hash &&
-        equal_padded(elem_key(e), key, h->key_size))
-      return e;
-    p = e->next.load(std::memory_order_relaxed);
-  }
-  return nullptr;
+  if (h->key_size == 4) return htab_lookup_locked_sized<4>(h, bucket, key, hash);
+  if (h->key_size == 8) return htab_lookup_locked_sized<8>(h, bucket, key, hash);
+  return htab_lookup_locked_sized<0>(h, bucket, key, hash);
 }
 
 void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e) {
@@ -378,9 +599,10 @@ void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e) {
   link->store(e->next.load(std::memory_order_relaxed), std::memory_order_release);
 }
 
-void htab_free_elem(HashMap* h, HashElem* e) {
+void htab_free_elem(HashMap* h, int slot, HashElem* e) {
+  map_release_fields(h, elem_value(h, e));
   h->count.fetch_sub(1, std::memory_order_relaxed);
-  h->pool.free(e);
+  htab_free_elem_rcu(h, slot, e);
 }
 
 extern const MapOps kHashMapOps = {
@@ -417,7 +639,7 @@ uint32_t elem_seq_of_value(const Map* map, const void* value) {
 
 uint32_t bucket_of_key(const Map* map, const void* key) {
   const HashMap* h = to_htab(map);
-  return htab_bucket_index(h, hash_key(key, h->key_size, h->secret));
+  return htab_bucket_index(h, htab_hash(h, key));
 }
 
 uint32_t lock_group_of_key(const Map* map, const void* key) {

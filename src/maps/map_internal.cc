@@ -19,7 +19,10 @@ bool type_uses_map_extra(uint32_t type) {
 }  // namespace
 
 bool map_charge(Map* map, uint64_t bytes) {
-  uint64_t limit = map->attr.memory_limit;
+  return map_charge_limited(map, bytes, map->attr.memory_limit);
+}
+
+bool map_charge_limited(Map* map, uint64_t bytes, uint64_t limit) {
   if (limit == 0) {
     map->memory_used.fetch_add(bytes, std::memory_order_relaxed);
     return true;

@@ -110,6 +110,10 @@ inline bool map_has_spin_lock(const Map* map) {
 // pass attr.memory_limit; callers then fail with ENOMEM.
 bool map_charge(Map* map, uint64_t bytes);
 void map_uncharge(Map* map, uint64_t bytes);
+// map_charge against an explicit limit (0: none), for charging from other
+// threads (allocator workers) that must not read map->attr, which
+// create_map rewrites after the family's alloc returns.
+bool map_charge_limited(Map* map, uint64_t bytes, uint64_t limit);
 
 // For alloc_check implementations: records why the attributes were rejected
 // (create_map puts it in its error message) and returns -err.

@@ -3,7 +3,9 @@
 
 #include <cstring>
 
+#include "maps/bpf_obj.h"
 #include "maps/map_internal.h"
+#include "mem/domain.h"
 
 namespace userbpf::maps {
 namespace {
@@ -61,10 +63,16 @@ void map_release_fields(Map* m, void* value) {
   const FieldTable* ft = map_fields(m);
   if (!ft) return;
   auto* v = static_cast<unsigned char*>(value);
+  mem::MemDomain& d = m->attr.domain ? *m->attr.domain : mem::default_mem_domain();
   for (const SpecialField& f : ft->fields) {
-    // What each kind holds is released by the code that implements it
-    // (kptr objects: bpf_obj_drop; timers: cancel). Until then the field is
-    // only cleared.
+    if (f.kind == FieldKind::kKptr || f.kind == FieldKind::kPercpuKptr) {
+      // Emptied with one exchange, so a concurrent bpf_kptr_xchg or a second
+      // release gets the object or nothing, never both.
+      kptr_release(d, reinterpret_cast<uint64_t*>(v + f.offset), f.kind == FieldKind::kPercpuKptr);
+      continue;
+    }
+    // Timers and work queues are cancelled by the code that implements them
+    // (a later issue); until then the field is only cleared.
     for (uint32_t i = 0; i < f.size; i++) __atomic_store_n(v + f.offset + i, 0, __ATOMIC_RELAXED);
   }
 }

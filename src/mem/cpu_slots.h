@@ -197,6 +197,11 @@ inline int SlotTable::held_slot() const {
 }
 
 inline void SlotTable::leave(int slot) {
+  // Stop advertising the slot first: a signal handler arriving after the
+  // release below must not find it through held_slot() (the worker or
+  // another thread may hold it by then).
+  detail::t_held[detail::t_depth - 1] = detail::HeldSlot{nullptr, -1};
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   slots_[static_cast<uint32_t>(slot)].state.store(0, std::memory_order_release);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   detail::t_depth--;

@@ -10,7 +10,10 @@
 // Contexts: construction/destruction host only; members document their own.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 
 #include "mem/bg_worker.h"
 #include "mem/cpu_slots.h"
@@ -40,6 +43,22 @@ struct MemDomain {
   // bpf_global_ma: bpf_obj_new and friends). Freed objects may be reachable
   // from sleepable programs too, so its rcu flavor is kBoth.
   MemAlloc global_ma;
+
+  // Per-CPU objects (bpf_percpu_obj_new; the kernel's bpf_global_percpu_ma):
+  // one allocator per size class up to kPercpuMaxClass, each copy
+  // kSizeClasses[cls] + 8 bytes, created by the loader on first need.
+  static constexpr uint32_t kPercpuMaxClass = 7;  // 512 bytes
+  // Host: the class's allocator, created if needed; nullptr if it cannot be.
+  MemAlloc* percpu_ma(uint32_t cls);
+  // Any context: the class's allocator if it exists.
+  MemAlloc* percpu_ma_if_exists(uint32_t cls) const {
+    return cls <= kPercpuMaxClass ? percpu_ma_[cls].load(std::memory_order_acquire) : nullptr;
+  }
+
+ private:
+  std::mutex percpu_mu_;
+  std::atomic<MemAlloc*> percpu_ma_[kPercpuMaxClass + 1] = {};
+  std::unique_ptr<MemAlloc> percpu_owned_[kPercpuMaxClass + 1];
 };
 
 // The process-wide domain of maps created without a runtime. Created on

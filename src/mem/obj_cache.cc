@@ -3,6 +3,7 @@
 #include "mem/obj_cache.h"
 
 #include <algorithm>
+#include <new>
 
 #include "base/assert.h"
 
@@ -61,6 +62,7 @@ MemAlloc::~MemAlloc() {
   std::lock_guard<std::mutex> lk(mu_);
   for (const Slab& s : slabs_) pages_.free_pages(s.p, s.order);
   if (opts_.charge.uncharge && bytes_) opts_.charge.uncharge(opts_.charge.owner, bytes_);
+  for (IndexNode* n : index_nodes_) delete n;
 }
 
 Status MemAlloc::init(const MemAllocOptions& opts) {
@@ -86,9 +88,15 @@ Status MemAlloc::init(const MemAllocOptions& opts) {
       return make_error(E2BIG, "object of %u bytes is larger than a %llu-byte block", sc.unit,
                         static_cast<unsigned long long>(max_block));
     sc.wm = watermarks_for(sc.unit, opts.percpu);
+    unit_magic_[i] = ((uint64_t{1} << 42) / sc.unit) + 1;
     uint64_t slab = std::max<uint64_t>(uint64_t{sc.unit} * 16, PagePool::kPageSize);
     sc.slab_order = PagePool::order_for(std::min(slab, max_block));
     sc.objs_per_slab = static_cast<uint32_t>((PagePool::kPageSize << sc.slab_order) / sc.unit);
+  }
+  if (opts.index_objects) {
+    index_root_ = new (std::nothrow) IndexNode{};
+    if (!index_root_) return make_error(ENOMEM, "cannot allocate the object index");
+    index_nodes_.push_back(index_root_);
   }
   caches_.reset(new SlotCache[size_t{slots_.total_slots()} * nclasses_]);
   for (uint32_t s = 0; s < slots_.total_slots(); s++) {
@@ -287,12 +295,37 @@ void* MemAlloc::alloc_host(int slot, size_t size) {
   return alloc(slot, size);
 }
 
+bool MemAlloc::find_object(uintptr_t addr, uintptr_t* obj, size_t* usable) const {
+  const uint64_t pg = addr >> 12;
+  if (!index_root_ || (pg >> 35) != 0) return false;
+  uint64_t v = index_root_->e[pg >> 24].load(std::memory_order_acquire);
+  if (!v) return false;
+  v = reinterpret_cast<const IndexNode*>(v)->e[(pg >> 12) & 4095].load(std::memory_order_acquire);
+  if (!v) return false;
+  const uint64_t leaf =
+      reinterpret_cast<const IndexNode*>(v)->e[pg & 4095].load(std::memory_order_acquire);
+  if (!leaf) return false;
+  const uintptr_t base = leaf & ~uint64_t{PagePool::kPageSize - 1};
+  const uint32_t cls = static_cast<uint32_t>(leaf & (PagePool::kPageSize - 1)) - 1;
+  const SizeClass& sc = classes_[cls];
+  const uint64_t off = addr - base;
+  const uint64_t k = (off * unit_magic_[cls]) >> 42;
+  if (k >= sc.objs_per_slab || off - k * sc.unit < kObjHeader) return false;
+  *obj = base + k * sc.unit + kObjHeader;
+  *usable = sc.unit - kObjHeader;
+  return true;
+}
+
 // ---- Worker side (mu_ held) ----
 
 bool MemAlloc::new_slab(SizeClass& sc) {
   uint64_t bytes = PagePool::kPageSize << sc.slab_order;
   if (opts_.charge.charge && !opts_.charge.charge(opts_.charge.owner, bytes)) return false;
   void* p = pages_.alloc_pages_nolock(sc.slab_order);
+  if (p && index_root_ && !index_slab(p, bytes, sc.idx)) {
+    pages_.free_pages(p, sc.slab_order);
+    p = nullptr;
+  }
   if (!p) {
     if (opts_.charge.uncharge) opts_.charge.uncharge(opts_.charge.owner, bytes);
     return false;
@@ -438,6 +471,40 @@ bool MemAlloc::serve_slot(int slot, uint64_t* rcu_cookie) {
       rcu_batches_.push_back({*rcu_cookie, i, rcu_cnt[i], rcu[i]});
       rcu_waiting_ += rcu_cnt[i];
     }
+  }
+  return true;
+}
+
+void MemAlloc::index_clear(uint64_t pg) {
+  auto* mid =
+      reinterpret_cast<IndexNode*>(index_root_->e[pg >> 24].load(std::memory_order_relaxed));
+  auto* leaf =
+      reinterpret_cast<IndexNode*>(mid->e[(pg >> 12) & 4095].load(std::memory_order_relaxed));
+  leaf->e[pg & 4095].store(0, std::memory_order_release);
+}
+
+bool MemAlloc::index_slab(void* base, uint64_t bytes, uint32_t cls) {
+  const auto b = reinterpret_cast<uintptr_t>(base);
+  if (((b + bytes - 1) >> 47) != 0) return false;
+  for (uint64_t pg = b >> 12; pg < (b + bytes) >> 12; pg++) {
+    IndexNode* n = index_root_;
+    for (unsigned shift : {24u, 12u}) {
+      std::atomic<uint64_t>& slot = n->e[(pg >> shift) & 4095];
+      uint64_t v = slot.load(std::memory_order_relaxed);
+      if (!v) {
+        auto* fresh = new (std::nothrow) IndexNode{};
+        if (!fresh) {
+          // The pages go back to the pool: forget the ones indexed so far.
+          for (uint64_t q = b >> 12; q < pg; q++) index_clear(q);
+          return false;
+        }
+        index_nodes_.push_back(fresh);
+        v = reinterpret_cast<uint64_t>(fresh);
+        slot.store(v, std::memory_order_release);
+      }
+      n = reinterpret_cast<IndexNode*>(v);
+    }
+    n->e[pg & 4095].store(b | (cls + 1), std::memory_order_release);
   }
   return true;
 }

@@ -87,6 +87,9 @@ struct MemAllocOptions {
   // units <= 256, else 1).
   int prefill = -1;
   MemCharge charge;
+  // Keep an index from page to slab so find_object() can answer for any
+  // address (bpf_obj_new objects, whose pointers programs hand back).
+  bool index_objects = false;
 };
 
 struct MemAllocStats {
@@ -127,6 +130,20 @@ class MemAlloc {
   }
   // Usable bytes of an object from alloc (per copy for per-CPU objects).
   size_t usable_size(const void* p) const;
+
+  // With index_objects: whether addr lies inside one of this allocator's
+  // slabs, in an object's usable bytes; *obj = that object's pointer (as
+  // alloc returned it, allocated or not), *usable = its usable bytes (all
+  // copies for per-CPU objects). Reads only the index, never the object, so
+  // any address is safe to ask about. Any context, lock-free.
+  bool find_object(uintptr_t addr, uintptr_t* obj, size_t* usable) const;
+  // Geometry of a fixed-size allocator (after init): objects of unit_bytes
+  // (header included) packed from the start of slabs of slab_bytes, which
+  // are blocks of the page pool. Lets an owner with a pool of its own tell
+  // whether an address lies inside one of its objects (hash map access_ok).
+  uint32_t unit_bytes() const { return classes_[0].unit; }
+  uint64_t slab_bytes() const { return PagePool::kPageSize << classes_[0].slab_order; }
+  uint32_t objs_per_slab() const { return classes_[0].objs_per_slab; }
 
   // Host: waits until the worker has served every request made so far.
   void flush();
@@ -226,6 +243,22 @@ class MemAlloc {
   std::vector<RcuBatch> rcu_batches_;
   uint64_t rcu_waiting_ = 0;
   uint64_t bytes_ = 0;
+
+  // Page -> slab index (index_objects): a 3-level radix tree over the page
+  // number (bits 46..12: 11, 12 and 12 bits per level). Leaves hold slab
+  // base | class index + 1 (0: no slab). Nodes are added under mu_ and
+  // published with release stores; never removed before the destructor.
+  static constexpr unsigned kIndexBits[3] = {11, 12, 12};
+  struct IndexNode {
+    std::atomic<uint64_t> e[4096];
+  };
+  bool index_slab(void* base, uint64_t bytes, uint32_t cls);
+  void index_clear(uint64_t page);
+  IndexNode* index_root_ = nullptr;
+  // Per class: unit reciprocal for find_object (off * magic >> 42 == off /
+  // unit for off < 2^21, the largest slab).
+  uint64_t unit_magic_[kNumSizeClasses] = {};
+  std::vector<IndexNode*> index_nodes_;
 };
 
 }  // namespace userbpf::mem

@@ -36,7 +36,8 @@ bool PagePool::map_chunk() {
   }
   if (p == MAP_FAILED) {
     // Over-map and trim so the chunk is aligned to its size (THP needs it).
-    void* raw = mmap(nullptr, size * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* raw = mmap(nullptr, size * 2, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | (opts_.noreserve ? MAP_NORESERVE : 0), -1, 0);
     if (raw == MAP_FAILED) return false;
     uintptr_t start = reinterpret_cast<uintptr_t>(raw);
     uintptr_t aligned = (start + size - 1) & ~(uintptr_t{size} - 1);

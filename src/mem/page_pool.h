@@ -34,6 +34,10 @@ struct PagePoolOptions {
   size_t chunk_bytes = 2u << 20;  // power of two, >= 2^kMaxOrder pages
   bool huge_pages = false;
   uint64_t max_bytes = 0;  // 0: no limit on mapped memory
+  // MAP_NORESERVE chunks: large chunks that are mostly never touched (a
+  // map's private pool sized for its worst case) do not count against the
+  // kernel's overcommit heuristic.
+  bool noreserve = false;
 };
 
 class PagePool {

@@ -620,76 +620,111 @@ stopped:
 
 namespace {
 
-// One run from entry with r1-r5 = args; the body of interpret() and
-// interpret_callback().
-Result<uint64_t> run(Program& prog, RunContext& rc, uint32_t entry, const uint64_t* args) {
-  alignas(64) uint8_t stack[isa::kMaxCallFrames * isa::kStackSize];
+// A RunLoop's interpreter state: set up once by begin_interp_loop, reset per
+// run by interp_loop_run.
+struct InterpLoop {
   interp::InterpState s;
-  s.prog = &prog;
-  s.rc = &rc;
-  s.insns = prog.exec_insns.data();
-  s.stack_top = stack + sizeof(stack);
-  s.budget = rc.insn_budget;
-  s.user_base_hi = interp::arena_user_base_hi(prog);
+  alignas(64) uint8_t stack[isa::kMaxCallFrames * isa::kStackSize];
+  uint64_t (*saved_call_fn)(RunContext*, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
+                            uint64_t);
+  void* saved_state;
+  std::optional<RunScope> scope;
+  // Runs so far, and whether frame 0 stays zeroed across runs (decided at
+  // the second run, so a single run never pays for the scan).
+  uint64_t runs = 0;
+  bool stack_stays_zeroed = false;
+};
+static_assert(sizeof(InterpLoop) <= RunLoop::kStateBytes);
 
-  auto* const saved_call_fn = rc.call_fn;
-  void* const saved_state = rc.engine_state;
-  rc.prog = &prog;
-  rc.call_fn = &interp::call_callback;
-  rc.engine_state = &s;
+Result<uint64_t> interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
+  InterpLoop& l = *reinterpret_cast<InterpLoop*>(loop.state);
+  interp::InterpState& s = l.s;
+  RunContext& rc = *loop.rc;
+  // What a run changes: frames, budgets, region cache and grants, the stop.
+  if (l.runs++ == 1) l.stack_stays_zeroed = !may_write_memory(*loop.prog);
+  s.depth = -1;
+  s.zeroed = l.stack_stays_zeroed ? 1 : 0;
+  s.budget = rc.insn_budget;
+  s.may_goto_left = interp::kMayGotoBudget;
+  s.call_pc = nullptr;
+  s.hit = interp::Region{};
+  s.hit_map = nullptr;
+  s.num_grants = 0;
+  s.stop = interp::Stop::kRunning;
   rc.faulted = false;
   rc.fault.pc = 0;
   rc.fault.addr = 0;
   rc.fault.what.clear();
-  uint64_t r0;
-  {
-    std::optional<RunScope> scope;
-    if (current_run() != &rc) scope.emplace(rc);
-    r0 = interp::run_frames(s, entry, args);
-  }
+  const uint64_t r0 = interp::run_frames(s, entry, args);
   rc.insn_budget = s.budget;
-  rc.call_fn = saved_call_fn;
-  rc.engine_state = saved_state;
+  if (s.stop == interp::Stop::kRunning) return r0;
+  return interp::run_result(s, r0);
+}
 
-  switch (s.stop) {
-    case interp::Stop::kRunning:
-      return r0;
-    case interp::Stop::kAborted:
-      return uint64_t{0};
-    case interp::Stop::kFaulted:
-      break;
-  }
-  rc.faulted = true;
-  rc.fault.pc = s.fault_pc;
-  rc.fault.addr = s.fault_addr;
-  rc.fault.what = s.what;
-  if (s.err == EFAULT) {
-    return make_error(EFAULT, "program '%s': pc %u: %s at 0x%" PRIx64, prog.name.c_str(),
-                      s.fault_pc, s.what, s.fault_addr);
-  }
-  return make_error(s.err, "program '%s': pc %u: %s", prog.name.c_str(), s.fault_pc, s.what);
+void interp_loop_end(RunLoop& loop) {
+  InterpLoop& l = *reinterpret_cast<InterpLoop*>(loop.state);
+  loop.rc->call_fn = l.saved_call_fn;
+  loop.rc->engine_state = l.saved_state;
+  l.~InterpLoop();
 }
 
 }  // namespace
 
-Result<uint64_t> interpret(Program& prog, RunContext& rc) {
+bool may_write_memory(const Program& prog) {
+  const size_t n = prog.exec_insns.size();
+  for (size_t pc = 0; pc < n; ++pc) {
+    const isa::Insn& in = prog.exec_insns[pc];
+    const uint8_t cls = isa::insn_class(in.code);
+    if (cls == isa::kClassSt || cls == isa::kClassStx ||
+        (in.code == isa::kCall && in.src != isa::kPseudoCall)) {
+      return true;
+    }
+    if (in.code == isa::kLdImm64) ++pc;
+  }
+  return false;
+}
+
+Status begin_interp_loop(RunLoop& loop, Program& prog, RunContext& rc) {
   if (!prog.prepared || prog.exec_insns.empty()) {
     return make_error(EINVAL, "program '%s' is not prepared", prog.name.c_str());
   }
-  const uint64_t args[5] = {reinterpret_cast<uintptr_t>(rc.ctx), rc.r2, 0, 0, 0};
-  return run(prog, rc, 0, args);
+  InterpLoop& l = *new (loop.state) InterpLoop;
+  interp::InterpState& s = l.s;
+  s.prog = &prog;
+  s.rc = &rc;
+  s.insns = prog.exec_insns.data();
+  s.stack_top = l.stack + sizeof(l.stack);
+  s.user_base_hi = interp::arena_user_base_hi(prog);
+  l.saved_call_fn = rc.call_fn;
+  l.saved_state = rc.engine_state;
+  rc.prog = &prog;
+  rc.call_fn = &interp::call_callback;
+  rc.engine_state = &s;
+  if (current_run() != &rc) l.scope.emplace(rc);
+  loop.prog = &prog;
+  loop.rc = &rc;
+  loop.entry_args[0] = reinterpret_cast<uintptr_t>(rc.ctx);
+  loop.entry_args[1] = rc.r2;
+  loop.run_fn = &interp_loop_run;
+  loop.end_fn = &interp_loop_end;
+  return Status::Ok();
+}
+
+Result<uint64_t> interpret(Program& prog, RunContext& rc) {
+  RunLoop loop;
+  USERBPF_TRY(begin_interp_loop(loop, prog, rc));
+  return loop.run();
 }
 
 Result<uint64_t> interpret_callback(Program& prog, RunContext& rc, uint64_t fn,
                                     const uint64_t (&args)[5]) {
-  if (!prog.prepared || prog.exec_insns.empty()) {
-    return make_error(EINVAL, "program '%s' is not prepared", prog.name.c_str());
-  }
+  RunLoop loop;
+  USERBPF_TRY(begin_interp_loop(loop, prog, rc));
   if (!interp::is_callback_value(prog, fn)) {
     return make_error(EINVAL, "program '%s': 0x%" PRIx64 " is not one of its functions",
                       prog.name.c_str(), fn);
   }
-  return run(prog, rc, static_cast<uint32_t>(fn), args);
+  return loop.run_at(static_cast<uint32_t>(fn), args);
 }
 
 }  // namespace userbpf::vm

@@ -5,6 +5,7 @@
 #include <cstdarg>
 #include <cstdio>
 
+#include "maps/bpf_obj.h"
 #include "vm/interp_state.h"
 
 namespace userbpf::vm::interp {
@@ -144,7 +145,16 @@ bool check_mem_slow(InterpState& s, uint64_t addr, uint64_t size, bool write) {
       }
     }
   }
-  if (hit == nullptr) return false;
+  if (hit == nullptr) {
+    // An object from bpf_obj_new reached through a kptr loaded from a map
+    // value (or bpf_kptr_xchg / bpf_this_cpu_ptr): accessible while live.
+    uintptr_t lo, span;
+    if (s.prog->mem_domain == nullptr ||
+        !maps::obj_region(*s.prog->mem_domain, addr, size, &lo, &span))
+      return false;
+    add_grant(s, Region{lo, span, true});
+    return true;
+  }
   // Global data (a direct value): cache the whole value as a region so the
   // next accesses take the inline path instead of asking the map again.
   if (hit->ops->direct_value_addr != nullptr) {
@@ -272,6 +282,17 @@ void set_fault(InterpState& s, int err, const isa::Insn* pc, uint64_t addr, cons
   va_end(ap);
 }
 
+void fault_in_helper(RunContext* rc, int err, uint64_t addr, const char* fmt, ...) {
+  if (rc == nullptr || rc->engine_state == nullptr) return;
+  InterpState& s = *static_cast<InterpState*>(rc->engine_state);
+  char why[160];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(why, sizeof(why), fmt, ap);
+  va_end(ap);
+  set_fault(s, err, s.call_pc, addr, "%s", why);
+}
+
 void fault_access(InterpState& s, const isa::Insn* pc, uint64_t addr, uint64_t size, bool write,
                   bool atomic) {
   const char* op = atomic ? "atomic" : write ? "store" : "load";
@@ -284,6 +305,28 @@ void fault_access(InterpState& s, const isa::Insn* pc, uint64_t addr, uint64_t s
   } else {
     set_fault(s, EFAULT, pc, addr, "out-of-bounds %s of %" PRIu64 " bytes", op, size);
   }
+}
+
+Result<uint64_t> run_result(const InterpState& s, uint64_t r0) {
+  switch (s.stop) {
+    case Stop::kRunning:
+      return r0;
+    case Stop::kAborted:
+      return uint64_t{0};
+    case Stop::kFaulted:
+      break;
+  }
+  RunContext& rc = *s.rc;
+  const Program& prog = *s.prog;
+  rc.faulted = true;
+  rc.fault.pc = s.fault_pc;
+  rc.fault.addr = s.fault_addr;
+  rc.fault.what = s.what;
+  if (s.err == EFAULT) {
+    return make_error(EFAULT, "program '%s': pc %u: %s at 0x%" PRIx64, prog.name.c_str(),
+                      s.fault_pc, s.what, s.fault_addr);
+  }
+  return make_error(s.err, "program '%s': pc %u: %s", prog.name.c_str(), s.fault_pc, s.what);
 }
 
 }  // namespace userbpf::vm::interp

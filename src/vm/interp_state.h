@@ -113,8 +113,18 @@ void grant_map_value(InterpState& s, const maps::Map* m, uint64_t r0);
 [[gnu::cold, gnu::format(printf, 5, 6)]] void set_fault(InterpState& s, int err,
                                                         const isa::Insn* pc, uint64_t addr,
                                                         const char* fmt, ...);
+// Stops rc's run from inside a helper or kfunc (a bad argument its proto
+// cannot describe, e.g. bpf_obj_drop of a pointer the program does not own):
+// a fault at the call in progress. Both engines check for it after the call.
+[[gnu::cold, gnu::format(printf, 4, 5)]] void fault_in_helper(RunContext* rc, int err,
+                                                              uint64_t addr, const char* fmt, ...);
 // A rejected load/store/atomic of size bytes at addr.
 [[gnu::cold]] void fault_access(InterpState& s, const isa::Insn* pc, uint64_t addr, uint64_t size,
                                 bool write, bool atomic);
+
+// The outcome of a run that returned r0 with state s (either engine): r0, 0
+// for an aborted legacy packet load, or the fault as an Error naming
+// program, pc and address, also recorded in s.rc->fault.
+Result<uint64_t> run_result(const InterpState& s, uint64_t r0);
 
 }  // namespace userbpf::vm::interp

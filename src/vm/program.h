@@ -53,6 +53,14 @@ struct Program {
   std::vector<maps::Map*> maps;            // referenced maps (owned by the object)
   std::vector<const HelperProto*> kfuncs;  // resolved kfuncs
   HelperTable helpers = nullptr;           // helper protos by kernel id
+  // The loader's per-program kfunc protos (bpf_obj_new of one type: the
+  // object size as ret_size), pointed to by kfuncs.
+  std::vector<std::unique_ptr<HelperProto>> own_kfuncs;
+  // Object bytes of bpf_obj_new / bpf_percpu_obj_new by local BTF type id
+  // (0: not allocatable), for the kfuncs; filled by the loader.
+  std::vector<uint32_t> obj_sizes;
+  // The runtime's memory domain (objects, slots); nullptr: the default one.
+  mem::MemDomain* mem_domain = nullptr;
 
   std::vector<isa::Insn> exec_insns;  // executable form
   // First pc of every function (entry 0, bpf-to-bpf call and callback

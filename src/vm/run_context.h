@@ -99,6 +99,53 @@ class RunScope {
   RunContext& rc_;
 };
 
+// Repeated runs of one program on one RunContext (the host API's repeat
+// loop, BPF_PROG_TEST_RUN with repeat): the engine's state (its stack, the
+// region cache, the fault record, rc's callback hook and its place as the
+// thread's current run) is set up once by begin_*_loop(), and each run()
+// resets only what a run changes, so an empty program costs a few ns.
+// Results are those of interpret()/jit_run() with the same rc; rc.insn_budget
+// is each run's budget (and holds what the last run left, as after
+// interpret()). Between runs the caller may change rc's packet bounds, cpu
+// and budget, nothing else.
+// Contexts: one thread, any context an engine may run in; prog and rc outlive
+// the loop; loops nest LIFO (a signal handler running a program meanwhile
+// uses its own RunContext and loop).
+class RunLoop {
+ public:
+  RunLoop() = default;
+  ~RunLoop() {
+    if (end_fn != nullptr) end_fn(*this);
+  }
+  RunLoop(const RunLoop&) = delete;
+  RunLoop& operator=(const RunLoop&) = delete;
+
+  // One run from the program's entry with r1 = rc.ctx, r2 = rc.r2 (as they
+  // were at begin_*_loop).
+  Result<uint64_t> run() { return run_fn(*this, 0, entry_args); }
+  // One run of the function at entry (a callback value's pc) with r1-r5 = args.
+  Result<uint64_t> run_at(uint32_t entry, const uint64_t* args) {
+    return run_fn(*this, entry, args);
+  }
+
+  // For the engines (begin_*_loop): their state lives in `state`.
+  static constexpr size_t kStateBytes = 6 * 1024;
+  Program* prog = nullptr;
+  RunContext* rc = nullptr;
+  uint64_t entry_args[5] = {};
+  Result<uint64_t> (*run_fn)(RunLoop&, uint32_t entry, const uint64_t* args) = nullptr;
+  void (*end_fn)(RunLoop&) = nullptr;
+  alignas(64) unsigned char state[kStateBytes];
+};
+
+// Whether a run of prog may write memory: a store, an atomic, or a helper
+// or kfunc call (which may write through pointers). If not, a stack zeroed
+// before a run is still zeroed after it.
+bool may_write_memory(const Program& prog);
+
+// Sets loop up to run prog (prepared) in the interpreter on rc.
+Status begin_interp_loop(RunLoop& loop, Program& prog, RunContext& rc);
+
 // Runs prog in the interpreter with r1 = rc.ctx. Returns r0, or an Error
 // (EFAULT for bad memory access, E2BIG... see interp.cc) whose message names
 // the pc and address; rc.fault holds the details.

@@ -94,6 +94,19 @@ check "unknown engine rejected" contains "$out" "unknown engine"
 
 out=$("$ub" map show "$progs/api_basic.bpf.o")
 check "map show lists memory" grep -Eq "squares .*memory [0-9]+ bytes" <<<"$out"
+check "map show lists the limit" grep -Eq "squares .*memory [0-9]+ bytes limit none" <<<"$out"
+out=$("$ub" run "$progs/api_basic.bpf.o" -p compute --data 05000000030000000000000000000000 \
+  --map-memory-limit squares=1000000 --maps 2>&1); rc=$?
+check "--map-memory-limit with room runs" test $rc -eq 0
+check "--map-memory-limit keeps updates" contains "$out" "value: 04 00 00 00 00 00 00 00 (4)"
+out=$("$ub" run "$progs/api_basic.bpf.o" -p compute --data 05000000030000000000000000000000 \
+  --map-memory-limit squares=4096 2>&1); rc=$?
+check "--map-memory-limit too small fails load" test $rc -eq 1
+check "--map-memory-limit failure names map and limit" grep -Eq "squares.*memory_limit 4096" <<<"$out"
+out=$("$ub" run "$progs/api_basic.bpf.o" -p compute --map-memory-limit nosuch=5 2>&1); rc=$?
+check "--map-memory-limit unknown map" contains "$out" "no map named nosuch"
+out=$("$ub" run "$progs/api_basic.bpf.o" -p compute --map-memory-limit squares 2>&1); rc=$?
+check "--map-memory-limit needs NAME=BYTES" contains "$out" "NAME=BYTES"
 out=$("$ub" map dump "$progs/api_basic.bpf.o" -m .data --json)
 check "map dump --json" contains "$out" '"name":".data"'
 
@@ -107,6 +120,14 @@ out=$(echo 'ff 00 00 00 00 00 00 00 95 00 00 00 00 00 00 00' | "$ub" exec 2>&1);
 check "exec rejects an invalid opcode" test $rc -ne 0
 out=$(echo '71 10 40 00 00 00 00 00 95 00 00 00 00 00 00 00' | "$ub" exec "05" 2>&1); rc=$?
 check "exec reports a fault" test $rc -ne 0
+for engine in interp jit; do
+  out=$(echo '71 10 01 00 00 00 00 00 95 00 00 00 00 00 00 00' | "$ub" exec --engine $engine "05 07")
+  check "exec --engine $engine runs the program" test "$out" = "7"
+  out=$(echo '71 10 40 00 00 00 00 00 95 00 00 00 00 00 00 00' | "$ub" exec --engine $engine "05" 2>&1); rc=$?
+  check "exec --engine $engine reports a fault" test $rc -ne 0
+done
+out=$("$ub" exec --engine nope </dev/null 2>&1); rc=$?
+check "exec rejects an unknown engine" test $rc -ne 0
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

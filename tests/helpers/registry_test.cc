@@ -30,7 +30,7 @@ TEST(Registry, TableAndFindHelperAgree) {
     EXPECT_TRUE(names.insert(table[id]->name).second) << "duplicate " << table[id]->name;
     EXPECT_FALSE(table[id]->sleepable_only) << table[id]->name;
   }
-  EXPECT_EQ(count, 36);          // Registry.KernelIdsAndNames lists them all
+  EXPECT_EQ(count, 39);          // Registry.KernelIdsAndNames lists them all
   EXPECT_EQ(table[0], nullptr);  // BPF_FUNC_unspec
 }
 
@@ -76,12 +76,15 @@ TEST(Registry, KernelIdsAndNames) {
       {BPF_FUNC_probe_read_kernel_str, "bpf_probe_read_kernel_str"},
       {BPF_FUNC_jiffies64, "bpf_jiffies64"},
       {BPF_FUNC_ktime_get_boot_ns, "bpf_ktime_get_boot_ns"},
+      {BPF_FUNC_per_cpu_ptr, "bpf_per_cpu_ptr"},
+      {BPF_FUNC_this_cpu_ptr, "bpf_this_cpu_ptr"},
       {BPF_FUNC_ktime_get_coarse_ns, "bpf_ktime_get_coarse_ns"},
       {BPF_FUNC_for_each_map_elem, "bpf_for_each_map_elem"},
       {BPF_FUNC_snprintf, "bpf_snprintf"},
       {BPF_FUNC_trace_vprintk, "bpf_trace_vprintk"},
       {BPF_FUNC_loop, "bpf_loop"},
       {BPF_FUNC_strncmp, "bpf_strncmp"},
+      {BPF_FUNC_kptr_xchg, "bpf_kptr_xchg"},
       {BPF_FUNC_ktime_get_tai_ns, "bpf_ktime_get_tai_ns"},
   };
   for (const auto& e : expected) {
@@ -141,6 +144,12 @@ TEST(Registry, MemoryArgumentsHaveSizes) {
 }
 
 TEST(Registry, KfuncsByName) {
+  for (const char* name : {"bpf_obj_new_impl", "bpf_obj_drop_impl", "bpf_percpu_obj_new_impl",
+                           "bpf_percpu_obj_drop_impl"}) {
+    const vm::HelperProto* k = find_kfunc(name);
+    ASSERT_NE(k, nullptr) << name;
+    EXPECT_STREQ(k->name, name);
+  }
   EXPECT_EQ(find_kfunc("bpf_no_such_kfunc"), nullptr);
   EXPECT_EQ(find_kfunc(""), nullptr);
 }

@@ -109,6 +109,58 @@ TEST(JitInlineLookup, PaddedValuesStopAtValueSize) {
   EXPECT_EQ(j.err, EFAULT);
 }
 
+// Accesses through a looked-up value go unchecked only when proven inside
+// the value (emit_facts.cc); anything else takes the checked path and must
+// give the interpreter's answer.
+TEST(JitInlineLookup, ProvenValueAccessesOnlyInsideTheValue) {
+  MapPtr m = make_array(8, 3);
+  // key k, then r0 += 8: [value + 8, +8) is the next element for k < 2
+  // (map memory: allowed) and past the array for k == 2 (fault).
+  for (int32_t key : {0, 2}) {
+    Asm a;
+    a.st(kSizeW, 10, -4, key).ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4);
+    a.call_helper(1).jmp_imm(kJmpJeq, 0, 0, "null");
+    a.alu64_imm(kAluAdd, 0, 8).st(kSizeDw, 0, 0, 5).ldx(kSizeDw, 0, 0, 0).exit();
+    a.label("null").mov64_imm(0, 99).exit();
+    EngineRun j = same_on_both(a, {m.get()});
+    EXPECT_EQ(j.ok, key == 0) << j.message;
+  }
+  // No null check: an out-of-range key's NULL is dereferenced (fault).
+  Asm b;
+  b.st(kSizeW, 10, -4, 7).ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4);
+  b.call_helper(1).ldx(kSizeDw, 0, 0, 0).exit();
+  EngineRun j = same_on_both(b, {m.get()});
+  EXPECT_FALSE(j.ok);
+  EXPECT_EQ(j.err, EFAULT);
+  // A copy kept across a call (r6) stays a value; a negative offset does not.
+  Asm c;
+  c.st(kSizeW, 10, -4, 1).ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4);
+  c.call_helper(1).jmp_imm(kJmpJeq, 0, 0, "null").mov64_reg(6, 0);
+  c.st(kSizeW, 10, -4, 0).ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4).call_helper(1);
+  c.st(kSizeDw, 6, 0, 11).ldx(kSizeDw, 0, 6, -8).exit();  // the previous element: allowed
+  c.label("null").mov64_imm(0, 99).exit();
+  j = same_on_both(c, {m.get()});
+  EXPECT_TRUE(j.ok) << j.message;
+  EXPECT_EQ(j.r0, 0u);
+}
+
+// Pointers derived from r10 are checked statically only inside the frame.
+TEST(JitInlineLookup, ProvenStackAccessesOnlyInsideTheFrame) {
+  Asm a;
+  a.mov64_reg(3, 10).alu64_imm(kAluAdd, 3, -16).st(kSizeDw, 3, 8, 5).ldx(kSizeDw, 0, 10, -8);
+  a.exit();
+  EngineRun j = same_on_both(a, {});
+  EXPECT_TRUE(j.ok) << j.message;
+  EXPECT_EQ(j.r0, 5u);
+  for (int32_t off : {-520, 0}) {  // below the frame chain, above the stack
+    Asm b;
+    b.mov64_reg(3, 10).alu64_imm(kAluAdd, 3, off).ldx(kSizeDw, 0, 3, 0).exit();
+    EngineRun k = same_on_both(b, {}, false);
+    EXPECT_FALSE(k.ok);
+    EXPECT_EQ(k.err, EFAULT);
+  }
+}
+
 TEST(JitInlineLookup, ReadOnlyAndFrozenMapsRejectWrites) {
   MapPtr ro = make_array(8, 4, maps::kBpfFRdonlyProg);
   EngineRun j = same_on_both(counting_loop(4), {ro.get()});

@@ -19,6 +19,7 @@
 
 #include "map_test_util.h"
 #include "maps/hash_map.h"
+#include "mem/domain.h"
 
 namespace userbpf::maps {
 namespace {
@@ -122,13 +123,14 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
       copies++;
     }
   };
-  // The program path: a pointer into the map. Without a grace period yet, an
-  // element may be recycled while read; the element's reuse counter says
-  // when. A read during which it did not change must be whole.
+  // The program path: a pointer into the map, used inside a read-side
+  // section (a program run holds a slot), so the element is never recycled
+  // while read: its reuse counter must not change.
   auto ptr_reader = [&](uint32_t seed) {
     std::mt19937 rng(seed);
     while (!stop.load(std::memory_order_relaxed)) {
       uint32_t k = rng() % cfg.keys;
+      mem::SlotGuard section(mem::default_mem_domain().slots);
       void* p = map->ops->lookup_elem(map, &k);
       if (!p) continue;
       uint32_t s1 = testing::elem_seq_of_value(map, p);
@@ -182,6 +184,7 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
   EXPECT_EQ(torn_copy.load(), 0u);
   EXPECT_EQ(torn_ptr.load(), 0u);
   EXPECT_EQ(batch_torn.load(), 0u);
+  EXPECT_EQ(recycled_reads.load(), 0u);  // no reuse before a grace period
   EXPECT_GT(updates.load(), 1000u);
   EXPECT_GT(deletes.load(), 1000u);
   EXPECT_GT(copies.load(), 1000u);

@@ -39,19 +39,22 @@ int cmd_map(const Args& args) {
     if (json) {
       std::printf(
           "%s{\"name\":\"%s\",\"type\":\"%s\",\"key_size\":%u,\"value_size\":%u,"
-          "\"max_entries\":%u,\"memory_bytes\":%" PRIu64,
+          "\"max_entries\":%u,\"memory_bytes\":%" PRIu64 ",\"memory_limit\":%" PRIu64,
           found ? "," : "", json_escape(m.name()).c_str(), m.type_name(), m.key_size(),
-          m.value_size(), m.max_entries(), m.memory_used());
+          m.value_size(), m.max_entries(), m.memory_used(), m.memory_limit());
       if (verb == "dump") {
         std::printf(",\"elements\":");
         print_map(stdout, m, true);
       }
       std::printf("}");
     } else if (verb == "show") {
-      std::printf("%-24s type %-16s key %-4u value %-6u max_entries %-8u memory %" PRIu64
-                  " bytes\n",
+      std::printf("%-24s type %-16s key %-4u value %-6u max_entries %-8u memory %" PRIu64 " bytes",
                   m.name().c_str(), m.type_name(), m.key_size(), m.value_size(), m.max_entries(),
                   m.memory_used());
+      if (m.memory_limit())
+        std::printf(" limit %" PRIu64 " bytes\n", m.memory_limit());
+      else
+        std::printf(" limit none\n");
     } else {
       std::printf("map %s (%s):\n", m.name().c_str(), m.type_name());
       print_map(stdout, m, false);

@@ -40,6 +40,8 @@ void usage() {
       "  --repeat N            runs per input (default 1); time is the mean\n"
       "  --engine interp|jit   execution engine (default: the JIT where supported)\n"
       "  --maps                print every map after the run\n"
+      "  --map-memory-limit NAME=BYTES\n"
+      "                        memory limit of map NAME (repeatable); ENOMEM past it\n"
       "  --json                machine-readable output\n");
 }
 
@@ -50,6 +52,7 @@ int cmd_run(const Args& args) {
   std::vector<uint8_t> data, packet;
   bool have_packet = false, show_maps = false, json = false;
   RunOptions opts;
+  std::vector<std::pair<std::string, uint64_t>> mem_limits;
   for (size_t i = 0; i < args.size(); i++) {
     const std::string& a = args[i];
     auto next = [&](std::string& out) {
@@ -90,6 +93,13 @@ int cmd_run(const Args& args) {
         return fail_msg("run: unknown engine '%s' (interp or jit)", v.c_str());
     } else if (a == "--maps") {
       show_maps = true;
+    } else if (a == "--map-memory-limit") {
+      uint64_t n;
+      size_t eq = 0;
+      if (!next(v) || (eq = v.find('=')) == std::string::npos || eq == 0 ||
+          !parse_u64(v.substr(eq + 1), n))
+        return fail_msg("run: --map-memory-limit needs NAME=BYTES");
+      mem_limits.emplace_back(v.substr(0, eq), n);
     } else if (a == "--json") {
       json = true;
     } else if (file.empty() && a[0] != '-') {
@@ -105,8 +115,18 @@ int cmd_run(const Args& args) {
 
   auto rt = Runtime::create();
   if (!rt.ok()) return fail(rt.error());
-  auto obj = open_and_load(**rt, file);
-  if (!obj) return 1;
+  std::unique_ptr<Object> obj;
+  if (mem_limits.empty()) {
+    obj = open_and_load(**rt, file);
+    if (!obj) return 1;
+  } else {
+    auto opened = Object::open(**rt, file);
+    if (!opened.ok()) return fail(opened.error());
+    obj = std::move(opened.value());
+    for (auto& [name, bytes] : mem_limits)
+      if (Status st = obj->set_map_memory_limit(name, bytes); !st.ok()) return fail(st.error());
+    if (Status st = obj->load(); !st.ok()) return fail(st.error());
+  }
   auto progs = obj->programs();
   if (prog_name.empty()) {
     if (progs.size() != 1)

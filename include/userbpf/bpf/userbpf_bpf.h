@@ -20,4 +20,39 @@
  * returns n when every operation succeeded; both runners flag r0 != n. */
 #define USERBPF_BENCH_OPS(n) const volatile unsigned long long userbpf_bench_ops = (n)
 
+/* Program-allocated objects and kptr fields (the kernel's
+ * bpf_experimental.h, which Debian's libbpf 1.1 lacks). A map value field
+ *   struct node __kptr *p;
+ * holds an object from bpf_obj_new, exchanged with bpf_kptr_xchg and dropped
+ * when its element is deleted or overwritten or the map is freed. */
+#ifndef __kptr
+#define __kptr __attribute__((btf_type_tag("kptr")))
+#endif
+#ifndef __percpu_kptr
+#define __percpu_kptr __attribute__((btf_type_tag("percpu_kptr")))
+#endif
+
+/* Define USERBPF_NO_OBJ_KFUNCS to declare the kfuncs yourself. */
+#ifndef USERBPF_NO_OBJ_KFUNCS
+extern void* bpf_obj_new_impl(__u64 local_type_id__k, void* meta__ign) __ksym;
+extern void bpf_obj_drop_impl(void* kptr, void* meta__ign) __ksym;
+extern void* bpf_percpu_obj_new_impl(__u64 local_type_id__k, void* meta__ign) __ksym;
+extern void bpf_percpu_obj_drop_impl(void* kptr, void* meta__ign) __ksym;
+#endif
+
+/* BPF_TYPE_ID_LOCAL is 0: bpf_core_type_id_local() without bpf_core_read.h. */
+#ifndef bpf_obj_new
+#define bpf_obj_new(type) ((type*)bpf_obj_new_impl(__builtin_btf_type_id(*(type*)0, 0), (void*)0))
+#endif
+#ifndef bpf_obj_drop
+#define bpf_obj_drop(kptr) bpf_obj_drop_impl(kptr, (void*)0)
+#endif
+#ifndef bpf_percpu_obj_new
+#define bpf_percpu_obj_new(type) \
+  ((type __percpu_kptr*)bpf_percpu_obj_new_impl(__builtin_btf_type_id(*(type*)0, 0), (void*)0))
+#endif
+#ifndef bpf_percpu_obj_drop
+#define bpf_percpu_obj_drop(kptr) bpf_percpu_obj_drop_impl(kptr, (void*)0)
+#endif
+
 #endif /* USERBPF_BPF_H */

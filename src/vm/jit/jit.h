@@ -37,6 +37,9 @@ Status jit_compile(Program& prog, const JitOptions& opts);
 
 // Runs the compiled prog with r1 = rc.ctx; like interpret(). EINVAL if not compiled.
 Result<uint64_t> jit_run(Program& prog, RunContext& rc);
+// Sets loop up to run the compiled prog on rc (RunLoop: run_context.h).
+// EINVAL if not compiled.
+Status begin_jit_loop(RunLoop& loop, Program& prog, RunContext& rc);
 // Like interpret_callback(), on the JIT.
 Result<uint64_t> jit_run_callback(Program& prog, RunContext& rc, uint64_t fn,
                                   const uint64_t (&args)[5]);

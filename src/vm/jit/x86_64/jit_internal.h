@@ -65,6 +65,9 @@ struct JitImage {
   std::vector<jit::ExtableEntry> extable;  // sorted by start
   int extable_slot = -1;
   uint64_t compile_ns = 0;
+  // Whether a run may write memory (a store, an atomic, or a helper or kfunc
+  // call): if not, the stack stays as zeroed and need not be cleared again.
+  bool writes_memory = true;
   ~JitImage();
 };
 

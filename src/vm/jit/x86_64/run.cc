@@ -76,63 +76,54 @@ uint64_t call_callback(RunContext* rc, uint64_t fn, uint64_t a1, uint64_t a2, ui
   return r0;
 }
 
-Result<uint64_t> run(Program& prog, JitImage& img, RunContext& rc, uint32_t entry,
-                     const uint64_t* args) {
-  alignas(64) uint8_t stack[isa::kMaxCallFrames * isa::kStackSize];
+// A RunLoop's JIT state: set up once by begin_jit_loop, reset per run by
+// jit_loop_run.
+struct JitLoop {
   JitState j;
+  alignas(64) uint8_t stack[isa::kMaxCallFrames * isa::kStackSize];
+  uint64_t (*saved_call_fn)(RunContext*, uint64_t, uint64_t, uint64_t, uint64_t, uint64_t,
+                            uint64_t);
+  void* saved_state;
+  std::optional<RunScope> scope;
+};
+static_assert(sizeof(JitLoop) <= RunLoop::kStateBytes);
+
+Result<uint64_t> jit_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
+  JitLoop& l = *reinterpret_cast<JitLoop*>(loop.state);
+  JitState& j = l.j;
   interp::InterpState& s = j.s;
-  s.prog = &prog;
-  s.rc = &rc;
-  s.insns = prog.exec_insns.data();
-  s.stack_top = stack + sizeof(stack);
+  RunContext& rc = *loop.rc;
+  // What a run changes: the entry frame's bytes, budgets, region cache and
+  // grants, the stop (entry_rsp is restored by every exit, faults included).
+  const uintptr_t top = reinterpret_cast<uintptr_t>(s.stack_top);
+  // The entry frame starts zeroed (begin_jit_loop); a run of a program that
+  // cannot write memory leaves it so.
+  if (j.image->writes_memory) std::memset(l.stack + sizeof(l.stack) - kFrame, 0, kFrame);
+  j.zeroed_lo = top - kFrame;
+  j.cur_rbp = top;
   s.depth = 0;
   s.budget = rc.insn_budget;
-  s.user_base_hi = interp::arena_user_base_hi(prog);
-  const uintptr_t top = reinterpret_cast<uintptr_t>(s.stack_top);
-  for (int k = 0; k < 4; ++k) j.top_minus[k] = top - (uintptr_t{1} << k);
-  j.frame_limit = reinterpret_cast<uintptr_t>(stack) + 2 * kFrame;
-  std::memset(stack + sizeof(stack) - kFrame, 0, kFrame);
-  j.zeroed_lo = top - kFrame;
-  j.entry_rsp = 0;
-  j.cur_rbp = top;
-  j.image = &img;
-
-  auto* const saved_call_fn = rc.call_fn;
-  void* const saved_state = rc.engine_state;
-  rc.prog = &prog;
-  rc.call_fn = &call_callback;
-  rc.engine_state = &j;
+  s.may_goto_left = interp::kMayGotoBudget;
+  s.call_pc = nullptr;
+  s.hit.span = 0;
+  s.hit_map = nullptr;
+  s.num_grants = 0;
+  s.stop = interp::Stop::kRunning;
   rc.faulted = false;
   rc.fault.pc = 0;
   rc.fault.addr = 0;
   rc.fault.what.clear();
-  uint64_t r0;
-  {
-    std::optional<RunScope> scope;
-    if (current_run() != &rc) scope.emplace(rc);
-    r0 = call_jit(img.enter, native_entry(j, entry), &j, top, args);
-  }
+  const uint64_t r0 = call_jit(j.image->enter, native_entry(j, entry), &j, top, args);
   rc.insn_budget = s.budget;
-  rc.call_fn = saved_call_fn;
-  rc.engine_state = saved_state;
+  if (s.stop == interp::Stop::kRunning) return r0;
+  return interp::run_result(s, r0);
+}
 
-  switch (s.stop) {
-    case interp::Stop::kRunning:
-      return r0;
-    case interp::Stop::kAborted:
-      return uint64_t{0};
-    case interp::Stop::kFaulted:
-      break;
-  }
-  rc.faulted = true;
-  rc.fault.pc = s.fault_pc;
-  rc.fault.addr = s.fault_addr;
-  rc.fault.what = s.what;
-  if (s.err == EFAULT) {
-    return make_error(EFAULT, "program '%s': pc %u: %s at 0x%" PRIx64, prog.name.c_str(),
-                      s.fault_pc, s.what, s.fault_addr);
-  }
-  return make_error(s.err, "program '%s': pc %u: %s", prog.name.c_str(), s.fault_pc, s.what);
+void jit_loop_end(RunLoop& loop) {
+  JitLoop& l = *reinterpret_cast<JitLoop*>(loop.state);
+  loop.rc->call_fn = l.saved_call_fn;
+  loop.rc->engine_state = l.saved_state;
+  l.~JitLoop();
 }
 
 std::mutex g_compile_lock;
@@ -234,22 +225,54 @@ Status ensure_jit(Program& prog) {
   return st;
 }
 
-Result<uint64_t> jit_run(Program& prog, RunContext& rc) {
+Status begin_jit_loop(RunLoop& loop, Program& prog, RunContext& rc) {
   JitImage* img = prog.jit.load(std::memory_order_acquire);
   if (img == nullptr) return make_error(EINVAL, "program '%s' is not compiled", prog.name.c_str());
-  const uint64_t args[5] = {reinterpret_cast<uintptr_t>(rc.ctx), rc.r2, 0, 0, 0};
-  return jit::run(prog, *img, rc, 0, args);
+  jit::JitLoop& l = *new (loop.state) jit::JitLoop;
+  jit::JitState& j = l.j;
+  interp::InterpState& s = j.s;
+  s.prog = &prog;
+  s.rc = &rc;
+  s.insns = prog.exec_insns.data();
+  s.stack_top = l.stack + sizeof(l.stack);
+  s.depth = 0;
+  s.user_base_hi = interp::arena_user_base_hi(prog);
+  const uintptr_t top = reinterpret_cast<uintptr_t>(s.stack_top);
+  for (int k = 0; k < 4; ++k) j.top_minus[k] = top - (uintptr_t{1} << k);
+  j.frame_limit = reinterpret_cast<uintptr_t>(l.stack) + 2 * jit::kFrame;
+  j.entry_rsp = 0;
+  j.image = img;
+  std::memset(l.stack + sizeof(l.stack) - jit::kFrame, 0, jit::kFrame);
+  l.saved_call_fn = rc.call_fn;
+  l.saved_state = rc.engine_state;
+  rc.prog = &prog;
+  rc.call_fn = &jit::call_callback;
+  rc.engine_state = &j;
+  if (current_run() != &rc) l.scope.emplace(rc);
+  loop.prog = &prog;
+  loop.rc = &rc;
+  loop.entry_args[0] = reinterpret_cast<uintptr_t>(rc.ctx);
+  loop.entry_args[1] = rc.r2;
+  loop.run_fn = &jit::jit_loop_run;
+  loop.end_fn = &jit::jit_loop_end;
+  return Status::Ok();
+}
+
+Result<uint64_t> jit_run(Program& prog, RunContext& rc) {
+  RunLoop loop;
+  USERBPF_TRY(begin_jit_loop(loop, prog, rc));
+  return loop.run();
 }
 
 Result<uint64_t> jit_run_callback(Program& prog, RunContext& rc, uint64_t fn,
                                   const uint64_t (&args)[5]) {
-  JitImage* img = prog.jit.load(std::memory_order_acquire);
-  if (img == nullptr) return make_error(EINVAL, "program '%s' is not compiled", prog.name.c_str());
+  RunLoop loop;
+  USERBPF_TRY(begin_jit_loop(loop, prog, rc));
   if (!interp::is_callback_value(prog, fn)) {
     return make_error(EINVAL, "program '%s': 0x%" PRIx64 " is not one of its functions",
                       prog.name.c_str(), fn);
   }
-  return jit::run(prog, *img, rc, static_cast<uint32_t>(fn), args);
+  return loop.run_at(static_cast<uint32_t>(fn), args);
 }
 
 Result<JitCode> jit_code(const Program& prog) {

@@ -1,0 +1,254 @@
+// Program-allocated objects: allocation, the state word's transitions, kptr
+// exchange and release, and the region query of the memory checks.
+#include "maps/bpf_obj.h"
+
+#include <sys/random.h>
+
+#include <atomic>
+#include <cstring>
+#include <ctime>
+
+#include "mem/domain.h"
+
+namespace userbpf::maps {
+namespace {
+
+// State word: bits 0-12 size, 13 published, 14-15 state, 16-31 the slot
+// of the run owning the object (kOwned), 32-63 tag.
+constexpr uint64_t kStOwned = 1;
+constexpr uint64_t kStInMap = 2;
+constexpr uint64_t kStFree = 3;
+constexpr uint64_t kPublished = 1u << 13;
+constexpr uint64_t kStateMask = uint64_t{3} << 14;
+constexpr uint64_t kSlotMask = uint64_t{0xffff} << 16;
+
+uint64_t make_secret() {
+  uint64_t s = 0;
+  if (getrandom(&s, sizeof(s), GRND_NONBLOCK) != sizeof(s))
+    s = static_cast<uint64_t>(time(nullptr)) * 0x9e3779b97f4a7c15ull;
+  return s;
+}
+// Initialized before main: first use may be in a signal handler.
+const uint64_t g_secret = make_secret();
+
+uint64_t tag_of(const mem::MemAlloc* ma) {
+  uint64_t h = (g_secret ^ reinterpret_cast<uintptr_t>(ma)) * 0x9e3779b97f4a7c15ull;
+  return ((h >> 32) | 1) << 32;
+}
+uint64_t make_state(const mem::MemAlloc* ma, uint64_t st, uint32_t size) {
+  return tag_of(ma) | st << 14 | size;
+}
+uint64_t state_of(uint64_t w) {
+  return (w >> 14) & 3;
+}
+uint32_t size_of(uint64_t w) {
+  return static_cast<uint32_t>(w & 0x1fff);
+}
+uint64_t owned_by(uint64_t w, int slot) {
+  return (w & ~(kStateMask | kSlotMask)) | kStOwned << 14 | uint64_t(uint16_t(slot)) << 16;
+}
+uint64_t with_state(uint64_t w, uint64_t st) {
+  return (w & ~(kStateMask | kSlotMask)) | st << 14;
+}
+// Whether w says "owned by the run holding slot": only that run (one at a
+// time per slot) may move such an object on, so its transitions need no
+// atomic read-modify-write.
+bool owned_by_slot(uint64_t w, int slot) {
+  return state_of(w) == kStOwned && ((w & kSlotMask) >> 16) == uint64_t(uint16_t(slot));
+}
+bool tag_ok(const mem::MemAlloc* ma, uint64_t w) {
+  return (w & ~uint64_t{0xffffffff}) == tag_of(ma);
+}
+std::atomic<uint64_t>& state_word(uintptr_t o) {
+  return *reinterpret_cast<std::atomic<uint64_t>*>(o);
+}
+
+struct Found {
+  mem::MemAlloc* ma = nullptr;
+  uintptr_t o = 0;    // the allocator's object (state word)
+  size_t stride = 0;  // per-CPU: bytes per copy
+};
+
+bool locate(mem::MemDomain& d, uintptr_t addr, bool percpu, Found* f) {
+  size_t usable;
+  if (!percpu) {
+    if (!d.global_ma.find_object(addr, &f->o, &usable)) return false;
+    f->ma = &d.global_ma;
+    return true;
+  }
+  for (uint32_t c = 0; c <= mem::MemDomain::kPercpuMaxClass; c++) {
+    mem::MemAlloc* ma = d.percpu_ma_if_exists(c);
+    if (ma && ma->find_object(addr, &f->o, &usable)) {
+      f->ma = ma;
+      auto* o = reinterpret_cast<char*>(f->o);
+      f->stride = static_cast<size_t>(static_cast<char*>(ma->per_cpu_ptr(o, 1)) - o);
+      return true;
+    }
+  }
+  return false;
+}
+
+// The object whose data pointer is exactly p.
+bool locate_exact(mem::MemDomain& d, void* p, bool percpu, Found* f) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  return a >= 8 && locate(d, a, percpu, f) && f->o + 8 == a;
+}
+
+void give_back(mem::MemDomain& d, const Found& f, bool published, int slot) {
+  if (slot >= 0) {
+    published ? f.ma->free_rcu(slot, reinterpret_cast<void*>(f.o))
+              : f.ma->free(slot, reinterpret_cast<void*>(f.o));
+    return;
+  }
+  // Host paths (map update/delete/free from the API): a slot of our own.
+  mem::SlotGuard g(
+      d.slots, mem::SlotTable::thread_in_slot() ? mem::EnterMode::kNoWait : mem::EnterMode::kWait);
+  if (!g.ok()) return;  // no slot at all (nested too deep): the object leaks
+  published ? f.ma->free_rcu(g.slot(), reinterpret_cast<void*>(f.o))
+            : f.ma->free(g.slot(), reinterpret_cast<void*>(f.o));
+}
+
+}  // namespace
+
+int percpu_obj_class(uint32_t size) {
+  if (size == 0 || size > kPercpuObjMaxSize) return -1;
+  for (uint32_t c = 0; c <= mem::MemDomain::kPercpuMaxClass; c++)
+    if (mem::kSizeClasses[c] >= size) return static_cast<int>(c);
+  return -1;
+}
+
+const char* obj_error_name(ObjError e) {
+  switch (e) {
+    case ObjError::kOk:
+      return "ok";
+    case ObjError::kNotObject:
+      return "is not an object from bpf_obj_new";
+    case ObjError::kNotOwned:
+      return "is an object the program does not own (stored in a map or already dropped)";
+    case ObjError::kSizeMismatch:
+      return "has a different type size than the kptr field";
+    case ObjError::kBadField:
+      return "field holds a value that is not an object stored in a map";
+  }
+  return "?";
+}
+
+void* obj_new(mem::MemDomain& d, uint32_t size) {
+  if (size == 0 || size > kObjMaxSize) return nullptr;
+  const int slot = d.slots.held_slot();
+  if (slot < 0) return nullptr;
+  auto* o = static_cast<char*>(d.global_ma.alloc(slot, size + 8));
+  if (!o) return nullptr;
+  std::memset(o + 8, 0, size);
+  state_word(reinterpret_cast<uintptr_t>(o))
+      .store(owned_by(make_state(&d.global_ma, kStOwned, size), slot), std::memory_order_relaxed);
+  return o + 8;
+}
+
+void* percpu_obj_new(mem::MemDomain& d, uint32_t size) {
+  const int c = percpu_obj_class(size);
+  if (c < 0) return nullptr;
+  mem::MemAlloc* ma = d.percpu_ma_if_exists(static_cast<uint32_t>(c));
+  const int slot = d.slots.held_slot();
+  if (!ma || slot < 0) return nullptr;
+  auto* o = static_cast<char*>(ma->alloc(slot, 0));
+  if (!o) return nullptr;
+  for (uint32_t cpu = 0; cpu < d.slots.num_slots(); cpu++)
+    std::memset(static_cast<char*>(ma->per_cpu_ptr(o, cpu)) + 8, 0, size);
+  state_word(reinterpret_cast<uintptr_t>(o))
+      .store(owned_by(make_state(ma, kStOwned, size), slot), std::memory_order_relaxed);
+  return o + 8;
+}
+
+ObjError obj_drop(mem::MemDomain& d, void* p, bool percpu) {
+  Found f;
+  if (!locate_exact(d, p, percpu, &f)) return ObjError::kNotObject;
+  std::atomic<uint64_t>& sw = state_word(f.o);
+  const uint64_t w = sw.load(std::memory_order_relaxed);
+  if (!tag_ok(f.ma, w)) return ObjError::kNotObject;
+  const int slot = d.slots.held_slot();
+  if (slot < 0 || !owned_by_slot(w, slot)) return ObjError::kNotOwned;
+  sw.store(with_state(w, kStFree), std::memory_order_relaxed);
+  give_back(d, f, w & kPublished, slot);
+  return ObjError::kOk;
+}
+
+ObjError kptr_xchg(mem::MemDomain& d, uint64_t* field, void* p, bool percpu, uint32_t obj_size,
+                   void** old) {
+  *old = nullptr;
+  Found nf;
+  uint64_t nw = 0;
+  const int slot = d.slots.held_slot();
+  if (p) {
+    if (!locate_exact(d, p, percpu, &nf)) return ObjError::kNotObject;
+    nw = state_word(nf.o).load(std::memory_order_relaxed);
+    if (!tag_ok(nf.ma, nw)) return ObjError::kNotObject;
+    if (slot < 0 || !owned_by_slot(nw, slot)) return ObjError::kNotOwned;
+    if (obj_size && size_of(nw) != obj_size) return ObjError::kSizeMismatch;
+    // Published by the field exchange below (release).
+    state_word(nf.o).store(with_state(nw, kStInMap) | kPublished, std::memory_order_relaxed);
+  }
+  auto* prev = reinterpret_cast<void*>(
+      __atomic_exchange_n(field, reinterpret_cast<uint64_t>(p), __ATOMIC_ACQ_REL));
+  if (!prev) return ObjError::kOk;
+  Found of;
+  uint64_t ow = 0;
+  bool taken = false;
+  if (locate_exact(d, prev, percpu, &of)) {
+    ow = state_word(of.o).load(std::memory_order_acquire);
+    // A compare-exchange: a pointer planted in two fields by plain stores
+    // can come out of both, but only one exchange takes the object.
+    if (slot >= 0 && tag_ok(of.ma, ow) && state_of(ow) == kStInMap)
+      taken = state_word(of.o).compare_exchange_strong(ow, owned_by(ow, slot),
+                                                       std::memory_order_acq_rel);
+  }
+  if (!taken) {
+    // A plain store put something else in the field: hand nothing out.
+    // The object we stored stays in the field (it is in a map, as recorded).
+    return ObjError::kBadField;
+  }
+  *old = prev;
+  return ObjError::kOk;
+}
+
+void kptr_release(mem::MemDomain& d, uint64_t* field, bool percpu) {
+  auto* prev = reinterpret_cast<void*>(__atomic_exchange_n(field, 0, __ATOMIC_ACQ_REL));
+  if (!prev) return;
+  Found f;
+  if (!locate_exact(d, prev, percpu, &f)) return;  // not an object: nothing to drop
+  std::atomic<uint64_t>& sw = state_word(f.o);
+  uint64_t w = sw.load(std::memory_order_acquire);
+  if (!tag_ok(f.ma, w) || state_of(w) != kStInMap) return;
+  if (!sw.compare_exchange_strong(w, with_state(w, kStFree), std::memory_order_acq_rel)) return;
+  give_back(d, f, true, d.slots.held_slot());
+}
+
+bool obj_region(mem::MemDomain& d, uint64_t addr, uint64_t size, uintptr_t* lo, uintptr_t* span) {
+  for (bool percpu : {false, true}) {
+    Found f;
+    if (!locate(d, static_cast<uintptr_t>(addr), percpu, &f)) continue;
+    // Any state: a program may still hold a pointer to an object another run
+    // dropped (published objects wait for a grace period; the allocator
+    // never writes data bytes), as the kernel's RCU-protected kptrs allow.
+    const uint64_t w = state_word(f.o).load(std::memory_order_acquire);
+    if (!tag_ok(f.ma, w)) return false;
+    uintptr_t data = f.o + 8;
+    if (percpu) data += (addr - f.o) / f.stride * f.stride;
+    const uint64_t n = size_of(w);
+    const uint64_t off = addr - data;
+    if (addr < data || off >= n || size > n - off) return false;
+    *lo = data;
+    *span = n;
+    return true;
+  }
+  return false;
+}
+
+void* percpu_obj_ptr(mem::MemDomain& d, void* p, uint32_t cpu) {
+  Found f;
+  if (cpu >= d.slots.num_slots() || !locate_exact(d, p, true, &f)) return nullptr;
+  if (!tag_ok(f.ma, state_word(f.o).load(std::memory_order_acquire))) return nullptr;
+  return static_cast<char*>(f.ma->per_cpu_ptr(reinterpret_cast<void*>(f.o), cpu)) + 8;
+}
+
+}  // namespace userbpf::maps

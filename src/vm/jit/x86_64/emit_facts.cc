@@ -1,0 +1,233 @@
+// The x86-64 code generator's static facts about registers, found in one
+// pass over straight-line code before emitting: which map r1 holds at a
+// helper call, which registers point into the current stack frame or at a
+// value of a constant ARRAY map, and so which accesses need no run-time
+// check (the verifier's pointer types, for the easy cases only).
+//
+// Soundness: a fact holds from where it is established to the next jump
+// target or function entry (where everything is forgotten), and dies when
+// its register is written by anything but the moves and constant adds
+// tracked here. Calls forget r0-r5 (r6-r9 and r10 survive: callees save
+// them). A stack fact is relative to the frame's r10, which only changes
+// across function entries. An array value fact names a value of the map
+// (fixed memory for the map's whole life) or null, and becomes non-null in
+// the fall-through of `if rX == 0`.
+#include "vm/jit/x86_64/emitter.h"
+
+namespace userbpf::vm::jit {
+namespace {
+
+// Offsets stay far from overflow: facts further out are dropped.
+constexpr int64_t kMaxFactOff = int64_t{1} << 30;
+
+}  // namespace
+
+std::vector<bool> Emitter::jump_targets() const {
+  std::vector<bool> target(n_, false);
+  for (uint32_t e : prog_.func_entries) {
+    if (e < n_) target[e] = true;
+  }
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const Insn& in = insns_[pc];
+    const uint8_t cls = insn_class(in.code);
+    if (in.code == kLdImm64) {
+      ++pc;
+      continue;
+    }
+    if ((cls != kClassJmp && cls != kClassJmp32) || in.code == kCall || in.code == kCallx ||
+        in.code == kExit) {
+      continue;
+    }
+    const int64_t off = in.code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
+    const int64_t t = static_cast<int64_t>(pc) + 1 + off;
+    if (t >= 0 && static_cast<size_t>(t) < n_) target[t] = true;
+  }
+  return target;
+}
+
+// For each helper call, the map r1 holds if it was loaded by an ld_imm64 of a
+// map of this program earlier in the same straight-line run of code (no jump
+// target, function entry or other write of r1 in between).
+void Emitter::find_const_r1_maps(const std::vector<bool>& target) {
+  r1_map_.assign(n_, nullptr);
+  const maps::Map* known = nullptr;
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const Insn& in = insns_[pc];
+    if (target[pc]) known = nullptr;
+    if (in.code == kLdImm64) {
+      known = nullptr;
+      if (in.dst == 1 && pc + 1 < n_) {
+        const uint64_t v = static_cast<uint64_t>(static_cast<uint32_t>(in.imm)) |
+                           (static_cast<uint64_t>(static_cast<uint32_t>(insns_[pc + 1].imm)) << 32);
+        for (const maps::Map* m : prog_.maps) {
+          if (m != nullptr && reinterpret_cast<uintptr_t>(m) == v) known = m;
+        }
+      }
+      ++pc;
+      continue;
+    }
+    if (in.code == kCall) {
+      r1_map_[pc] = known;
+      known = nullptr;
+      continue;
+    }
+    const uint8_t cls = insn_class(in.code);
+    const bool stores = (cls == kClassSt || cls == kClassStx) && insn_mode(in.code) == kModeMem;
+    const bool jumps = cls == kClassJmp || cls == kClassJmp32;
+    // Anything else may write dst (atomics also src or r0); be conservative.
+    if ((!stores && !jumps && in.dst == 1) || (cls == kClassStx && in.src == 1) ||
+        cls == kClassLd || in.code == kCallx) {
+      known = nullptr;
+    }
+  }
+}
+
+// Whether bpf_map_lookup_elem of m is inlined as an array lookup, whose
+// non-null results are values of m (the helper path returns the same).
+bool Emitter::is_array_lookup(size_t pc, const maps::Map** map) const {
+  const Insn& in = insns_[pc];
+  if (in.code != kCall || in.src != kPseudoCallHelper || in.imm != kHelperMapLookupElem) {
+    return false;
+  }
+  const maps::Map* m = r1_map_[pc];
+  maps::ArrayLayout lay;
+  if (m == nullptr || m->ops == nullptr || m->ops->gen_lookup == nullptr ||
+      m->ops->access_ok == nullptr || m->attr.key_size != 4 || m->attr.value_size == 0 ||
+      m->attr.value_size > INT32_MAX || !m->ops->gen_lookup(m, &lay) || lay.elem_size == 0) {
+    return false;
+  }
+  const HelperProto& proto = *prog_.helpers[in.imm];
+  if (proto.args[0] != ArgKind::kConstMapPtr || proto.args[1] != ArgKind::kMapKey ||
+      proto.ret != RetKind::kMapValueOrNull) {
+    return false;
+  }
+  *map = m;
+  return true;
+}
+
+void Emitter::find_safe_accesses(const std::vector<bool>& target) {
+  access_.assign(n_, AccessFact{});
+  key_off_.assign(n_, kNoKeyOff);
+  arg_stack_off_.assign(n_, {kNoKeyOff, kNoKeyOff, kNoKeyOff, kNoKeyOff});
+  loop_callback_.assign(n_, -1);
+  struct Fact {
+    enum Kind : uint8_t { kNone, kStack, kValueOrNull, kValue, kFunc } kind = kNone;
+    const maps::Map* map = nullptr;
+    int64_t off = 0;
+  };
+  Fact f[kNumRegs];
+  auto forget_all = [&] {
+    for (Fact& x : f) x = Fact{};
+    f[10] = Fact{Fact::kStack, nullptr, 0};
+  };
+  auto forget_call = [&] {
+    for (int r = 0; r <= 5; ++r) f[r] = Fact{};
+  };
+  // The fact for an access of size bytes at [f[base] + off).
+  auto judge = [&](size_t pc, int base, int16_t off, int size, bool write, bool atomic) {
+    const Fact& b = f[base];
+    const int64_t lo = b.off + off;
+    if (b.kind == Fact::kStack) {
+      if (lo >= -kFrame && lo + size <= 0 && (!atomic || lo % size == 0)) {
+        access_[pc] = AccessFact{AccessFact::kStack, nullptr};
+      }
+    } else if (b.kind == Fact::kValue && !atomic) {
+      const maps::Map* m = b.map;
+      if (lo < 0 || lo + size > static_cast<int64_t>(m->attr.value_size)) return;
+      if (!write) {
+        access_[pc] = AccessFact{AccessFact::kValue, m};
+      } else if ((m->attr.map_flags & maps::kBpfFRdonlyProg) == 0) {
+        access_[pc] = AccessFact{AccessFact::kValueUnlessFrozen, m};
+      }
+    }
+  };
+  forget_all();
+  for (size_t pc = 0; pc < n_; ++pc) {
+    if (target[pc]) forget_all();
+    const Insn& in = insns_[pc];
+    const uint8_t code = in.code;
+    const uint8_t cls = insn_class(code);
+    if (code == kLdImm64) {
+      f[in.dst] = Fact{};
+      if (pc + 1 < n_) {  // a function of this program (BPF_PSEUDO_FUNC)
+        const uint64_t v = static_cast<uint64_t>(static_cast<uint32_t>(in.imm)) |
+                           (static_cast<uint64_t>(static_cast<uint32_t>(insns_[pc + 1].imm)) << 32);
+        if (interp::is_callback_value(prog_, v)) {
+          f[in.dst] = Fact{Fact::kFunc, nullptr, static_cast<int64_t>(static_cast<uint32_t>(v))};
+        }
+      }
+      ++pc;
+      continue;
+    }
+    if (cls == kClassAlu64 || cls == kClassAlu) {
+      if (code == (kClassAlu64 | kSrcX | kAluMov)) {
+        f[in.dst] = f[in.src];
+      } else if ((code == (kClassAlu64 | kSrcK | kAluAdd) ||
+                  code == (kClassAlu64 | kSrcK | kAluSub)) &&
+                 f[in.dst].kind != Fact::kNone && f[in.dst].kind != Fact::kFunc) {
+        Fact& d = f[in.dst];
+        d.off += insn_op(code) == kAluAdd ? in.imm : -static_cast<int64_t>(in.imm);
+        if (d.off > kMaxFactOff || d.off < -kMaxFactOff) d = Fact{};
+      } else {
+        f[in.dst] = Fact{};
+      }
+      continue;
+    }
+    const uint8_t mode = insn_mode(code);
+    if (cls == kClassLdx) {
+      if (!probe_[pc]) judge(pc, in.src, in.off, size_bytes(insn_size(code)), false, false);
+      f[in.dst] = Fact{};
+      continue;
+    }
+    if ((cls == kClassSt || cls == kClassStx) && mode == kModeMem) {
+      if (!probe_[pc]) judge(pc, in.dst, in.off, size_bytes(insn_size(code)), true, false);
+      continue;
+    }
+    if (cls == kClassStx && mode == kModeAtomic) {
+      f[in.src] = Fact{};
+      f[0] = Fact{};
+      continue;
+    }
+    if (cls == kClassLd) {  // ld_abs / ld_ind
+      forget_call();
+      continue;
+    }
+    if (cls != kClassJmp && cls != kClassJmp32) {
+      forget_all();  // nothing else exists; be safe
+      continue;
+    }
+    if (code == kCall) {
+      for (int r = 2; r <= 5; ++r) {
+        if (f[r].kind == Fact::kStack && f[r].off >= -kFrame && f[r].off <= 0) {
+          arg_stack_off_[pc][r - 2] = static_cast<int32_t>(f[r].off);
+        }
+      }
+      if (in.src == kPseudoCallHelper && in.imm == kHelperLoop && f[2].kind == Fact::kFunc) {
+        loop_callback_[pc] = static_cast<int32_t>(f[2].off);
+      }
+      const maps::Map* m = nullptr;
+      const bool lookup = is_array_lookup(pc, &m);
+      if (lookup && f[2].kind == Fact::kStack && f[2].off >= -kFrame && f[2].off + 4 <= 0) {
+        key_off_[pc] = static_cast<int32_t>(f[2].off);
+      }
+      forget_call();
+      if (lookup) f[0] = Fact{Fact::kValueOrNull, m, 0};
+      continue;
+    }
+    if (code == kCallx) {
+      forget_call();
+      continue;
+    }
+    if (code == kExit || code == (kClassJmp | kJmpJa) || code == (kClassJmp32 | kJmpJa)) {
+      forget_all();  // what follows is reached by a jump only
+      continue;
+    }
+    // `if rX == 0 goto`: rX is not null where it falls through.
+    if (code == (kClassJmp | kSrcK | kJmpJeq) && in.imm == 0 &&
+        f[in.dst].kind == Fact::kValueOrNull && f[in.dst].off == 0) {
+      f[in.dst].kind = Fact::kValue;
+    }
+  }
+}
+
+}  // namespace userbpf::vm::jit

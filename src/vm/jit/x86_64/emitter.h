@@ -1,0 +1,235 @@
+// The x86-64 code generator's shared declarations: the Emitter (one xbyak
+// CodeGenerator per compile) and the JitState offsets generated code uses.
+// Its members are defined by concern: emit.cc (driver, entry, labels, jumps),
+// emit_alu.cc, emit_mem.cc (loads, stores, atomics, region checks) and
+// emit_call.cc (helpers, kfuncs, bpf-to-bpf calls, map lookup inlining).
+//
+// Memory safety at speed (the interpreter's promise: a bad access stops the
+// run with an error naming pc and address, the host never faults):
+//   - r10 + constant offset inside the current frame: no check (the frame is
+//     always mapped and belongs to the run).
+//   - any other access: inline check against the last-hit region cache
+//     (InterpState::hit: packet, context, map values); on a miss the cold
+//     stub checks the current frame chain [rbp - 512, stack_top - size], then
+//     calls the interpreter's region logic (check_mem_slow via
+//     jit_check_access). Atomics check the frame chain inline, then C.
+//   - helper pointer arguments: check_helper_args before every call whose
+//     proto has pointer arguments, except map helpers whose r1 is a constant
+//     map of the program and whose key/value pointers lie in the frame chain
+//     (checked inline); returned map values and memory become regions
+//     (grant_return), exactly as in the interpreter.
+//   - bpf_map_lookup_elem of a constant map with MapOps::gen_lookup (arrays)
+//     is inlined: bounds check, address, the same grant and cache updates.
+//   - runaway loops: the budget (in r9) is charged on backward jumps with the
+//     jump distance and on calls.
+//   - probe (PROBE_MEM32) accesses are unchecked and covered by the exception
+//     table instead (extable.cc).
+#pragma once
+
+#define XBYAK_NO_EXCEPTION
+#include <xbyak/xbyak.h>
+
+#include <array>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <sys/ucontext.h>
+
+#include "isa/opcodes.h"
+#include "vm/jit/x86_64/jit_internal.h"
+
+namespace userbpf::vm::jit {
+
+using namespace Xbyak;
+using namespace Xbyak::util;
+using isa::Insn;
+using namespace isa;  // opcode constants
+
+constexpr int32_t kFrame = kStackSize;
+
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Winvalid-offsetof"
+constexpr int32_t kOffBudget = offsetof(JitState, s) + offsetof(interp::InterpState, budget);
+constexpr int32_t kOffMayGoto =
+    offsetof(JitState, s) + offsetof(interp::InterpState, may_goto_left);
+constexpr int32_t kOffUserBaseHi =
+    offsetof(JitState, s) + offsetof(interp::InterpState, user_base_hi);
+constexpr int32_t kOffCallPc = offsetof(JitState, s) + offsetof(interp::InterpState, call_pc);
+constexpr int32_t kOffHitLo =
+    offsetof(JitState, s) + offsetof(interp::InterpState, hit) + offsetof(interp::Region, lo);
+constexpr int32_t kOffHitSpan =
+    offsetof(JitState, s) + offsetof(interp::InterpState, hit) + offsetof(interp::Region, span);
+constexpr int32_t kOffHitWritable =
+    offsetof(JitState, s) + offsetof(interp::InterpState, hit) + offsetof(interp::Region, writable);
+constexpr int32_t kOffStackTop = offsetof(JitState, s) + offsetof(interp::InterpState, stack_top);
+constexpr int32_t kOffGrants = offsetof(JitState, s) + offsetof(interp::InterpState, grants);
+constexpr int32_t kOffNumGrants = offsetof(JitState, s) + offsetof(interp::InterpState, num_grants);
+constexpr int32_t kOffStop = offsetof(JitState, s) + offsetof(interp::InterpState, stop);
+constexpr int32_t kOffTopMinus = offsetof(JitState, top_minus);
+constexpr int32_t kOffFrameLimit = offsetof(JitState, frame_limit);
+constexpr int32_t kOffZeroedLo = offsetof(JitState, zeroed_lo);
+constexpr int32_t kOffEntryRsp = offsetof(JitState, entry_rsp);
+constexpr int32_t kOffCurRbp = offsetof(JitState, cur_rbp);
+#pragma clang diagnostic pop
+static_assert(sizeof(interp::Stop) == 1);
+static_assert(sizeof(interp::InterpState::num_grants) == 4);
+static_assert(sizeof(std::atomic<bool>) == 1);
+static_assert((interp::kMaxGrants & (interp::kMaxGrants - 1)) == 0);
+constexpr int32_t kRegionSize = sizeof(interp::Region);
+constexpr int32_t kRegionSpan = offsetof(interp::Region, span);
+constexpr int32_t kRegionWritable = offsetof(interp::Region, writable);
+
+// Helper ids (the kernel's) the JIT emits inline.
+constexpr int32_t kHelperMapLookupElem = 1;
+constexpr int32_t kHelperLoop = 181;
+constexpr uint32_t kBpfMaxLoops = 1u << 23;  // bpf_loop's nr_loops limit (BPF_MAX_LOOPS)
+
+// BPF register -> x86 register, and -> mcontext gregs index (exception table).
+inline const Reg64 kReg[kNumRegs] = {rax, rdi, rsi, rdx, rcx, r8, rbx, r13, r14, r15, rbp};
+constexpr int kGreg[kNumRegs] = {REG_RAX, REG_RDI, REG_RSI, REG_RDX, REG_RCX, REG_R8,
+                                 REG_RBX, REG_R13, REG_R14, REG_R15, REG_RBP};
+
+enum class Cond { kEq, kNe, kA, kAe, kB, kBe, kG, kGe, kL, kLe, kNz, kZ };
+inline int log2_size(int bytes) {
+  return bytes == 1 ? 0 : bytes == 2 ? 1 : bytes == 4 ? 2 : 3;
+}
+
+// A code label: an index into Emitter::lbl_pos_.
+using Lbl = uint32_t;
+
+class Emitter : public CodeGenerator {
+ public:
+  Emitter(size_t cap, void* buf, const Program& prog, const JitOptions& opts)
+      : CodeGenerator(cap, buf),
+        prog_(prog),
+        insns_(prog.exec_insns.data()),
+        n_(prog.exec_insns.size()),
+        buf_(static_cast<uint8_t*>(buf)),
+        lbl_pos_(2 * n_, -1),
+        pc_offset_(n_, UINT32_MAX),
+        probe_(n_, false),
+        probe_base_(opts.probe_base) {
+    for (uint32_t pc : opts.probe_pcs) {
+      if (pc < n_) probe_[pc] = true;
+    }
+    fixups_.reserve(n_ * 2);
+    lbl_pos_.reserve(n_ * 4);
+    unwind_ = new_label();
+    fault_exit_ = new_label();
+    fault_exit_synced_ = new_label();
+    mem_thunk_ = new_label();
+    const std::vector<bool> target = jump_targets();
+    find_const_r1_maps(target);
+    find_safe_accesses(target);
+  }
+
+  // Emits the whole image; false if xbyak reported an error (buffer too small).
+  bool emit_all();
+
+  std::vector<uint32_t> take_pc_offset() { return std::move(pc_offset_); }
+  std::vector<ExtableEntry> take_extable() { return std::move(extable_); }
+
+ private:
+  void emit_entry();
+  void emit_insn(size_t pc, bool func_entry);
+  void emit_alu(const Insn& in);
+  void emit_shift(const Insn& in, bool is64);
+  void emit_divmod(const Insn& in, bool is64, bool is_div);
+  void emit_end(const Insn& in);
+  void emit_jmp(size_t pc, const Insn& in);
+  void emit_branch(size_t pc, int64_t off, const Cond* cond);
+  void charge_budget(size_t pc, uint64_t n);
+  void emit_call(size_t pc, const Insn& in);
+  void emit_frame_push(size_t pc);
+  // Zeroes the kFrame bytes from r10 up and records r10 as the new lowest
+  // zeroed address; clobbers rax, keeps every other register.
+  void emit_zero_frame();
+  void emit_helper_call(size_t pc, const HelperProto& proto);
+  bool emit_inline_lookup(size_t pc, const HelperProto& proto);
+  bool emit_inline_loop(size_t pc, const HelperProto& proto);
+  void emit_add_grant(uint32_t span, const Reg64& lo);
+  void emit_known_map_grant(const maps::Map* m);
+  // Static facts (emit_facts.cc).
+  std::vector<bool> jump_targets() const;
+  void find_const_r1_maps(const std::vector<bool>& target);
+  void find_safe_accesses(const std::vector<bool>& target);
+  bool is_array_lookup(size_t pc, const maps::Map** map) const;
+  bool in_is_lookup(size_t pc) const {
+    return insns_[pc].code == kCall && insns_[pc].src == kPseudoCallHelper &&
+           insns_[pc].imm == kHelperMapLookupElem;
+  }
+  void emit_mem(size_t pc, const Insn& in);
+  void emit_probe_mem(const Insn& in);
+  void emit_atomic(size_t pc, const Insn& in);
+  void emit_ld_packet(size_t pc, const Insn& in);
+  // Checks [base + off, +size) and returns the operand to access it through.
+  RegExp checked_addr(size_t pc, int base, int16_t off, int size, bool write, bool atomic);
+  void fault_stub(Lbl at, uint32_t kind, size_t pc, const Reg64* value);
+  void call_abs(const void* fn);
+  // Labels are indexes: pc labels [0, n), function entry labels [n, 2n),
+  // then the rest. xbyak's Label keeps hash tables per label, which cost
+  // more than the rest of a compile; ours are an offset array and a list of
+  // rel32 fixups patched once at the end.
+  Lbl new_label() {
+    lbl_pos_.push_back(-1);
+    return static_cast<Lbl>(lbl_pos_.size() - 1);
+  }
+  Lbl pc_lbl(size_t pc) const { return static_cast<Lbl>(pc); }
+  Lbl func_lbl(size_t pc) const { return static_cast<Lbl>(n_ + pc); }
+  void bind(Lbl l) { lbl_pos_[l] = static_cast<int64_t>(getSize()); }
+  void rel32_to(Lbl l) {
+    dd(0);
+    fixups_.push_back(Fixup{static_cast<uint32_t>(getSize()), l});
+  }
+  void jcc(Cond c, Lbl l);
+  void jmp_to(Lbl l) {
+    db(0xe9);
+    rel32_to(l);
+  }
+  void call_to(Lbl l) {
+    db(0xe8);
+    rel32_to(l);
+  }
+  bool patch_fixups();
+
+  const Program& prog_;
+  const Insn* insns_;
+  size_t n_;
+  uint8_t* buf_;
+  // Label offsets (-1: not bound). The pc label is after any prologue (jump
+  // targets), the function label at the prologue (call targets).
+  std::vector<int64_t> lbl_pos_;
+  struct Fixup {
+    uint32_t end;  // code offset just after the rel32 field
+    Lbl to;
+  };
+  std::vector<Fixup> fixups_;
+  std::vector<std::function<void()>> cold_;
+  std::vector<uint32_t> pc_offset_;
+  std::vector<bool> probe_;
+  std::vector<const maps::Map*> r1_map_;  // per call pc: the map r1 surely holds, or null
+  // Per load/store pc: an access proven inside the current frame, or inside
+  // a value of an ARRAY map (writes: unless the map is frozen meanwhile).
+  struct AccessFact {
+    enum Kind : uint8_t { kChecked, kStack, kValue, kValueUnlessFrozen } kind = kChecked;
+    const maps::Map* map = nullptr;
+  };
+  std::vector<AccessFact> access_;
+  // Per inlined array lookup pc: the key's offset from r10 when r2 surely
+  // points into the current frame (kNoKeyOff: not known).
+  static constexpr int32_t kNoKeyOff = INT32_MIN;
+  std::vector<int32_t> key_off_;
+  // Per call pc: r2-r5's offsets from r10 when they surely point into the
+  // current frame (kNoKeyOff: not known).
+  std::vector<std::array<int32_t, 4>> arg_stack_off_;
+  // Per bpf_loop call pc: the function r2 surely names (its pc), or -1.
+  std::vector<int32_t> loop_callback_;
+  uint64_t probe_base_;
+  std::vector<ExtableEntry> extable_;
+  Lbl unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
+};
+
+}  // namespace userbpf::vm::jit

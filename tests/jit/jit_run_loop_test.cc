@@ -1,0 +1,168 @@
+// RunLoop (the host API's repeat loop) on both engines: every run starts as
+// a fresh interpret()/jit_run() would (zeroed stack, full budget, no fault
+// left over), and the loop restores the RunContext's hooks when it ends.
+#include <gtest/gtest.h>
+
+#include "jit_test_util.h"
+#include "vm/jit/jit.h"
+
+namespace userbpf::test {
+namespace {
+
+using namespace isa;
+
+class RunLoopTest : public ::testing::TestWithParam<bool> {
+ protected:
+  bool jit() const { return GetParam(); }
+  Status begin(vm::RunLoop& loop, vm::Program& prog, vm::RunContext& rc) {
+    if (jit()) {
+      Status st = vm::ensure_jit(prog);
+      if (!st.ok()) return st;
+      return vm::begin_jit_loop(loop, prog, rc);
+    }
+    return vm::begin_interp_loop(loop, prog, rc);
+  }
+};
+
+// Reads a stack slot before writing it: every run must see 0, never the
+// previous run's 42.
+TEST_P(RunLoopTest, StackIsZeroedForEveryRun) {
+  Asm a;
+  a.ldx(kSizeDw, 0, 10, -8).mov64_imm(1, 42).stx(kSizeDw, 10, 1, -8).exit();
+  TestProg t(a);
+  ASSERT_TRUE(t.prepared.ok());
+  vm::RunContext rc;
+  vm::RunLoop loop;
+  ASSERT_TRUE(begin(loop, t.prog, rc).ok());
+  for (int i = 0; i < 3; ++i) {
+    Result<uint64_t> r = loop.run();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r.value(), 0u) << "run " << i;
+  }
+}
+
+// A program that never writes memory reads the zeroed stack on every run
+// (the loop skips re-clearing it after the first run).
+TEST_P(RunLoopTest, ReadOnlyProgramSeesZeroStack) {
+  Asm a;
+  a.ldx(kSizeDw, 0, 10, -8).ldx(kSizeDw, 1, 10, -512).alu64_reg(kAluOr, 0, 1).exit();
+  TestProg t(a);
+  ASSERT_TRUE(t.prepared.ok());
+  vm::RunContext rc;
+  vm::RunLoop loop;
+  ASSERT_TRUE(begin(loop, t.prog, rc).ok());
+  for (int i = 0; i < 4; ++i) {
+    Result<uint64_t> r = loop.run();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r.value(), 0u) << "run " << i;
+  }
+}
+
+// A fault in one run is reported for that run only; the next run starts clean.
+TEST_P(RunLoopTest, FaultDoesNotLeakIntoNextRun) {
+  Asm a;
+  a.ldx(kSizeB, 2, 1, 0)
+      .jmp_imm(kJmpJeq, 2, 0, "ok")
+      .mov64_imm(3, 0)
+      .ldx(kSizeDw, 0, 3, 16)  // null load: EFAULT
+      .exit()
+      .label("ok")
+      .mov64_imm(0, 7)
+      .exit();
+  TestProg t(a);
+  ASSERT_TRUE(t.prepared.ok());
+  uint8_t ctx[8] = {};
+  vm::RunContext rc;
+  rc.ctx = ctx;
+  rc.ctx_size = sizeof(ctx);
+  vm::RunLoop loop;
+  ASSERT_TRUE(begin(loop, t.prog, rc).ok());
+  Result<uint64_t> r = loop.run();
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value(), 7u);
+  EXPECT_FALSE(rc.faulted);
+
+  ctx[0] = 1;
+  r = loop.run();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, EFAULT);
+  EXPECT_TRUE(rc.faulted);
+  EXPECT_EQ(rc.fault.pc, 3u);
+  EXPECT_EQ(rc.fault.addr, 16u);
+
+  ctx[0] = 0;
+  r = loop.run();
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r.value(), 7u);
+  EXPECT_FALSE(rc.faulted);
+  EXPECT_TRUE(rc.fault.what.empty());
+  EXPECT_EQ(rc.fault.pc, 0u);
+}
+
+// Each run gets the budget rc holds when it starts and leaves what is left.
+TEST_P(RunLoopTest, BudgetIsPerRun) {
+  Asm a;
+  a.mov64_imm(0, 0).mov64_imm(1, 100);
+  a.label("loop").alu64_imm(kAluAdd, 0, 1).alu64_imm(kAluSub, 1, 1).jmp_imm(kJmpJne, 1, 0, "loop");
+  a.exit();
+  TestProg t(a);
+  ASSERT_TRUE(t.prepared.ok());
+  vm::RunContext rc;
+  vm::RunLoop loop;
+  ASSERT_TRUE(begin(loop, t.prog, rc).ok());
+  rc.insn_budget = 10;
+  Result<uint64_t> r = loop.run();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, ELOOP);
+
+  uint64_t left[2];
+  for (uint64_t& l : left) {
+    rc.insn_budget = 1'000'000;
+    r = loop.run();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r.value(), 100u);
+    l = rc.insn_budget;
+  }
+  EXPECT_LT(left[0], 1'000'000u);
+  EXPECT_EQ(left[0], left[1]);
+}
+
+// While the loop lives, rc is the thread's current run with the engine's
+// callback hook; afterwards both are back as they were.
+TEST_P(RunLoopTest, RestoresRunContext) {
+  Asm a;
+  a.mov64_imm(0, 3).exit();
+  TestProg t(a);
+  ASSERT_TRUE(t.prepared.ok());
+  vm::RunContext rc;
+  ASSERT_EQ(vm::current_run(), nullptr);
+  {
+    vm::RunLoop loop;
+    ASSERT_TRUE(begin(loop, t.prog, rc).ok());
+    EXPECT_EQ(vm::current_run(), &rc);
+    EXPECT_NE(rc.call_fn, nullptr);
+    Result<uint64_t> r = loop.run();
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r.value(), 3u);
+    // A nested one-shot run on another RunContext (a signal handler's) does
+    // not disturb the loop.
+    vm::RunContext inner;
+    Result<uint64_t> n = jit() ? vm::jit_run(t.prog, inner) : vm::interpret(t.prog, inner);
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(vm::current_run(), &rc);
+    r = loop.run();
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r.value(), 3u);
+  }
+  EXPECT_EQ(vm::current_run(), nullptr);
+  EXPECT_EQ(rc.call_fn, nullptr);
+  EXPECT_EQ(rc.engine_state, nullptr);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, RunLoopTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) {
+                           return std::string(i.param ? "Jit" : "Interp");
+                         });
+
+}  // namespace
+}  // namespace userbpf::test
