@@ -210,37 +210,38 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
   const uint64_t budget = rc.insn_budget;
   vm::RunLoop loop;
   USERBPF_TRY(use_jit ? vm::begin_jit_loop(loop, prog, rc) : vm::begin_interp_loop(loop, prog, rc));
-  mem::SlotTable& slots = rt.mem->slots;
-  const uint32_t num_slots = slots.num_slots();
-  mem::RcuDomain* const rcu = &rt.mem->rcu;
+  const uint32_t num_slots = rt.mem->slots.num_slots();
+  // Each run holds a CPU slot (src/mem/cpu_slots.h): bpf_get_smp_processor_id
+  // and per-CPU data are the slot's, and the run is a read-side section of
+  // the runtime's RCU domain. Like the kernel's repeat loop, the runs keep one
+  // slot and section while nobody waits for them (RcuReadHold). Sleepable
+  // runs use their own pool; a nested run (signal handler) that finds no
+  // free slot is a miss.
+  mem::RcuReadHold hold(rt.mem->rcu, prog.sleepable && !mem::SlotTable::thread_in_slot());
   uint64_t retval = 0;
   uint64_t t0 = now_ns();
   for (uint32_t i = 0; i < repeat; i++) {
-    // Each run holds a CPU slot (src/mem/cpu_slots.h): bpf_get_smp_processor_id
-    // and per-CPU data are the slot's. Sleepable runs use their own pool; a
-    // nested run (signal handler) that finds no free slot is a miss.
-    const bool own_pool = prog.sleepable && !mem::SlotTable::thread_in_slot();
-    int slot = own_pool ? slots.enter_sleepable() : slots.enter();
-    if (slot < 0) {
-      prog.stats.misses.fetch_add(1, std::memory_order_relaxed);
-      return make_error(EBUSY, "program %s: no free CPU slot for a nested run (counted as a miss)",
-                        prog.name.c_str());
+    if (!hold.fresh()) [[unlikely]] {
+      const int slot = hold.reclaim();
+      if (slot < 0) {
+        prog.stats.misses.fetch_add(1, std::memory_order_relaxed);
+        return make_error(EBUSY,
+                          "program %s: no free CPU slot for a nested run (counted as a miss)",
+                          prog.name.c_str());
+      }
+      // Normal slots are [0, N); sleepable ones [N, N + M) report slot % N.
+      const uint32_t uslot = static_cast<uint32_t>(slot);
+      rc.cpu = uslot < num_slots ? uslot : uslot % num_slots;
     }
-    // Normal slots are [0, N); sleepable ones [N, N + M) report slot % N.
-    const uint32_t uslot = static_cast<uint32_t>(slot);
-    rc.cpu = uslot < num_slots ? uslot : uslot % num_slots;
     rc.insn_budget = budget;
-    // The run is a read-side section of the runtime's RCU domain.
-    mem::RcuDomain* outer_rcu = mem::RcuReadGuard::set_current(rcu);
     auto r = loop.run();
-    mem::RcuReadGuard::set_current(outer_rcu);
-    slots.leave(slot);
-    if (!r.ok()) {
+    if (!r.ok()) [[unlikely]] {
       prog.stats.faults.fetch_add(1, std::memory_order_relaxed);
       return r.take_error();
     }
     retval = r.value();
   }
+  hold.release();
   uint64_t total = now_ns() - t0;
   prog.stats.run_cnt.fetch_add(repeat, std::memory_order_relaxed);
   prog.stats.run_time_ns.fetch_add(total, std::memory_order_relaxed);

@@ -62,7 +62,10 @@ int SlotTable::enter_slow(uint32_t first, EnterMode mode) {
       return kSlotMiss;
     }
     // More runnable threads than slots: wait for a holder to leave. Holders of
-    // normal slots never block, so this ends.
+    // normal slots never block, so this ends. Holders keeping a slot across
+    // sections (hold_fresh) are asked to let go, again at each yield: they
+    // may not have seen the first request before their mark.
+    if (spins == 0 || spins >= 64) request_yield(false);
     if (spins < 64) {
       cpu_relax();
     } else {
@@ -85,7 +88,9 @@ int SlotTable::enter_sleepable() {
         return static_cast<int>(idx);
       }
     }
-    // Sleepable holders may block for long: back off to sleeping.
+    // Sleepable holders may block for long: back off to sleeping. Holders
+    // keeping a slot across sections are asked to let go (each round).
+    request_yield(true);
     if (round < 16)
       sched_yield();
     else

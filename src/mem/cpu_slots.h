@@ -26,6 +26,14 @@
 //   claim succeeds, so an interrupting handler never sees a stale entry.
 //   At most kMaxSlotDepth levels: a deeper enter is a miss.
 //
+// Holding a slot across many short sections (RcuReadHold in rcu.h, the host
+// API's repeat loop): the holder notes a HoldMark when it claims and, between
+// sections, keeps the slot while hold_fresh() says nobody waits for it: the
+// epoch has not moved (no grace period started since the claim), no claimant
+// asked holders to yield (yield_requests, bumped by threads that find every
+// slot of a pool taken and wait), and the thread still runs on the CPU it
+// claimed on. Otherwise it leaves and enters again.
+//
 // Contexts: enter/leave from any thread and from signal handlers, no
 // registration; a re-entrant enter (the thread already holds or is claiming a
 // slot, e.g. a signal handler interrupting a run) never waits: it takes
@@ -56,6 +64,17 @@ inline uint32_t current_cpu_id();
 uint32_t current_cpu_id_slow();
 // Number of possible CPUs (get_nprocs_conf), at least 1.
 uint32_t possible_cpus();
+
+// What a holder notes when it claims a slot it means to keep across
+// sections (SlotTable::hold_mark / hold_fresh).
+struct HoldMark {
+  const std::atomic<uint64_t>* epoch_word;     // the table's epoch
+  const std::atomic<uint64_t>* requests_word;  // the pool's yield requests
+  const volatile uint32_t* cpu_word;           // rseq cpu_id of this thread, or null
+  uint64_t epoch;                              // the epoch the slot was claimed at
+  uint64_t requests;                           // *requests_word at the claim
+  uint32_t cpu;                                // *cpu_word at the claim
+};
 
 class SlotTable {
  public:
@@ -96,6 +115,17 @@ class SlotTable {
   // Runs that found no slot (kNoWait or re-entrant enter).
   uint64_t misses() const { return misses_.load(std::memory_order_relaxed); }
 
+  // Holding across sections (see the top of this file). hold_mark is taken
+  // right after the claim of slot; hold_fresh reads the epoch, the pool's
+  // yield requests and rseq's cpu_id. Any context.
+  inline HoldMark hold_mark(int slot) const;
+  static inline bool hold_fresh(const HoldMark& m);
+  // Asks every holder of the pool slot belongs to to leave and enter again
+  // (a waiter for that pool calls it).
+  void request_yield(bool sleepable_pool) {
+    yield_requests_[sleepable_pool ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+  }
+
   // RCU interface (rcu.h): the global epoch and each slot's state word.
   std::atomic<uint64_t>& epoch() { return epoch_; }
   uint64_t slot_state(uint32_t idx) const {
@@ -119,6 +149,9 @@ class SlotTable {
   uint32_t m_;
   std::unique_ptr<Slot[]> slots_;
   alignas(64) std::atomic<uint64_t> epoch_{1};
+  // [0] normal pool, [1] sleepable pool. A line of their own: waiters bump
+  // them while they spin, and every claim reads epoch_.
+  alignas(64) std::atomic<uint64_t> yield_requests_[2] = {};
   alignas(64) std::atomic<uint64_t> misses_{0};
 };
 
@@ -132,13 +165,18 @@ inline const char* thread_pointer() {
   return static_cast<const char*>(__builtin_thread_pointer());
 #endif
 }
+
+// The calling thread's rseq cpu_id field, or null without rseq.
+inline const volatile uint32_t* rseq_cpu_word() {
+  if (__rseq_size == 0) [[unlikely]]
+    return nullptr;
+  return &reinterpret_cast<const volatile struct rseq*>(thread_pointer() + __rseq_offset)->cpu_id;
+}
 }  // namespace detail
 
 inline uint32_t current_cpu_id() {
-  if (__rseq_size != 0) [[likely]] {
-    const auto* rs =
-        reinterpret_cast<const volatile struct rseq*>(detail::thread_pointer() + __rseq_offset);
-    int32_t cpu = static_cast<int32_t>(rs->cpu_id);
+  if (const volatile uint32_t* w = detail::rseq_cpu_word()) [[likely]] {
+    const int32_t cpu = static_cast<int32_t>(*w);  // negative while unregistered
     if (cpu >= 0) [[likely]]
       return static_cast<uint32_t>(cpu);
   }
@@ -194,6 +232,29 @@ inline int SlotTable::held_slot() const {
   for (uint32_t i = detail::t_depth; i-- > 0;)
     if (detail::t_held[i].table == this) return detail::t_held[i].slot;
   return -1;
+}
+
+inline HoldMark SlotTable::hold_mark(int slot) const {
+  const uint32_t idx = static_cast<uint32_t>(slot);
+  const std::atomic<uint64_t>* requests = &yield_requests_[idx < n_ ? 0 : 1];
+  // Without rseq the CPU is not watched (sched_getcpu per section would cost
+  // more than the claim it saves): a word that always reads 0.
+  static constexpr uint32_t kNoCpu = 0;
+  const volatile uint32_t* cpu = detail::rseq_cpu_word();
+  if (cpu == nullptr) cpu = &kNoCpu;
+  return HoldMark{&epoch_,
+                  requests,
+                  cpu,
+                  slots_[idx].state.load(std::memory_order_relaxed),
+                  requests->load(std::memory_order_relaxed),
+                  *cpu};
+}
+
+inline bool SlotTable::hold_fresh(const HoldMark& m) {
+  // Relaxed: a writer waiting for this slot keeps waiting until we leave,
+  // whatever we read here; seeing its epoch late only delays the leave.
+  return m.epoch_word->load(std::memory_order_relaxed) == m.epoch &&
+         m.requests_word->load(std::memory_order_relaxed) == m.requests && *m.cpu_word == m.cpu;
 }
 
 inline void SlotTable::leave(int slot) {

@@ -136,4 +136,29 @@ uint64_t RcuDomain::reclaim() {
   return batches_.empty() ? 0 : kRepollNs;
 }
 
+void RcuReadHold::release() {
+  if (slot_ < 0) return;
+  // Out of the section before the slot is gone: a signal handler arriving
+  // in between must claim a slot of its own.
+  RcuReadGuard::set_current(outer_);
+  slots_.leave(slot_);
+  slot_ = kSlotMiss;
+}
+
+int RcuReadHold::reclaim() {
+  if (slot_ >= 0) {
+    const bool asked = mark_.requests_word->load(std::memory_order_relaxed) != mark_.requests;
+    release();
+    // A thread waits for a slot of our pool: let it run before we claim again
+    // (it may be waiting on this very CPU).
+    if (asked) sched_yield();
+  }
+  const int slot = sleepable_ ? slots_.enter_sleepable() : slots_.enter();
+  if (slot < 0) return kSlotMiss;
+  mark_ = slots_.hold_mark(slot);
+  outer_ = RcuReadGuard::set_current(&rcu_);
+  slot_ = slot;
+  return slot;
+}
+
 }  // namespace userbpf::mem

@@ -6,6 +6,9 @@
 // which holds a slot anyway, is a read-side section for free, and any thread
 // or signal handler can read without registering: it claims a slot.
 // ReadGuard nests: inside a section of the same domain it costs nothing.
+// RcuReadHold keeps one slot across many short sections (the host repeat
+// loop) and lets go at section boundaries when a grace period or a waiter
+// needs it.
 //
 // Grace periods: start_gp() advances the global epoch to E and returns E; the
 // grace period E is over once every slot of the flavor's range has been seen
@@ -132,6 +135,48 @@ class RcuReadGuard {
   RcuDomain* rcu_ = nullptr;
   RcuDomain* outer_ = nullptr;
   int slot_ = -2;  // -2: nested, no slot of our own
+};
+
+// A read-side section kept by one thread across a series of short sections,
+// each of which needs a slot of its own (program runs): the host API's repeat
+// loop. The kernel's BPF_PROG_TEST_RUN repeat does the same: it runs its
+// repetitions with migration disabled and rcu_read_lock held, and drops both
+// only when need_resched(). Between sections, refresh() keeps the slot while
+// SlotTable::hold_fresh() says nobody waits for it; otherwise it leaves (a
+// quiescent state: the grace period that moved the epoch can end), yields the
+// CPU if a claimant asked for a slot, and claims again. While a slot is kept,
+// the thread is inside a section exactly as during a run: a signal handler
+// that runs a program meanwhile takes another slot or misses, and one that
+// only reads (RcuReadGuard) is covered by it.
+// Contexts: host, or a signal handler (its claims never wait: a miss is
+// kSlotMiss). One thread; the object lives on its stack.
+class RcuReadHold {
+ public:
+  // sleepable: claim from the sleepable pool (enter_sleepable).
+  RcuReadHold(RcuDomain& rcu, bool sleepable)
+      : rcu_(rcu), slots_(rcu.slots()), sleepable_(sleepable) {}
+  ~RcuReadHold() { release(); }
+  RcuReadHold(const RcuReadHold&) = delete;
+  RcuReadHold& operator=(const RcuReadHold&) = delete;
+
+  // Whether the slot held can run the next section as it is
+  // (SlotTable::hold_fresh). False when nothing is held.
+  bool fresh() const { return slot_ >= 0 && SlotTable::hold_fresh(mark_); }
+  // The slot to run the next section in, claimed (again) if needed; kSlotMiss
+  // if a re-entrant claim found no free slot (nothing is held then).
+  int refresh() { return fresh() ? slot_ : reclaim(); }
+  // Leaves the slot held (if any) and claims one (again).
+  int reclaim();
+  // Leaves the slot (if any) and the section.
+  void release();
+
+ private:
+  RcuDomain& rcu_;
+  SlotTable& slots_;
+  RcuDomain* outer_ = nullptr;  // the thread's section before ours
+  HoldMark mark_{};
+  int slot_ = kSlotMiss;
+  bool sleepable_;
 };
 
 }  // namespace userbpf::mem

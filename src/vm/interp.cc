@@ -629,36 +629,70 @@ struct InterpLoop {
                             uint64_t);
   void* saved_state;
   std::optional<RunScope> scope;
-  // Runs so far, and whether frame 0 stays zeroed across runs (decided at
-  // the second run, so a single run never pays for the scan).
+  // Runs so far, whether frame 0 stays zeroed across runs, and whether a run
+  // leaves the state as it found it but for the budget (both decided at the
+  // second run, so a single run never pays for the scan).
   uint64_t runs = 0;
   bool stack_stays_zeroed = false;
+  bool keeps_state = false;
 };
 static_assert(sizeof(InterpLoop) <= RunLoop::kStateBytes);
 
-Result<uint64_t> interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
+// Whether a run of prog changes no InterpState field but the budget (and
+// the stop, when it faults): no calls, memory instructions, may_goto or
+// packet loads, which are what move frames, the region cache, grants and
+// the may_goto budget.
+bool run_keeps_state(const Program& prog) {
+  const size_t n = prog.exec_insns.size();
+  for (size_t pc = 0; pc < n; ++pc) {
+    const isa::Insn& in = prog.exec_insns[pc];
+    const uint8_t cls = isa::insn_class(in.code);
+    if (in.code == isa::kLdImm64) {
+      ++pc;
+      continue;
+    }
+    if (cls == isa::kClassLd || cls == isa::kClassLdx || cls == isa::kClassSt ||
+        cls == isa::kClassStx || in.code == isa::kCall || in.code == isa::kCallx ||
+        in.code == (isa::kClassJmp | isa::kJmpJcond)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+uint64_t interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
   InterpLoop& l = *reinterpret_cast<InterpLoop*>(loop.state);
   interp::InterpState& s = l.s;
   RunContext& rc = *loop.rc;
-  // What a run changes: frames, budgets, region cache and grants, the stop.
-  if (l.runs++ == 1) l.stack_stays_zeroed = !may_write_memory(*loop.prog);
-  s.depth = -1;
-  s.zeroed = l.stack_stays_zeroed ? 1 : 0;
-  s.budget = rc.insn_budget;
-  s.may_goto_left = interp::kMayGotoBudget;
-  s.call_pc = nullptr;
-  s.hit = interp::Region{};
-  s.hit_map = nullptr;
-  s.num_grants = 0;
-  s.stop = interp::Stop::kRunning;
-  rc.faulted = false;
-  rc.fault.pc = 0;
-  rc.fault.addr = 0;
-  rc.fault.what.clear();
+  // What a run changes: frames, budgets, region cache and grants, the stop;
+  // only the budget for programs that keep the state, unless the last run
+  // stopped.
+  if (l.keeps_state && !loop.stopped) {
+    s.budget = rc.insn_budget;
+  } else {
+    if (l.runs++ == 1) {
+      l.stack_stays_zeroed = !may_write_memory(*loop.prog);
+      l.keeps_state = run_keeps_state(*loop.prog);
+    }
+    s.depth = -1;
+    s.zeroed = l.stack_stays_zeroed ? 1 : 0;
+    s.budget = rc.insn_budget;
+    s.may_goto_left = interp::kMayGotoBudget;
+    s.call_pc = nullptr;
+    s.hit.span = 0;
+    s.hit_map = nullptr;
+    s.num_grants = 0;
+    s.stop = interp::Stop::kRunning;
+    if (rc.faulted) clear_fault(rc);
+  }
   const uint64_t r0 = interp::run_frames(s, entry, args);
   rc.insn_budget = s.budget;
-  if (s.stop == interp::Stop::kRunning) return r0;
-  return interp::run_result(s, r0);
+  loop.stopped = s.stop != interp::Stop::kRunning;
+  return r0;
+}
+
+Result<uint64_t> interp_loop_stop(RunLoop& loop, uint64_t r0) {
+  return interp::run_result(reinterpret_cast<InterpLoop*>(loop.state)->s, r0);
 }
 
 void interp_loop_end(RunLoop& loop) {
@@ -706,7 +740,9 @@ Status begin_interp_loop(RunLoop& loop, Program& prog, RunContext& rc) {
   loop.entry_args[0] = reinterpret_cast<uintptr_t>(rc.ctx);
   loop.entry_args[1] = rc.r2;
   loop.run_fn = &interp_loop_run;
+  loop.stop_fn = &interp_loop_stop;
   loop.end_fn = &interp_loop_end;
+  clear_fault(rc);
   return Status::Ok();
 }
 

@@ -87,6 +87,26 @@ void add_grant(InterpState& s, const Region& r) {
   s.hit = r;
 }
 
+// Whether m's lookup is ArrayLayout indexing (arrays): its values are fixed
+// memory for the map's whole life, which check_mem_slow finds and caches by
+// itself, so a returned value only becomes the hit region and takes no
+// grant slot (array lookups never push helper memory or hash values out of
+// the grant list, on either engine; the JIT may skip even the hit region).
+bool fixed_values(const maps::Map* m, maps::ArrayLayout* lay) {
+  return m->ops != nullptr && m->ops->gen_lookup != nullptr && m->ops->gen_lookup(m, lay);
+}
+
+// A map value the program obtained (helper return): granted, or only cached
+// for arrays.
+void remember_value(InterpState& s, const maps::Map* m, const Region& r) {
+  maps::ArrayLayout lay;
+  if (fixed_values(m, &lay)) {
+    s.hit = r;
+  } else {
+    add_grant(s, r);
+  }
+}
+
 // A sized pointer argument: region check of size bytes at v.
 bool check_sized(InterpState& s, const HelperProto& proto, int i, uint64_t v, uint64_t size,
                  bool write) {
@@ -155,11 +175,20 @@ bool check_mem_slow(InterpState& s, uint64_t addr, uint64_t size, bool write) {
     add_grant(s, Region{lo, span, true});
     return true;
   }
-  // Global data (a direct value): cache the whole value as a region so the
-  // next accesses take the inline path instead of asking the map again.
+  // Global data (a direct value) or an array value: cache the whole value as
+  // a region so the next accesses take the inline path instead of asking
+  // the map again.
+  uintptr_t value = 0;
+  maps::ArrayLayout lay;
   if (hit->ops->direct_value_addr != nullptr) {
-    void* value = hit->ops->direct_value_addr(const_cast<maps::Map*>(hit));
-    const Region r = map_value_region(hit, reinterpret_cast<uintptr_t>(value));
+    value = reinterpret_cast<uintptr_t>(hit->ops->direct_value_addr(const_cast<maps::Map*>(hit)));
+  }
+  if (value == 0 && fixed_values(hit, &lay) && lay.elem_size != 0 && addr >= lay.base &&
+      (addr - lay.base) / lay.elem_size < lay.max_entries) {
+    value = lay.base + (addr - lay.base) / lay.elem_size * lay.elem_size;
+  }
+  if (value != 0) {
+    const Region r = map_value_region(hit, value);
     if (r.span != 0 && r.contains(addr, size)) s.hit = r;
   }
   return true;
@@ -243,7 +272,7 @@ bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t*
 void grant_map_value(InterpState& s, const maps::Map* m, uint64_t r0) {
   if (r0 == 0) return;
   const Region r = map_value_region(m, static_cast<uintptr_t>(r0));
-  if (r.span != 0) add_grant(s, r);
+  if (r.span != 0) remember_value(s, m, r);
 }
 
 void grant_return(InterpState& s, const HelperProto& proto, const uint64_t* args, uint64_t r0) {
@@ -251,12 +280,13 @@ void grant_return(InterpState& s, const HelperProto& proto, const uint64_t* args
   if (proto.ret == RetKind::kMapValueOrNull) {
     // A map value of the map argument: remembered as a region (the map's
     // access_ok still decides, once for the whole value), so later accesses
-    // hit the cache. Values stay valid until the program returns.
+    // hit the cache. Values stay valid until the program returns. Array
+    // values are only cached (remember_value).
     for (int i = 4; i >= 0; --i) {
       if (proto.args[i] != ArgKind::kConstMapPtr) continue;
       if (const maps::Map* m = find_map(*s.prog, args[i])) {
         const Region r = map_value_region(m, static_cast<uintptr_t>(r0));
-        if (r.span != 0) add_grant(s, r);
+        if (r.span != 0) remember_value(s, m, r);
       }
       break;
     }

@@ -26,6 +26,7 @@ namespace userbpf::vm::interp {
 inline constexpr uint64_t kMayGotoBudget = 8 * 1024 * 1024;
 // Regions returned by helpers (kMemOrNull memory, map values) kept for fast
 // checks; the oldest is dropped (map values then go back to access_ok).
+// Array values take no slot: only the hit cache (interp_check.cc).
 inline constexpr int kMaxGrants = 16;
 // r1-r5 after a helper or kfunc call: the kernel marks them unreadable; a
 // program that reads them anyway sees this recognizable value.
@@ -103,7 +104,9 @@ bool check_mem(InterpState& s, uint64_t addr, uint64_t size, bool write);
 bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t* regs);
 
 // Remembers the memory a kMemOrNull or kMapValueOrNull helper returned as an
-// accessible region (args = r1..r5 as passed).
+// accessible region (args = r1..r5 as passed). Values of maps whose lookup is
+// ArrayLayout indexing only become the hit region: the region logic finds
+// them by itself, so they never push other grants out.
 void grant_return(InterpState& s, const HelperProto& proto, const uint64_t* args, uint64_t r0);
 // grant_return of a kMapValueOrNull helper whose map argument is m, for
 // callers that know the map (the JIT's constant maps): no map search.

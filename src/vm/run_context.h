@@ -121,22 +121,45 @@ class RunLoop {
   RunLoop& operator=(const RunLoop&) = delete;
 
   // One run from the program's entry with r1 = rc.ctx, r2 = rc.r2 (as they
-  // were at begin_*_loop).
-  Result<uint64_t> run() { return run_fn(*this, 0, entry_args); }
+  // were at begin_*_loop). Inline up to the engine's run: a run that does not
+  // stop builds its Result here, where the caller's checks fold away.
+  Result<uint64_t> run() { return finish(run_fn(*this, 0, entry_args)); }
   // One run of the function at entry (a callback value's pc) with r1-r5 = args.
   Result<uint64_t> run_at(uint32_t entry, const uint64_t* args) {
-    return run_fn(*this, entry, args);
+    return finish(run_fn(*this, entry, args));
   }
 
-  // For the engines (begin_*_loop): their state lives in `state`.
+  // For the engines (begin_*_loop): their state lives in `state`. run_fn
+  // runs once and returns r0, setting `stopped` if the run did not return
+  // normally; stop_fn then gives its result (an Error, or 0 for an aborted
+  // run).
   static constexpr size_t kStateBytes = 6 * 1024;
   Program* prog = nullptr;
   RunContext* rc = nullptr;
   uint64_t entry_args[5] = {};
-  Result<uint64_t> (*run_fn)(RunLoop&, uint32_t entry, const uint64_t* args) = nullptr;
+  uint64_t (*run_fn)(RunLoop&, uint32_t entry, const uint64_t* args) = nullptr;
+  Result<uint64_t> (*stop_fn)(RunLoop&, uint64_t r0) = nullptr;
   void (*end_fn)(RunLoop&) = nullptr;
+  bool stopped = false;
   alignas(64) unsigned char state[kStateBytes];
+
+ private:
+  Result<uint64_t> finish(uint64_t r0) {
+    if (!stopped) [[likely]]
+      return r0;
+    return stop_fn(*this, r0);
+  }
 };
+
+// Empties rc's fault record. Only a run that faults writes it (and sets
+// faulted first), so a loop clears it once at its start and then only after
+// runs that faulted.
+inline void clear_fault(RunContext& rc) {
+  rc.faulted = false;
+  rc.fault.pc = 0;
+  rc.fault.addr = 0;
+  rc.fault.what.clear();
+}
 
 // Whether a run of prog may write memory: a store, an atomic, or a helper
 // or kfunc call (which may write through pointers). If not, a stack zeroed

@@ -5,10 +5,12 @@
 // bytes must be identical. Bounded to a few seconds for ctest; set
 // USERBPF_JIT_FUZZ_ITERS for longer runs.
 #include <cstdlib>
+#include <cstring>
 #include <random>
 
 #include "isa/opcodes.h"
 #include "jit_test_util.h"
+#include "maps/registry.h"
 
 namespace userbpf::test {
 namespace {
@@ -20,25 +22,55 @@ constexpr int kStackUsed = 64;
 
 class Gen {
  public:
-  explicit Gen(uint64_t seed) : rng_(seed) {}
+  // calls: the program also looks up an ARRAY map (map 0, kMapEntries
+  // values of kValueSize bytes; the JIT inlines these), calls a helper that
+  // reads r1-r5 and a subprogram that reads the caller's registers and
+  // leaves r1-r5 behind, keeps the context in r9 instead of r1, and folds
+  // every register into r0 at the end (so a register write the JIT wrongly
+  // drops shows).
+  explicit Gen(uint64_t seed, bool calls = false)
+      : rng_(seed), calls_(calls), ctx_reg_(calls ? 9 : 1) {}
+
+  static constexpr uint32_t kMapEntries = 6;
+  static constexpr uint32_t kValueSize = 16;
 
   Asm program() {
     Asm a;
     const int body = 8 + pick(40);
-    // r1 = context (never a destination); r0, r2-r9 start with random values.
-    for (uint8_t r : {0, 2, 3, 4, 5, 6, 7, 8, 9}) a.ld_imm64(r, value());
+    // The context register is never a destination; r0-r9 but it start with
+    // random values.
+    if (calls_) a.mov64_reg(9, 1);
+    for (uint8_t r : {0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+      if (r != ctx_reg_) a.ld_imm64(r, value());
     for (int i = 0; i < kStackUsed; i += 8)
-      a.stx(kSizeDw, 10, static_cast<uint8_t>(2 + pick(8)), -8 - i);
+      a.stx(kSizeDw, 10, static_cast<uint8_t>(2 + pick(calls_ ? 7 : 8)), -8 - i);
     const size_t start = a.pc();
     for (int i = 0; i < body; ++i) {
       const size_t remaining = static_cast<size_t>(body - i);
-      insn(a, start, remaining);
+      if (calls_ && pick(8) == 0) {
+        call(a, remaining);
+      } else {
+        insn(a, start, remaining);
+      }
+    }
+    if (calls_) {
+      // Fold every register but the context into r0.
+      for (uint8_t r = 1; r < 9; ++r) a.alu64_imm(kAluLsh, 0, 3).alu64_reg(kAluXor, 0, r);
     }
     // Fold the used stack into r0, then exit.
     for (int i = 0; i < kStackUsed; i += 8) {
       a.ldx(kSizeDw, 2, 10, -8 - i).alu64_imm(kAluLsh, 0, 5).alu64_reg(kAluXor, 0, 2);
     }
     a.exit();
+    if (calls_) {
+      // The subprogram: reads the caller's r0 and r6-r8, writes some of r1-r5
+      // (never reads r9, the context: its address differs per run).
+      a.label("sub");
+      for (int i = 0; i < 4; ++i) {
+        a.alu64_reg(kAluAdd, static_cast<uint8_t>(pick(6)), static_cast<uint8_t>(pick(9)));
+      }
+      a.exit();
+    }
     return a;
   }
 
@@ -46,7 +78,47 @@ class Gen {
   uint32_t pick(uint32_t n) { return static_cast<uint32_t>(rng_() % n); }
   uint8_t data_reg() {
     static constexpr uint8_t kRegs[] = {0, 2, 3, 4, 5, 6, 7, 8, 9};
-    return kRegs[pick(9)];
+    static constexpr uint8_t kCallRegs[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    return calls_ ? kCallRegs[pick(9)] : kRegs[pick(9)];
+  }
+
+  // A map lookup (maybe tested for null, maybe not, then accessed inside or
+  // past the value, maybe through a copy), a helper call, or a subprogram call.
+  void call(Asm& a, size_t remaining) {
+    switch (pick(3)) {
+      case 0: {
+        const int16_t key_off = static_cast<int16_t>(-4 - 4 * static_cast<int>(pick(2)));
+        a.st(kSizeW, 10, key_off, static_cast<int32_t>(pick(kMapEntries + 2)));
+        a.ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, key_off).call_helper(1);
+        const uint32_t test = pick(3);
+        if (test < 2) {
+          a.jmp_imm(test == 0 ? kJmpJeq : kJmpJne, 0, 0,
+                    static_cast<int16_t>(pick(static_cast<uint32_t>(remaining))));
+        }
+        uint8_t base = 0;
+        if (pick(3) == 0) {
+          base = static_cast<uint8_t>(6 + pick(3));
+          a.mov64_reg(base, 0);
+        }
+        static constexpr uint8_t kSizes[] = {kSizeB, kSizeH, kSizeW, kSizeDw};
+        const uint8_t size = kSizes[pick(4)];
+        const int bytes = size_bytes(size);
+        int16_t off = static_cast<int16_t>(pick(kValueSize - bytes + 1));
+        if (pick(10) == 0) off = static_cast<int16_t>(kValueSize - bytes + 1 + pick(8));
+        if (pick(2)) {
+          a.st(size, base, off, imm());
+        } else {
+          a.ldx(size, data_reg(), base, off);
+        }
+        break;
+      }
+      case 1:
+        a.call_helper(kHelperSum5);
+        break;
+      default:
+        a.call_local("sub");
+        break;
+    }
   }
   uint64_t value() {
     static constexpr uint64_t kEdge[] = {
@@ -118,7 +190,7 @@ class Gen {
       const uint8_t size = kSizes[pick(4)];
       const int bytes = size_bytes(size);
       const bool stack = pick(2);
-      const uint8_t base = stack ? 10 : 1;
+      const uint8_t base = stack ? 10 : ctx_reg_;
       int16_t off =
           stack ? static_cast<int16_t>(-bytes - static_cast<int>(pick(kStackUsed - bytes + 1)))
                 : static_cast<int16_t>(pick(kCtxSize - bytes + 1));
@@ -155,7 +227,7 @@ class Gen {
           stack ? static_cast<int16_t>(-bytes * (1 + static_cast<int>(pick(kStackUsed / bytes))))
                 : static_cast<int16_t>(bytes * static_cast<int>(pick(kCtxSize / bytes)));
       if (pick(30) == 0) off = static_cast<int16_t>(off + 1);  // misaligned
-      a.atomic(size, kAtomics[pick(10)], stack ? 10 : 1, data_reg(), off);
+      a.atomic(size, kAtomics[pick(10)], stack ? 10 : ctx_reg_, data_reg(), off);
     } else if (k < 97) {
       // A load through a data register: a wild pointer (the run must stop
       // with the same fault on both engines).
@@ -166,6 +238,8 @@ class Gen {
   }
 
   std::mt19937_64 rng_;
+  bool calls_;
+  uint8_t ctx_reg_;
 };
 
 TEST(JitFuzz, RandomProgramsMatchTheInterpreter) {
@@ -191,6 +265,74 @@ TEST(JitFuzz, RandomProgramsMatchTheInterpreter) {
   std::printf("differential: %d programs, %d ran to exit, %d stopped\n", iters, ran, stopped);
   EXPECT_GT(ran, iters / 10);
   EXPECT_GT(stopped, 0);
+}
+
+// The same with map lookups (inlined by the JIT: null tests folded into the
+// lookup, grants skipped for values the facts follow), helper and subprogram
+// calls, and every register folded into r0, which checks the JIT's register
+// liveness: a write it drops must be one nothing reads.
+TEST(JitFuzz, RandomProgramsWithCallsMatchTheInterpreter) {
+  int iters = 5000;
+  if (const char* e = std::getenv("USERBPF_JIT_FUZZ_ITERS")) iters = std::atoi(e);
+  uint64_t seed = 0xca11;
+  if (const char* e = std::getenv("USERBPF_JIT_FUZZ_SEED")) seed = std::strtoull(e, nullptr, 0);
+  maps::MapAttr attr;
+  attr.type = static_cast<uint32_t>(maps::MapType::kARRAY);
+  attr.key_size = 4;
+  attr.value_size = Gen::kValueSize;
+  attr.max_entries = Gen::kMapEntries;
+  Result<maps::Map*> m = maps::create_map(attr);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  auto clear = [&] {
+    for (uint32_t k = 0; k < Gen::kMapEntries; ++k)
+      std::memset(m.value()->ops->lookup_elem(m.value(), &k), 0, Gen::kValueSize);
+  };
+  int ran = 0, stopped = 0, invalid = 0;
+  for (int i = 0; i < iters; ++i) {
+    Gen g(seed + static_cast<uint64_t>(i), true);
+    Asm a = g.program();
+    TestProg t(a, {m.value()});
+    // A random forward jump may land in an ld_imm64's second slot.
+    if (!t.prepared.ok()) {
+      ++invalid;
+      continue;
+    }
+    std::vector<uint8_t> ctx(kCtxSize);
+    for (int b = 0; b < kCtxSize; ++b) ctx[b] = static_cast<uint8_t>(b * 73 + i);
+    const std::string what = "seed " + std::to_string(seed + i);
+    // Each engine from cleared values; expect_same's checks, values too.
+    auto values = [&] {
+      std::vector<uint8_t> out;
+      for (uint32_t k = 0; k < Gen::kMapEntries; ++k) {
+        const auto* v = static_cast<const uint8_t*>(m.value()->ops->lookup_elem(m.value(), &k));
+        out.insert(out.end(), v, v + Gen::kValueSize);
+      }
+      return out;
+    };
+    clear();
+    const EngineRun in = run_engine(t.prog, false, ctx, 20000);
+    const std::vector<uint8_t> in_values = values();
+    clear();
+    const EngineRun r = run_engine(t.prog, true, ctx, 20000);
+    EXPECT_EQ(in.ok, r.ok) << what << "\ninterp: " << in.message << "\njit: " << r.message;
+    EXPECT_EQ(in.r0, r.r0) << what;
+    EXPECT_EQ(in.err, r.err) << what;
+    EXPECT_EQ(in.message.substr(0, in.message.rfind(" at ")),
+              r.message.substr(0, r.message.rfind(" at ")))
+        << what;
+    EXPECT_EQ(in.fault.pc, r.fault.pc) << what;
+    if (in.ok) EXPECT_EQ(in.budget_left, r.budget_left) << what;
+    EXPECT_EQ(in.ctx, r.ctx) << what;
+    EXPECT_EQ(in_values, values()) << what;
+    r.ok ? ++ran : ++stopped;
+    if (::testing::Test::HasFailure()) break;
+  }
+  m.value()->ops->free(m.value());
+  std::printf("differential with calls: %d programs, %d ran to exit, %d stopped, %d invalid\n",
+              iters, ran, stopped, invalid);
+  EXPECT_GT(ran, iters / 10);
+  EXPECT_GT(stopped, 0);
+  EXPECT_LT(invalid, iters / 4);
 }
 
 }  // namespace

@@ -240,5 +240,54 @@ TEST(CpuSlots, ConcurrentHoldersAreExclusive) {
   EXPECT_EQ(t.misses(), 0u);
 }
 
+// A holder keeps its slot across sections while hold_fresh() holds: a new
+// epoch (grace period) or a yield request for its pool makes it stale; a
+// request for the other pool does not.
+TEST(CpuSlots, HoldMarkGoesStaleOnEpochAndRequests) {
+  SlotTable t(2, 2);
+  int s = t.enter();
+  ASSERT_GE(s, 0);
+  HoldMark m = t.hold_mark(s);
+  EXPECT_EQ(m.epoch, t.slot_state(s));
+  EXPECT_TRUE(SlotTable::hold_fresh(m) || current_cpu_id() != m.cpu);  // may migrate
+  t.request_yield(/*sleepable_pool=*/true);
+  m = t.hold_mark(s);
+  t.request_yield(true);
+  EXPECT_TRUE(SlotTable::hold_fresh(m) || current_cpu_id() != m.cpu);
+  t.request_yield(false);
+  EXPECT_FALSE(SlotTable::hold_fresh(m));
+  m = t.hold_mark(s);
+  t.epoch().fetch_add(1);
+  EXPECT_FALSE(SlotTable::hold_fresh(m));
+  t.leave(s);
+
+  int sl = t.enter_sleepable();
+  ASSERT_GE(sl, 2);
+  m = t.hold_mark(sl);
+  t.request_yield(false);
+  EXPECT_TRUE(SlotTable::hold_fresh(m) || current_cpu_id() != m.cpu);
+  t.request_yield(true);
+  EXPECT_FALSE(SlotTable::hold_fresh(m));
+  t.leave(sl);
+}
+
+// A thread waiting for a slot of a full pool asks the holders to yield.
+TEST(CpuSlots, WaitersRequestYield) {
+  SlotTable t(1, 1);
+  int s = t.enter();
+  ASSERT_EQ(s, 0);
+  const HoldMark m = t.hold_mark(s);
+  std::atomic<bool> got{false};
+  std::thread th([&] {
+    SlotGuard g(t);
+    got = g.ok();
+  });
+  while (m.requests_word->load() == m.requests) std::this_thread::yield();
+  EXPECT_FALSE(got.load());
+  t.leave(s);
+  th.join();
+  EXPECT_TRUE(got.load());
+}
+
 }  // namespace
 }  // namespace userbpf::mem

@@ -192,5 +192,117 @@ TEST(Rcu, ManyWritersAndReaders) {
   EXPECT_EQ(r.rcu.callbacks_done(), 2000u);
 }
 
+// RcuReadHold (the host repeat loop): one slot across sections while nobody
+// waits; a grace period ends once the holder reaches a section boundary.
+TEST(Rcu, ReadHoldKeepsItsSlotUntilAGracePeriodStarts) {
+  Rcu r;
+  RcuReadHold hold(r.rcu, false);
+  EXPECT_FALSE(hold.fresh());
+  int s = hold.refresh();
+  ASSERT_GE(s, 0);
+  ASSERT_LT(s, 2);
+  EXPECT_TRUE(RcuReadGuard::in_section(r.rcu));
+  const uint64_t claimed = r.slots.slot_state(s);
+  for (int i = 0; i < 100; i++) {
+    const int again = hold.refresh();
+    ASSERT_GE(again, 0);
+    if (again == s) EXPECT_EQ(r.slots.slot_state(s), claimed);  // else: migrated, claimed anew
+    s = again;
+  }
+  const uint64_t cookie = r.rcu.start_gp();
+  EXPECT_FALSE(r.rcu.poll_gp(cookie, RcuFlavor::kNormal));  // the holder entered before
+  s = hold.refresh();                                       // section boundary: leaves, claims
+  ASSERT_GE(s, 0);
+  EXPECT_TRUE(r.rcu.poll_gp(cookie, RcuFlavor::kNormal));
+  hold.release();
+  EXPECT_FALSE(RcuReadGuard::in_section(r.rcu));
+  EXPECT_FALSE(SlotTable::thread_in_slot());
+}
+
+TEST(Rcu, SynchronizeEndsWhileAHolderKeepsRunningSections) {
+  Rcu r;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> sections{0};
+  std::thread holder([&] {
+    RcuReadHold hold(r.rcu, false);
+    while (!stop.load(std::memory_order_relaxed)) {
+      ASSERT_GE(hold.refresh(), 0);
+      sections.fetch_add(1, std::memory_order_relaxed);
+    }
+  });
+  while (sections.load() == 0) std::this_thread::yield();
+  for (int i = 0; i < 20; i++) ASSERT_TRUE(r.rcu.synchronize_rcu().ok());
+  stop = true;
+  holder.join();
+}
+
+// A thread waiting for the only slot gets it while the holder goes on.
+TEST(Rcu, ReadHoldYieldsToAWaiter) {
+  SlotTable slots{1, 1};
+  BackgroundWorker worker;
+  RcuDomain rcu{slots, worker};
+  for (bool sleepable : {false, true}) {
+    std::atomic<bool> stop{false}, started{false};
+    std::thread holder([&] {
+      RcuReadHold hold(rcu, sleepable);
+      while (!stop.load(std::memory_order_relaxed)) {
+        ASSERT_GE(hold.refresh(), 0);
+        started = true;
+      }
+    });
+    while (!started.load()) std::this_thread::yield();
+    {
+      RcuReadHold waiter(rcu, sleepable);
+      EXPECT_EQ(waiter.refresh(), sleepable ? 1 : 0);  // the same, only slot of the pool
+    }
+    stop = true;
+    holder.join();
+  }
+}
+
+RcuDomain* g_hold_rcu;
+std::atomic<int> g_hold_outer{-3}, g_hold_inner{-3}, g_hold_guard_free{-3};
+void enter_during_hold(int) {
+  SlotTable& t = g_hold_rcu->slots();
+  g_hold_outer = t.held_slot();
+  // A program run in the handler claims a slot of its own...
+  const int s = t.enter(EnterMode::kNoWait);
+  g_hold_inner = s;
+  if (s >= 0) t.leave(s);
+  // ...while a plain read-side section is covered by the holder's.
+  int free_before = 0;
+  for (uint32_t i = 0; i < t.num_slots(); i++) free_before += t.slot_state(i) == 0;
+  RcuReadGuard g(*g_hold_rcu, EnterMode::kNoWait);
+  int free_after = 0;
+  for (uint32_t i = 0; i < t.num_slots(); i++) free_after += t.slot_state(i) == 0;
+  g_hold_guard_free = g.ok() && free_before == free_after ? 1 : 0;
+}
+
+TEST(Rcu, SignalHandlerDuringAHoldNeverGetsTheHeldSlot) {
+  struct sigaction sa{}, old{};
+  sa.sa_handler = enter_during_hold;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+  for (uint32_t n : {2u, 1u}) {
+    SlotTable slots{n, 1};
+    BackgroundWorker worker;
+    RcuDomain rcu{slots, worker};
+    g_hold_rcu = &rcu;
+    RcuReadHold hold(rcu, false);
+    const int s = hold.refresh();
+    ASSERT_GE(s, 0);
+    raise(SIGUSR1);  // between two sections
+    EXPECT_EQ(g_hold_outer.load(), s);
+    if (n == 2) {
+      EXPECT_EQ(g_hold_inner.load(), 1 - s);
+    } else {
+      EXPECT_EQ(g_hold_inner.load(), kSlotMiss);
+    }
+    EXPECT_EQ(g_hold_guard_free.load(), 1);
+    hold.release();
+  }
+  sigaction(SIGUSR1, &old, nullptr);
+}
+
 }  // namespace
 }  // namespace userbpf::mem

@@ -142,16 +142,18 @@ bool Emitter::patch_fixups() {
   return true;
 }
 
-// enter(target, state, rbp, args): saves the host's callee-saved registers,
-// records the entry stack pointer for fault unwinding, and calls target with
-// the BPF registers set as run_frames() sets them.
+// enter(body, state, rbp, args): saves the host's rbp and r12, records the
+// entry stack pointer for fault unwinding, and runs the function whose body
+// (the code after its prologue) is at body with the BPF registers set as
+// run_frames() sets them. The function's own frame saves the host's rbx and
+// r13-r15: a stub called from here pushes them exactly as the prologue would
+// (so the function's exit restores them and returns here, which the return
+// predictor has seen), zeroes r6-r9 and jumps to the body. A fault reloads
+// them from that frame, at fixed offsets below the entry stack pointer.
 void Emitter::emit_entry() {
-  push(rbx);
+  const Lbl setup = new_label();
   push(rbp);
   push(r12);
-  push(r13);
-  push(r14);
-  push(r15);
   mov(r12, rsi);
   push(qword[r12 + kOffEntryRsp]);
   mov(ptr[r12 + kOffEntryRsp], rsp);
@@ -164,29 +166,46 @@ void Emitter::emit_entry() {
   mov(rdx, ptr[r10 + 16]);
   mov(rcx, ptr[r10 + 24]);
   mov(r8, ptr[r10 + 32]);
+  call_to(setup);
+  mov(ptr[r12 + kOffBudget], r9);
+  bind(unwind_);
+  pop(qword[r12 + kOffEntryRsp]);
+  pop(r12);
+  pop(rbp);
+  ret();
+  bind(setup);
+  emit_prologue();
   xor_(eax, eax);
   xor_(ebx, ebx);
   xor_(r13d, r13d);
   xor_(r14d, r14d);
   xor_(r15d, r15d);
-  call(r11);
-  mov(ptr[r12 + kOffBudget], r9);
-  bind(unwind_);
-  pop(qword[r12 + kOffEntryRsp]);
-  pop(r15);
-  pop(r14);
-  pop(r13);
-  pop(r12);
-  pop(rbp);
-  pop(rbx);
-  ret();
+  jmp(r11);
   // A fault anywhere below this entry: the C caller sees s.stop.
   bind(fault_exit_);
   mov(ptr[r12 + kOffBudget], r9);
   bind(fault_exit_synced_);
-  mov(rsp, ptr[r12 + kOffEntryRsp]);
+  mov(r10, ptr[r12 + kOffEntryRsp]);
+  mov(rbx, ptr[r10 - 16]);
+  mov(r13, ptr[r10 - 24]);
+  mov(r14, ptr[r10 - 32]);
+  mov(r15, ptr[r10 - 40]);
+  mov(rsp, r10);
   xor_(eax, eax);
   jmp_to(unwind_);
+}
+
+// A function's prologue: r6-r9 are the caller's, saved here and restored by
+// exit (the interpreter's CallFrame::callee_saved). The extra 8 bytes keep
+// rsp 16-byte aligned. emit_entry's fault path knows this layout.
+void Emitter::emit_prologue() {
+  const size_t start = getSize();
+  push(rbx);
+  push(r13);
+  push(r14);
+  push(r15);
+  sub(rsp, 8);
+  if (getSize() - start != kPrologueBytes) prologue_size_ok_ = false;
 }
 
 bool Emitter::emit_all() {
@@ -216,25 +235,22 @@ bool Emitter::emit_all() {
   test(r10, r10);
   jcc(Cond::kZ, fault_exit_);
   ret();
-  return GetError() == 0 && patch_fixups();
+  return GetError() == 0 && prologue_size_ok_ && patch_fixups();
 }
 
 void Emitter::emit_insn(size_t pc, bool func_entry) {
   const Insn& in = insns_[pc];
   pc_offset_[pc] = static_cast<uint32_t>(getSize());
   if (func_entry) {
-    // r6-r9 are the caller's: saved here, restored by exit (the interpreter's
-    // CallFrame::callee_saved). The extra 8 bytes keep rsp 16-byte aligned.
     bind(func_lbl(pc));
-    push(rbx);
-    push(r13);
-    push(r14);
-    push(r15);
-    sub(rsp, 8);
+    emit_prologue();
   }
   bind(pc_lbl(pc));
+  if (pc == skip_pc_) return;  // folded into the inlined lookup before it
 
   const uint8_t code = in.code;
+  // A pure register write nobody reads (emit_live.cc): no code.
+  if (is_pure(pc) && (live_out_[pc] >> in.dst & 1) == 0) return;
   const Reg64& d = kReg[in.dst];
   const Reg64& s = kReg[in.src];
   switch (code) {
@@ -458,6 +474,7 @@ Result<JitImage*> compile_x86_64(const Program& prog, const JitOptions& opts) {
       }
     }
     img->writes_memory = may_write_memory(prog);
+    img->keeps_state = e.run_keeps_state();
     img->compile_ns = now_ns() - t0;
     return img.release();
   }

@@ -201,37 +201,53 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
   mov(r9, ptr[r12 + kOffBudget]);
   cmp(byte[r12 + kOffStop], 0);
   jcc(Cond::kNe, fault_exit_synced_);
-  mov(rdi, interp::kClobberedReg);
-  mov(rsi, rdi);
-  mov(rdx, rdi);
-  mov(rcx, rdi);
-  mov(r8, rdi);
+  emit_clobber(live_out_[pc]);
+}
+
+void Emitter::emit_clobber(uint16_t live) {
+  int first = 0;
+  for (int r = 1; r <= 5; ++r) {
+    if ((live >> r & 1) == 0) continue;
+    if (first == 0) {
+      mov(kReg[r], interp::kClobberedReg);
+      first = r;
+    } else {
+      mov(kReg[r], kReg[first]);
+    }
+  }
 }
 
 // bpf_map_lookup_elem of a constant array map inlined (the kernel's
 // map_gen_lookup): key on the stack, bounds check, address arithmetic, and
-// the interpreter's bookkeeping of the call (hit cache reset, the value
-// granted and cached). A key elsewhere takes the full helper call. False if
-// the call cannot be inlined.
+// the interpreter's bookkeeping of the call. Array values take no grant slot
+// (interp::remember_value); the value becomes the hit region only if some
+// access through it is not proven by the facts (lookup_caches_value_), and
+// only the argument registers still read later get the clobbered value. An
+// `if r0 == 0` or `if r0 != 0` right after the call, where no jump lands,
+// branches straight from the lookup's two outcomes. A key elsewhere takes
+// the full helper call. False if the call cannot be inlined.
 bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
-  const maps::Map* m = r1_map_[pc];
-  if (m == nullptr || m->ops == nullptr || m->ops->gen_lookup == nullptr ||
-      proto.args[0] != ArgKind::kConstMapPtr || proto.args[1] != ArgKind::kMapKey ||
-      proto.ret != RetKind::kMapValueOrNull || m->attr.key_size != 4) {
-    return false;
-  }
+  const maps::Map* m = nullptr;
+  if (!is_array_lookup(pc, &m)) return false;
   maps::ArrayLayout lay;
-  if (!m->ops->gen_lookup(m, &lay) || lay.elem_size == 0 || lay.elem_size > INT32_MAX ||
-      m->attr.value_size == 0 || m->attr.value_size > INT32_MAX) {
-    return false;
-  }
+  m->ops->gen_lookup(m, &lay);  // is_array_lookup checked it succeeds
   const bool rdonly = (m->attr.map_flags & maps::kBpfFRdonlyProg) != 0;
+  const bool known_key = inline_lookup_known_key(pc);
+  const Insn* test = nullptr;
+  if (pc + 2 < n_ && !target_[pc + 1]) {
+    const Insn& t = insns_[pc + 1];
+    if ((t.code == (kClassJmp | kSrcK | kJmpJeq) || t.code == (kClassJmp | kSrcK | kJmpJne)) &&
+        t.dst == 0 && t.imm == 0) {
+      test = &t;
+    }
+  }
+  const bool jeq = test != nullptr && insn_op(test->code) == kJmpJeq;
   const Lbl generic = new_label();
   const Lbl null_value = new_label();
   const Lbl done = new_label();
   // The key: 4 bytes in the current frame chain (check_helper_args' kMapKey),
   // known statically when r2 = r10 + constant.
-  if (key_off_[pc] != kNoKeyOff) {
+  if (known_key) {
     mov(eax, dword[rbp + key_off_[pc]]);
   } else {
     lea(r10, ptr[rbp - kFrame]);
@@ -243,37 +259,61 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
   }
   cmp(eax, lay.max_entries);
   jcc(Cond::kAe, null_value);
-  imul(rax, rax, static_cast<int>(lay.elem_size));
   mov(r10, static_cast<uint64_t>(lay.base));
-  add(rax, r10);
-  // grant_return: add_grant(Region{value, value_size, writable}), which also
-  // sets the hit cache. Writable unless read-only to programs or frozen.
-  if (rdonly) {
-    xor_(r11d, r11d);
+  const uint32_t es = lay.elem_size;
+  if (es == 1 || es == 2 || es == 4 || es == 8) {
+    lea(rax, ptr[r10 + rax * static_cast<int>(es)]);
   } else {
-    mov(r11, reinterpret_cast<uint64_t>(&m->frozen));
-    movzx(r11d, byte[r11]);
-    xor_(r11d, 1);
+    imul(rax, rax, static_cast<int>(es));
+    add(rax, r10);
   }
-  emit_add_grant(m->attr.value_size, rax);
-  const Lbl clobber = new_label();
-  bind(clobber);
-  mov(rdi, interp::kClobberedReg);
-  mov(rsi, rdi);
-  mov(rdx, rdi);
-  mov(rcx, rdi);
-  mov(r8, rdi);
+  if (lookup_caches_value_[pc]) {
+    // Writable unless read-only to programs or frozen (map_value_region).
+    if (rdonly) {
+      xor_(r11d, r11d);
+    } else {
+      mov(r11, reinterpret_cast<uint64_t>(&m->frozen));
+      movzx(r11d, byte[r11]);
+      xor_(r11d, 1);
+    }
+    emit_set_hit(m->attr.value_size, rax);
+  }
+  const uint16_t live = live_out_[pc];
+  emit_clobber(live);
+  if (test != nullptr) {
+    skip_pc_ = pc + 1;
+    if (!jeq) emit_branch(pc + 1, test->off, nullptr);  // found: the jump is taken
+  }
   bind(done);
-  cold_.push_back([this, generic, null_value, done, clobber, pc, &proto] {
+  cold_.push_back([this, generic, null_value, done, pc, &proto, test, jeq, known_key, live] {
     bind(null_value);
     xor_(eax, eax);
-    mov(qword[r12 + kOffHitSpan], 0);
-    jmp_to(clobber);
+    emit_clobber(live);
+    if (test == nullptr) {
+      jmp_to(done);
+    } else if (jeq) {
+      emit_branch(pc + 1, test->off, nullptr);
+    } else {
+      jmp_to(pc_lbl(pc + 2));
+    }
+    if (known_key) return;
     bind(generic);
     emit_helper_call(pc, proto);
-    jmp_to(done);
+    if (test == nullptr) {
+      jmp_to(done);
+    } else {
+      emit_jmp(pc + 1, *test);
+      jmp_to(pc_lbl(pc + 2));
+    }
   });
   return true;
+}
+
+// The hit region cache = [lo, lo + span), writable if r11b.
+void Emitter::emit_set_hit(uint32_t span, const Reg64& lo) {
+  mov(ptr[r12 + kOffHitLo], lo);
+  mov(qword[r12 + kOffHitSpan], span);
+  mov(byte[r12 + kOffHitWritable], r11b);
 }
 
 // The interpreter's add_grant(Region{lo, span, r11b}): the next grant slot
@@ -286,9 +326,7 @@ void Emitter::emit_add_grant(uint32_t span, const Reg64& lo) {
   mov(qword[r12 + r10 + kOffGrants + kRegionSpan], span);
   mov(byte[r12 + r10 + kOffGrants + kRegionWritable], r11b);
   inc(dword[r12 + kOffNumGrants]);
-  mov(ptr[r12 + kOffHitLo], lo);
-  mov(qword[r12 + kOffHitSpan], span);
-  mov(byte[r12 + kOffHitWritable], r11b);
+  emit_set_hit(span, lo);
 }
 
 // interp::grant_map_value(s, m, rax) for a map known at compile time, with
@@ -345,7 +383,13 @@ void Emitter::emit_known_map_grant(const maps::Map* m) {
   xor_(r11d, r11d);
   bind(granted);
   mov(rax, ptr[rsp]);
-  emit_add_grant(size, rax);
+  // interp::remember_value: array values are cached, other values granted.
+  maps::ArrayLayout lay;
+  if (m->ops->gen_lookup != nullptr && m->ops->gen_lookup(m, &lay)) {
+    emit_set_hit(size, rax);
+  } else {
+    emit_add_grant(size, rax);
+  }
   bind(restore);
   mov(rax, ptr[rsp]);
   bind(done);
@@ -426,11 +470,7 @@ bool Emitter::emit_inline_loop(size_t pc, const HelperProto& proto) {
   const Lbl out = new_label();
   bind(out);
   mov(qword[r12 + kOffHitSpan], 0);
-  mov(rdi, interp::kClobberedReg);
-  mov(rsi, rdi);
-  mov(rdx, rdi);
-  mov(rcx, rdi);
-  mov(r8, rdi);
+  emit_clobber(live_out_[pc]);
   fault_stub(deep, kFaultDepth, pc, nullptr);
   cold_.push_back([this, all, done, einval, e2big, out, clear, cleared] {
     bind(all);

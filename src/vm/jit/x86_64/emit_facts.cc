@@ -12,6 +12,16 @@
 // across function entries. An array value fact names a value of the map
 // (fixed memory for the map's whole life) or null, and becomes non-null in
 // the fall-through of `if rX == 0`.
+//
+// Values that escape: an inlined array lookup records nothing at run time
+// when the facts follow every use of its value (copies, constant offsets,
+// accesses proven inside the value, comparisons). A use they do not follow
+// (another operation, a store of the pointer, a call argument, an access
+// they cannot prove) or a value still live (emit_live.cc) where facts are
+// dropped (a jump target, the taken edge of a jump, except `if rX == 0` on
+// that very value) makes the lookup cache the value as the hit region, so
+// the checks there stay fast. Either way the checks stay correct: the
+// region logic finds array values by itself (interp_check.cc).
 #include "vm/jit/x86_64/emitter.h"
 
 namespace userbpf::vm::jit {
@@ -93,7 +103,8 @@ bool Emitter::is_array_lookup(size_t pc, const maps::Map** map) const {
   maps::ArrayLayout lay;
   if (m == nullptr || m->ops == nullptr || m->ops->gen_lookup == nullptr ||
       m->ops->access_ok == nullptr || m->attr.key_size != 4 || m->attr.value_size == 0 ||
-      m->attr.value_size > INT32_MAX || !m->ops->gen_lookup(m, &lay) || lay.elem_size == 0) {
+      m->attr.value_size > INT32_MAX || !m->ops->gen_lookup(m, &lay) || lay.elem_size == 0 ||
+      lay.elem_size > INT32_MAX) {
     return false;
   }
   const HelperProto& proto = *prog_.helpers[in.imm];
@@ -110,10 +121,12 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
   key_off_.assign(n_, kNoKeyOff);
   arg_stack_off_.assign(n_, {kNoKeyOff, kNoKeyOff, kNoKeyOff, kNoKeyOff});
   loop_callback_.assign(n_, -1);
+  lookup_caches_value_.assign(n_, false);
   struct Fact {
     enum Kind : uint8_t { kNone, kStack, kValueOrNull, kValue, kFunc } kind = kNone;
     const maps::Map* map = nullptr;
     int64_t off = 0;
+    uint32_t origin = 0;  // value facts: the pc of the lookup that returned it
   };
   Fact f[kNumRegs];
   auto forget_all = [&] {
@@ -122,6 +135,19 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
   };
   auto forget_call = [&] {
     for (int r = 0; r <= 5; ++r) f[r] = Fact{};
+  };
+  auto is_value = [&](int r) {
+    return f[r].kind == Fact::kValueOrNull || f[r].kind == Fact::kValue;
+  };
+  // The value a lookup returned reaches code the facts do not follow: its
+  // lookup caches it as the hit region, for the checks there.
+  auto escape = [&](int r) {
+    if (is_value(r)) lookup_caches_value_[f[r].origin] = true;
+  };
+  auto escape_live = [&](uint16_t live, uint32_t except_origin = UINT32_MAX) {
+    for (int r = 0; r < 10; ++r) {
+      if ((live >> r & 1) && !(is_value(r) && f[r].origin == except_origin)) escape(r);
+    }
   };
   // The fact for an access of size bytes at [f[base] + off).
   auto judge = [&](size_t pc, int base, int16_t off, int size, bool write, bool atomic) {
@@ -143,10 +169,38 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
   };
   forget_all();
   for (size_t pc = 0; pc < n_; ++pc) {
-    if (target[pc]) forget_all();
+    if (target[pc]) {
+      escape_live(live_in_[pc]);  // facts falling through into a jump target
+      forget_all();
+    }
     const Insn& in = insns_[pc];
     const uint8_t code = in.code;
     const uint8_t cls = insn_class(code);
+    // Reads the facts follow: copies and constant offsets, accesses proven
+    // inside the value, comparisons (their taken edge below). Every other
+    // read of a value lets it escape.
+    const uint16_t uses = use_def(pc, false).use;
+    uint16_t followed = 0;
+    if (code == (kClassAlu64 | kSrcX | kAluMov)) {
+      followed = static_cast<uint16_t>(1u << in.src);
+    } else if (code == (kClassAlu64 | kSrcK | kAluAdd) || code == (kClassAlu64 | kSrcK | kAluSub)) {
+      const int64_t off = f[in.dst].off + (insn_op(code) == kAluAdd ? in.imm : -int64_t{in.imm});
+      if (off <= kMaxFactOff && off >= -kMaxFactOff) followed = static_cast<uint16_t>(1u << in.dst);
+    } else if (opcode_info(code).kind == OpKind::kJmpCond) {
+      followed = uses;
+    }
+    const bool load = cls == kClassLdx;
+    if ((load || ((cls == kClassSt || cls == kClassStx) && insn_mode(code) == kModeMem)) &&
+        !probe_[pc]) {
+      judge(pc, load ? in.src : in.dst, in.off, size_bytes(insn_size(code)), !load, false);
+      if (access_[pc].kind == AccessFact::kValue ||
+          access_[pc].kind == AccessFact::kValueUnlessFrozen) {
+        followed = static_cast<uint16_t>(1u << (load ? in.src : in.dst));
+      }
+    }
+    for (int r = 0; r < 10; ++r) {
+      if ((uses >> r & 1) && !(followed >> r & 1)) escape(r);
+    }
     if (code == kLdImm64) {
       f[in.dst] = Fact{};
       if (pc + 1 < n_) {  // a function of this program (BPF_PSEUDO_FUNC)
@@ -175,25 +229,24 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
     }
     const uint8_t mode = insn_mode(code);
     if (cls == kClassLdx) {
-      if (!probe_[pc]) judge(pc, in.src, in.off, size_bytes(insn_size(code)), false, false);
       f[in.dst] = Fact{};
       continue;
     }
-    if ((cls == kClassSt || cls == kClassStx) && mode == kModeMem) {
-      if (!probe_[pc]) judge(pc, in.dst, in.off, size_bytes(insn_size(code)), true, false);
-      continue;
-    }
+    if ((cls == kClassSt || cls == kClassStx) && mode == kModeMem) continue;
     if (cls == kClassStx && mode == kModeAtomic) {
       f[in.src] = Fact{};
       f[0] = Fact{};
       continue;
     }
-    if (cls == kClassLd) {  // ld_abs / ld_ind
+    if (cls == kClassLd) {  // ld_abs / ld_ind: r1-r5 dropped but maybe not written
+      for (int r = 1; r <= 5; ++r) {
+        if (live_out_[pc] >> r & 1) escape(r);
+      }
       forget_call();
       continue;
     }
     if (cls != kClassJmp && cls != kClassJmp32) {
-      forget_all();  // nothing else exists; be safe
+      forget_all();  // nothing else exists; be safe (its uses escaped above)
       continue;
     }
     if (code == kCall) {
@@ -211,23 +264,51 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
         key_off_[pc] = static_cast<int32_t>(f[2].off);
       }
       forget_call();
-      if (lookup) f[0] = Fact{Fact::kValueOrNull, m, 0};
+      if (lookup) f[0] = Fact{Fact::kValueOrNull, m, 0, static_cast<uint32_t>(pc)};
       continue;
     }
     if (code == kCallx) {
       forget_call();
       continue;
     }
-    if (code == kExit || code == (kClassJmp | kJmpJa) || code == (kClassJmp32 | kJmpJa)) {
+    if (code == kExit) {
+      forget_all();  // what follows is reached by a jump only
+      continue;
+    }
+    // Jumps: what is live where a jump lands escapes, but for the taken edge
+    // of `if rX == 0` testing a lookup's result, where every copy of that
+    // result is null (off 0) or a small number, not a pointer.
+    const int64_t off = code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
+    const int64_t to = static_cast<int64_t>(pc) + 1 + off;
+    const bool null_test = code == (kClassJmp | kSrcK | kJmpJeq) && in.imm == 0 &&
+                           f[in.dst].kind == Fact::kValueOrNull && f[in.dst].off == 0;
+    if (to >= 0 && static_cast<size_t>(to) < n_) {
+      escape_live(live_in_[to], null_test ? f[in.dst].origin : UINT32_MAX);
+    }
+    if (code == (kClassJmp | kJmpJa) || code == (kClassJmp32 | kJmpJa)) {
       forget_all();  // what follows is reached by a jump only
       continue;
     }
     // `if rX == 0 goto`: rX is not null where it falls through.
-    if (code == (kClassJmp | kSrcK | kJmpJeq) && in.imm == 0 &&
-        f[in.dst].kind == Fact::kValueOrNull && f[in.dst].off == 0) {
-      f[in.dst].kind = Fact::kValue;
+    if (null_test) f[in.dst].kind = Fact::kValue;
+  }
+}
+
+bool Emitter::run_keeps_state() const {
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const Insn& in = insns_[pc];
+    const uint8_t cls = insn_class(in.code);
+    if (in.code == kLdImm64) {
+      ++pc;
+      continue;
+    }
+    const bool mem = cls == kClassLdx || cls == kClassSt || cls == kClassStx;
+    if ((mem && access_[pc].kind != AccessFact::kStack) || cls == kClassLd || in.code == kCall ||
+        in.code == kCallx || in.code == (kClassJmp | kJmpJcond)) {
+      return false;
     }
   }
+  return true;
 }
 
 }  // namespace userbpf::vm::jit

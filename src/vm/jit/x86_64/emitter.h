@@ -19,7 +19,11 @@
 //     (checked inline); returned map values and memory become regions
 //     (grant_return), exactly as in the interpreter.
 //   - bpf_map_lookup_elem of a constant map with MapOps::gen_lookup (arrays)
-//     is inlined: bounds check, address, the same grant and cache updates.
+//     is inlined: bounds check and address; the value becomes the hit region
+//     only if an access through it is not proven (array values take no grant
+//     slot on either engine), and an `if r0 == 0` right after it branches
+//     from the lookup's outcomes directly.
+//   - register writes nobody reads are not emitted (emit_live.cc).
 //   - runaway loops: the budget (in r9) is charged on backward jumps with the
 //     jump distance and on calls.
 //   - probe (PROBE_MEM32) accesses are unchecked and covered by the exception
@@ -121,19 +125,28 @@ class Emitter : public CodeGenerator {
     fault_exit_ = new_label();
     fault_exit_synced_ = new_label();
     mem_thunk_ = new_label();
-    const std::vector<bool> target = jump_targets();
+    target_ = jump_targets();
+    const std::vector<bool>& target = target_;
     find_const_r1_maps(target);
+    // Facts need liveness where they are dropped; the emitter then needs it
+    // knowing which lookups are inlined with a known key (they read no
+    // argument register).
+    compute_liveness(false);
     find_safe_accesses(target);
+    compute_liveness(true);
   }
 
   // Emits the whole image; false if xbyak reported an error (buffer too small).
   bool emit_all();
 
   std::vector<uint32_t> take_pc_offset() { return std::move(pc_offset_); }
+  // JitImage::keeps_state for this program (emit_facts.cc).
+  bool run_keeps_state() const;
   std::vector<ExtableEntry> take_extable() { return std::move(extable_); }
 
  private:
   void emit_entry();
+  void emit_prologue();
   void emit_insn(size_t pc, bool func_entry);
   void emit_alu(const Insn& in);
   void emit_shift(const Insn& in, bool is64);
@@ -151,12 +164,29 @@ class Emitter : public CodeGenerator {
   bool emit_inline_lookup(size_t pc, const HelperProto& proto);
   bool emit_inline_loop(size_t pc, const HelperProto& proto);
   void emit_add_grant(uint32_t span, const Reg64& lo);
+  void emit_set_hit(uint32_t span, const Reg64& lo);
+  // r1-r5 after a call: kClobberedReg in those of live (a live_out_ mask).
+  void emit_clobber(uint16_t live);
   void emit_known_map_grant(const maps::Map* m);
   // Static facts (emit_facts.cc).
   std::vector<bool> jump_targets() const;
   void find_const_r1_maps(const std::vector<bool>& target);
   void find_safe_accesses(const std::vector<bool>& target);
   bool is_array_lookup(size_t pc, const maps::Map** map) const;
+  // Register liveness (emit_live.cc). Registers as bit masks (bit r: rR).
+  struct UseDef {
+    uint16_t use;  // registers the instruction (or a callee) may read
+    uint16_t def;  // registers it surely overwrites
+  };
+  UseDef use_def(size_t pc, bool refined) const;
+  // Whether pc only writes its dst register (ALU, ld_imm64): dropped when
+  // nobody reads the result.
+  bool is_pure(size_t pc) const;
+  // Fills live_in_/live_out_; refined: with inlined lookups' real reads.
+  void compute_liveness(bool refined);
+  // Whether the call at pc is an inlined array lookup with its key at a
+  // known stack offset (it reads no argument register).
+  bool inline_lookup_known_key(size_t pc) const { return key_off_[pc] != kNoKeyOff; }
   bool in_is_lookup(size_t pc) const {
     return insns_[pc].code == kCall && insns_[pc].src == kPseudoCallHelper &&
            insns_[pc].imm == kHelperMapLookupElem;
@@ -227,9 +257,22 @@ class Emitter : public CodeGenerator {
   std::vector<std::array<int32_t, 4>> arg_stack_off_;
   // Per bpf_loop call pc: the function r2 surely names (its pc), or -1.
   std::vector<int32_t> loop_callback_;
+  // Per inlined array lookup pc: whether its value reaches an access the
+  // facts do not prove, so the lookup caches it as the hit region (else
+  // nothing is recorded at all).
+  std::vector<bool> lookup_caches_value_;
+  // Per pc: the registers some later instruction may read, before it and
+  // after it (emit_live.cc).
+  std::vector<uint16_t> live_in_;
+  std::vector<uint16_t> live_out_;
+  std::vector<bool> target_;    // jump targets and function entries
+  bool has_bpf_calls_ = false;  // any bpf-to-bpf call or callx
+  // A conditional jump folded into the inlined lookup before it: no code.
+  size_t skip_pc_ = SIZE_MAX;
   uint64_t probe_base_;
   std::vector<ExtableEntry> extable_;
   Lbl unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
+  bool prologue_size_ok_ = true;  // every prologue is kPrologueBytes long
 };
 
 }  // namespace userbpf::vm::jit

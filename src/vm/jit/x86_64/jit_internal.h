@@ -14,8 +14,9 @@
 //   - s.budget is exact whenever C code runs (the JIT stores r9 before every
 //     call out and reloads it after); s.depth is derived from cur_rbp.
 //   - entry_rsp is the native stack pointer of the innermost entry from C
-//     (run or callback); a fault restores it and returns 0 to that C caller,
-//     which sees s.stop != kRunning and unwinds the same way.
+//     (run or callback); a fault restores it (and the host's rbx, r13-r15,
+//     saved by the entry function's frame just below it) and returns 0 to
+//     that C caller, which sees s.stop != kRunning and unwinds the same way.
 #pragma once
 
 #include <atomic>
@@ -49,9 +50,13 @@ struct ExtableEntry {
   int32_t dst_greg;
 };
 
-// Native entry: enter(target, state, rbp, args[5]) runs the function at target
-// with rbp as its frame pointer and returns r0 (0 after a fault).
-using EnterFn = uint64_t (*)(const void* target, JitState* st, uintptr_t rbp, const uint64_t* args);
+// Native entry: enter(body, state, rbp, args[5]) runs the function whose body
+// (the code after its prologue) is at body, with rbp as its frame pointer,
+// and returns r0 (0 after a fault).
+using EnterFn = uint64_t (*)(const void* body, JitState* st, uintptr_t rbp, const uint64_t* args);
+// Bytes of a function's prologue (emit.cc): its body starts this far after
+// its entry.
+inline constexpr uint32_t kPrologueBytes = 11;
 
 }  // namespace jit
 
@@ -68,6 +73,10 @@ struct JitImage {
   // Whether a run may write memory (a store, an atomic, or a helper or kfunc
   // call): if not, the stack stays as zeroed and need not be cleared again.
   bool writes_memory = true;
+  // Whether a run changes no JitState field but the budget (and the stop,
+  // when it faults): no calls, may_goto, packet loads or atomics, and every
+  // load and store proven inside the current frame (emit_facts.cc).
+  bool keeps_state = false;
   ~JitImage();
 };
 

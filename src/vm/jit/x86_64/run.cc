@@ -28,8 +28,13 @@ void sync_depth(JitState* st) {
   st->s.depth = static_cast<int>((top - st->cur_rbp) / kFrame);
 }
 
+// A function's native entry (prologue first: for calls from generated code)
+// and its body (for the entry trampoline, which builds the frame itself).
 const void* native_entry(const JitState& st, uint32_t pc) {
   return st.image->code + st.image->pc_offset[pc];
+}
+const void* native_body(const JitState& st, uint32_t pc) {
+  return st.image->code + st.image->pc_offset[pc] + kPrologueBytes;
 }
 
 // RunContext::call_fn: a helper calling back into the program; mirrors the
@@ -70,7 +75,7 @@ uint64_t call_callback(RunContext* rc, uint64_t fn, uint64_t a1, uint64_t a2, ui
   const uintptr_t saved_rbp = j.cur_rbp;
   const uint64_t args[5] = {a1, a2, a3, a4, a5};
   const uint64_t r0 =
-      call_jit(j.image->enter, native_entry(j, static_cast<uint32_t>(fn)), &j, rbp, args);
+      call_jit(j.image->enter, native_body(j, static_cast<uint32_t>(fn)), &j, rbp, args);
   s.call_pc = saved_call_pc;
   j.cur_rbp = saved_rbp;
   return r0;
@@ -88,17 +93,20 @@ struct JitLoop {
 };
 static_assert(sizeof(JitLoop) <= RunLoop::kStateBytes);
 
-Result<uint64_t> jit_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
+// A run that resets the whole state (and the entry frame if the program may
+// write memory).
+[[gnu::noinline]] uint64_t jit_loop_run_full(RunLoop& loop, uint32_t entry, const uint64_t* args) {
   JitLoop& l = *reinterpret_cast<JitLoop*>(loop.state);
   JitState& j = l.j;
   interp::InterpState& s = j.s;
   RunContext& rc = *loop.rc;
+  const JitImage& img = *j.image;
   // What a run changes: the entry frame's bytes, budgets, region cache and
   // grants, the stop (entry_rsp is restored by every exit, faults included).
   const uintptr_t top = reinterpret_cast<uintptr_t>(s.stack_top);
   // The entry frame starts zeroed (begin_jit_loop); a run of a program that
   // cannot write memory leaves it so.
-  if (j.image->writes_memory) std::memset(l.stack + sizeof(l.stack) - kFrame, 0, kFrame);
+  if (img.writes_memory) std::memset(l.stack + sizeof(l.stack) - kFrame, 0, kFrame);
   j.zeroed_lo = top - kFrame;
   j.cur_rbp = top;
   s.depth = 0;
@@ -109,14 +117,32 @@ Result<uint64_t> jit_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* arg
   s.hit_map = nullptr;
   s.num_grants = 0;
   s.stop = interp::Stop::kRunning;
-  rc.faulted = false;
-  rc.fault.pc = 0;
-  rc.fault.addr = 0;
-  rc.fault.what.clear();
-  const uint64_t r0 = call_jit(j.image->enter, native_entry(j, entry), &j, top, args);
+  if (rc.faulted) clear_fault(rc);
+  const uint64_t r0 = call_jit(img.enter, native_body(j, entry), &j, top, args);
   rc.insn_budget = s.budget;
-  if (s.stop == interp::Stop::kRunning) return r0;
-  return interp::run_result(s, r0);
+  loop.stopped = s.stop != interp::Stop::kRunning;
+  return r0;
+}
+
+// A run of a program that keeps the state (JitImage::keeps_state) and never
+// writes its stack after a run that did not stop: only the budget changes.
+// Kept small: the host's repeat loop pays for every instruction here.
+uint64_t jit_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
+  JitState& j = reinterpret_cast<JitLoop*>(loop.state)->j;
+  const JitImage& img = *j.image;
+  if (!img.keeps_state || img.writes_memory || loop.stopped) {
+    return jit_loop_run_full(loop, entry, args);
+  }
+  j.s.budget = loop.rc->insn_budget;
+  const uint64_t r0 = call_jit(img.enter, native_body(j, entry), &j,
+                               reinterpret_cast<uintptr_t>(j.s.stack_top), args);
+  loop.rc->insn_budget = j.s.budget;
+  loop.stopped = j.s.stop != interp::Stop::kRunning;
+  return r0;
+}
+
+Result<uint64_t> jit_loop_stop(RunLoop& loop, uint64_t r0) {
+  return interp::run_result(reinterpret_cast<JitLoop*>(loop.state)->j.s, r0);
 }
 
 void jit_loop_end(RunLoop& loop) {
@@ -241,6 +267,8 @@ Status begin_jit_loop(RunLoop& loop, Program& prog, RunContext& rc) {
   for (int k = 0; k < 4; ++k) j.top_minus[k] = top - (uintptr_t{1} << k);
   j.frame_limit = reinterpret_cast<uintptr_t>(l.stack) + 2 * jit::kFrame;
   j.entry_rsp = 0;
+  j.zeroed_lo = top - jit::kFrame;
+  j.cur_rbp = top;
   j.image = img;
   std::memset(l.stack + sizeof(l.stack) - jit::kFrame, 0, jit::kFrame);
   l.saved_call_fn = rc.call_fn;
@@ -254,7 +282,9 @@ Status begin_jit_loop(RunLoop& loop, Program& prog, RunContext& rc) {
   loop.entry_args[0] = reinterpret_cast<uintptr_t>(rc.ctx);
   loop.entry_args[1] = rc.r2;
   loop.run_fn = &jit::jit_loop_run;
+  loop.stop_fn = &jit::jit_loop_stop;
   loop.end_fn = &jit::jit_loop_end;
+  clear_fault(rc);
   return Status::Ok();
 }
 

@@ -1,0 +1,137 @@
+// The x86-64 code generator's register liveness: which BPF registers some
+// later instruction may still read, so that register writes nobody reads
+// (constants and pointers set up only for an inlined map lookup, the
+// clobbering of r1-r5 after a call) are not emitted.
+//
+// Soundness: liveness over-approximates every read the generated code or a
+// callee can make, including reads the verifier would reject (a callee
+// reading its caller's r0 or r6-r9, a caller reading r1-r5 after a call),
+// so any program, valid or not, sees the same register values on both
+// engines. A register is only killed where the generated code surely
+// overwrites it. Only pure register writes are dropped; loads, stores and
+// calls are always emitted, whatever they write.
+#include "vm/jit/x86_64/emitter.h"
+
+namespace userbpf::vm::jit {
+namespace {
+
+constexpr uint16_t bit(int r) {
+  return static_cast<uint16_t>(1u << r);
+}
+constexpr uint16_t kArgRegs = 0x3e;   // r1-r5
+constexpr uint16_t kCallRegs = 0x3f;  // r0-r5
+constexpr uint16_t kAllRegs = 0x7ff;  // r0-r10
+
+}  // namespace
+
+Emitter::UseDef Emitter::use_def(size_t pc, bool refined) const {
+  const Insn& in = insns_[pc];
+  const uint8_t code = in.code;
+  const uint16_t dst = bit(in.dst);
+  const uint16_t src = bit(in.src);
+  if (code == kExecMovsx64 || code == kExecMovsx32 || code == kExecAddrSpaceCast) {
+    return {src, dst};
+  }
+  switch (opcode_info(code).kind) {
+    case OpKind::kAluBin:
+      if (insn_op(code) == kAluMov) return {insn_src(code) == kSrcX ? src : uint16_t{0}, dst};
+      return {static_cast<uint16_t>(dst | (insn_src(code) == kSrcX ? src : 0)), dst};
+    case OpKind::kAluNeg:
+    case OpKind::kAluEnd:
+      return {dst, dst};
+    case OpKind::kLdImm64:
+      return {0, dst};
+    case OpKind::kLdx:
+    case OpKind::kLdxSx:
+      return {src, dst};
+    case OpKind::kSt:
+      return {dst, 0};
+    case OpKind::kStx:
+      return {static_cast<uint16_t>(dst | src), 0};
+    case OpKind::kAtomic:  // fetch forms write src, cmpxchg r0: kept live
+      return {static_cast<uint16_t>(dst | src | bit(0)), 0};
+    case OpKind::kLdAbs:
+      return {bit(6), bit(0)};
+    case OpKind::kLdInd:
+      return {static_cast<uint16_t>(bit(6) | src), bit(0)};
+    case OpKind::kJa:
+    case OpKind::kJcond:
+      return {0, 0};
+    case OpKind::kJmpCond:
+      return {static_cast<uint16_t>(dst | (insn_src(code) == kSrcX ? src : 0)), 0};
+    case OpKind::kCall:
+      if (in.src == kPseudoCall) return {0x3ff, 0};  // the callee sees r0-r9
+      // Helpers and kfuncs read r1-r5 and leave r0 and the clobbered r1-r5.
+      // An inlined array lookup whose key is a known stack slot reads none.
+      if (refined && inline_lookup_known_key(pc)) return {0, kCallRegs};
+      return {kArgRegs, kCallRegs};
+    case OpKind::kCallx:
+      return {static_cast<uint16_t>(0x3ff | dst), 0};
+    case OpKind::kExit:
+      // r0, and r1-r5 if a BPF caller may read them after the call.
+      return {has_bpf_calls_ ? kCallRegs : bit(0), 0};
+    case OpKind::kInvalid:
+      break;
+  }
+  return {kAllRegs, 0};
+}
+
+bool Emitter::is_pure(size_t pc) const {
+  const uint8_t code = insns_[pc].code;
+  const OpKind kind = opcode_info(code).kind;
+  return (kind == OpKind::kAluBin || kind == OpKind::kAluNeg || kind == OpKind::kAluEnd ||
+          kind == OpKind::kLdImm64 || code == kExecMovsx64 || code == kExecMovsx32 ||
+          code == kExecAddrSpaceCast) &&
+         insns_[pc].dst != 10;
+}
+
+void Emitter::compute_liveness(bool refined) {
+  std::vector<UseDef> ud(n_);
+  std::vector<bool> second(n_, false);  // second slots of ld_imm64
+  std::vector<bool> pure(n_, false);
+  has_bpf_calls_ = false;
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const Insn& in = insns_[pc];
+    if ((in.code == kCall && in.src == kPseudoCall) || in.code == kCallx) has_bpf_calls_ = true;
+    if (in.code == kLdImm64 && pc + 1 < n_) second[++pc] = true;
+  }
+  for (size_t pc = 0; pc < n_; ++pc) {
+    if (second[pc]) continue;
+    ud[pc] = use_def(pc, refined);
+    pure[pc] = is_pure(pc);
+  }
+  live_in_.assign(n_, 0);
+  live_out_.assign(n_, 0);
+  for (size_t pc = 0; pc < n_; ++pc) {
+    if (second[pc]) live_in_[pc] = kAllRegs;  // not an instruction: a jump there reads anything
+  }
+  // Backward passes until nothing changes (one more pass per loop nesting).
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (size_t pc = n_; pc-- > 0;) {
+      if (second[pc]) continue;
+      const Insn& in = insns_[pc];
+      const OpKind k = opcode_info(in.code).kind;
+      uint16_t out = 0;
+      const size_t next = pc + (in.code == kLdImm64 ? 2 : 1);
+      if (k != OpKind::kExit && k != OpKind::kJa && next < n_) out |= live_in_[next];
+      if (k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) {
+        const int64_t off = in.code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
+        const int64_t to = static_cast<int64_t>(pc) + 1 + off;
+        if (to >= 0 && static_cast<size_t>(to) < n_) out |= live_in_[to];
+      }
+      // A pure write nobody reads is not emitted, so it reads nothing either
+      // (strong liveness: `r2 = r10; r2 += -4` for an inlined lookup's key
+      // goes away whole).
+      const bool dead = pure[pc] && (out & ud[pc].def) == 0;
+      const uint16_t in_set = dead ? out : static_cast<uint16_t>(ud[pc].use | (out & ~ud[pc].def));
+      live_out_[pc] = out;
+      if (in_set != live_in_[pc]) {
+        live_in_[pc] = in_set;
+        changed = true;
+      }
+    }
+  }
+}
+
+}  // namespace userbpf::vm::jit
