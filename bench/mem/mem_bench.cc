@@ -1,11 +1,16 @@
 // Benchmarks of src/mem against the bars of issue 3: slot enter+leave
 // <= 10 ns, RCU read section <= 2 ns, synchronize_rcu idle <= 20 us, object
-// alloc+free pairs next to glibc malloc/free and jemalloc on the same sizes.
-// Run: build/bench/mem/userbpf_mem_bench
+// alloc+free pairs next to glibc malloc/free and jemalloc on the same sizes,
+// and bpf_obj_new + bpf_obj_drop without an engine around them (what the
+// kfuncs cost; the program-level figure is bench/progs/obj_new_drop).
+// `make bench` prints the pairs at 16..4000 bytes under its table
+// (bench/run_bench.sh). Run: build/bench/mem/userbpf_mem_bench
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
 
+#include "maps/bpf_obj.h"
+#include "mem/domain.h"
 #include "mem/obj_cache.h"
 
 #ifdef USERBPF_HAVE_JEMALLOC
@@ -108,6 +113,21 @@ void BM_ObjAllocFreeWithSlot(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_ObjAllocFreeWithSlot)->Arg(64)->Threads(1)->Threads(2);
+
+// bpf_obj_new + bpf_obj_drop of a size-byte object as the kfuncs run them
+// (maps/bpf_obj.h: zeroing, the hidden state word, the ownership check on
+// drop), from a held slot of the domain.
+void BM_ObjNewDrop(benchmark::State& state) {
+  static MemDomain* d = new MemDomain();
+  const auto size = static_cast<uint32_t>(state.range(0));
+  SlotGuard g(d->slots);
+  for (auto _ : state) {
+    void* p = maps::obj_new(*d, size);
+    benchmark::DoNotOptimize(p);
+    if (maps::obj_drop(*d, p, false) != maps::ObjError::kOk) state.SkipWithError("drop failed");
+  }
+}
+BENCHMARK(BM_ObjNewDrop)->Arg(16)->Arg(64)->Arg(256)->Arg(1024)->Arg(4000);
 
 void BM_GlibcMallocFree(benchmark::State& state) {
   size_t size = static_cast<size_t>(state.range(0));

@@ -9,7 +9,12 @@
 // the kfunc) instead of failing the load. The loader resolves each
 // bpf_obj_new call's type id to a size (Program::obj_sizes) and gives the
 // call a proto whose ret_size is that size, so the engines grant the object
-// like any returned memory.
+// like any returned memory; it also rewrites the arguments of every call it
+// resolved (helpers_obj.h), which then runs a *_resolved function: those are
+// the fast paths. The *_impl functions serve calls the loader left alone
+// (code it proved dead, programs built without the loader).
+#include "helpers/helpers_obj.h"
+
 #include <cerrno>
 
 #include "helpers/helper_fns.h"
@@ -32,12 +37,20 @@ uint32_t obj_size_of(const vm::RunContext* rc, u64 type_id) {
   return rc->prog->obj_sizes[type_id];
 }
 
-u64 obj_drop(const char* name, u64 p, bool percpu) {
+mem::MemDomain& domain_arg(u64 domain) {
+  return *reinterpret_cast<mem::MemDomain*>(static_cast<uintptr_t>(domain));
+}
+
+[[gnu::noinline, gnu::cold]] void drop_fault(const char* name, u64 p, maps::ObjError e) {
+  vm::interp::fault_in_helper(vm::current_run(), EINVAL, p, "%s: arg1 %s", name,
+                              maps::obj_error_name(e));
+}
+
+u64 obj_drop(const char* name, mem::MemDomain& d, u64 p, bool percpu) {
   if (!p) return 0;
-  vm::RunContext* rc = vm::current_run();
-  maps::ObjError e = maps::obj_drop(domain_of(rc), reinterpret_cast<void*>(p), percpu);
-  if (e != maps::ObjError::kOk)
-    vm::interp::fault_in_helper(rc, EINVAL, p, "%s: arg1 %s", name, maps::obj_error_name(e));
+  const maps::ObjError e = maps::obj_drop(d, reinterpret_cast<void*>(p), percpu);
+  if (e != maps::ObjError::kOk) [[unlikely]]
+    drop_fault(name, p, e);
   return 0;
 }
 
@@ -80,7 +93,7 @@ u64 bpf_obj_new_impl(u64 type_id, u64, u64, u64, u64) {
 }
 
 u64 bpf_obj_drop_impl(u64 p, u64, u64, u64, u64) {
-  return obj_drop("bpf_obj_drop_impl", p, false);
+  return obj_drop("bpf_obj_drop_impl", domain_of(vm::current_run()), p, false);
 }
 
 u64 bpf_percpu_obj_new_impl(u64 type_id, u64, u64, u64, u64) {
@@ -90,7 +103,26 @@ u64 bpf_percpu_obj_new_impl(u64 type_id, u64, u64, u64, u64) {
 }
 
 u64 bpf_percpu_obj_drop_impl(u64 p, u64, u64, u64, u64) {
-  return obj_drop("bpf_percpu_obj_drop_impl", p, true);
+  return obj_drop("bpf_percpu_obj_drop_impl", domain_of(vm::current_run()), p, true);
+}
+
+// The loader's rewritten calls: size and domain are constants of the call
+// site, so a bad value cannot come from the program.
+u64 bpf_obj_new_resolved(u64 size, u64 domain, u64, u64, u64) {
+  return reinterpret_cast<u64>(maps::obj_new(domain_arg(domain), static_cast<uint32_t>(size)));
+}
+
+u64 bpf_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64) {
+  return obj_drop("bpf_obj_drop_impl", domain_arg(domain), p, false);
+}
+
+u64 bpf_percpu_obj_new_resolved(u64 size, u64 domain, u64, u64, u64) {
+  return reinterpret_cast<u64>(
+      maps::percpu_obj_new(domain_arg(domain), static_cast<uint32_t>(size)));
+}
+
+u64 bpf_percpu_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64) {
+  return obj_drop("bpf_percpu_obj_drop_impl", domain_arg(domain), p, true);
 }
 
 u64 bpf_kptr_xchg(u64 dst, u64 ptr, u64, u64, u64) {

@@ -3,14 +3,24 @@
 // type id in r1 must be a constant at the call (bpf_core_type_id_local());
 // a small constant propagation over the linked program finds it. The type
 // must be a struct of the object's BTF within the allocator's sizes; its size
-// goes into Program::obj_sizes (read by the kfunc) and into a per-type copy
-// of the kfunc's proto (ret_size), so both engines grant the returned object
-// like other returned memory.
+// goes into Program::obj_sizes and into a per-type copy of the kfunc's proto
+// (ret_size), so both engines grant the returned object like other returned
+// memory.
+//
+// Then the fixup proper: before each resolved bpf_obj_new call the loader
+// inserts `r1 = size; r2 = domain` (ld_imm64), before each bpf_obj_drop call
+// `r2 = domain`, and points the calls at the *_resolved kfuncs
+// (helpers/helpers_obj.h), which need no lookup at run time. r1 and r2 are
+// dead after a call, so the program sees no difference; jumps to a call land
+// on its inserted instructions (as in the kernel's bpf_patch_insn_data), so
+// no path reaches a rewritten call without them.
 #include <cinttypes>
 #include <cstring>
 #include <map>
 #include <string>
 
+#include "helpers/helpers_obj.h"
+#include "loader/insn_patch.h"
 #include "loader/open_internal.h"
 #include "maps/bpf_obj.h"
 #include "mem/domain.h"
@@ -150,14 +160,37 @@ bool is_obj_new(const vm::HelperProto* p, bool* percpu) {
   return *percpu || std::strcmp(p->name, "bpf_obj_new_impl") == 0;
 }
 
+bool is_obj_drop(const vm::HelperProto* p, bool* percpu) {
+  if (p == nullptr || p->name == nullptr) return false;
+  *percpu = std::strcmp(p->name, "bpf_percpu_obj_drop_impl") == 0;
+  return *percpu || std::strcmp(p->name, "bpf_obj_drop_impl") == 0;
+}
+
+Insn mov64_imm(uint8_t dst, int32_t imm) {
+  return Insn{static_cast<uint8_t>(isa::kClassAlu64 | isa::kAluMov | isa::kSrcK), dst, 0, 0, imm};
+}
+
+// ld_imm64 dst = v: two instructions.
+void push_ld_imm64(std::vector<Insn>& out, uint8_t dst, uint64_t v) {
+  out.push_back(Insn{isa::kLdImm64, dst, 0, 0, static_cast<int32_t>(static_cast<uint32_t>(v))});
+  out.push_back(Insn{0, 0, 0, 0, static_cast<int32_t>(static_cast<uint32_t>(v >> 32))});
+}
+
 }  // namespace
 
 Status resolve_obj_new_calls(vm::Program& prog, const Btf* btf, mem::MemDomain& domain) {
-  bool any = false, percpu = false;
-  for (const vm::HelperProto* k : prog.kfuncs) any = any || is_obj_new(k, &percpu);
-  if (!any) return Status::Ok();
-  const std::vector<RegState> regs = propagate_constants(prog.insns);
+  bool any_new = false, any_drop = false, percpu = false;
+  for (const vm::HelperProto* k : prog.kfuncs) {
+    any_new = any_new || is_obj_new(k, &percpu);
+    any_drop = any_drop || is_obj_drop(k, &percpu);
+  }
+  if (!any_new && !any_drop) return Status::Ok();
+  const std::vector<RegState> regs =
+      any_new ? propagate_constants(prog.insns) : std::vector<RegState>{};
   std::map<std::pair<uint32_t, uint32_t>, uint32_t> proto_for;  // (kfunc idx, type) -> idx
+  std::map<uint32_t, uint32_t> drop_proto_for;                  // kfunc idx -> idx
+  std::vector<InsnPatch> patches;
+  const auto dom = reinterpret_cast<uint64_t>(&domain);
   for (size_t pc = 0; pc < prog.insns.size(); pc++) {
     Insn& in = prog.insns[pc];
     if (in.code == isa::kLdImm64) {
@@ -165,10 +198,27 @@ Status resolve_obj_new_calls(vm::Program& prog, const Btf* btf, mem::MemDomain& 
       continue;
     }
     if (in.code != isa::kCall || in.src != isa::kPseudoKfuncCall || in.imm < 0 ||
-        static_cast<size_t>(in.imm) >= prog.kfuncs.size() ||
-        !is_obj_new(prog.kfuncs[static_cast<size_t>(in.imm)], &percpu))
+        static_cast<size_t>(in.imm) >= prog.kfuncs.size())
       continue;
-    const char* name = prog.kfuncs[static_cast<size_t>(in.imm)]->name;
+    const vm::HelperProto* kf = prog.kfuncs[static_cast<size_t>(in.imm)];
+    if (is_obj_drop(kf, &percpu)) {
+      const auto idx = static_cast<uint32_t>(in.imm);
+      auto it = drop_proto_for.find(idx);
+      if (it == drop_proto_for.end()) {
+        auto p = std::make_unique<vm::HelperProto>(*kf);
+        p->fn = percpu ? &helpers::bpf_percpu_obj_drop_resolved : &helpers::bpf_obj_drop_resolved;
+        prog.kfuncs.push_back(p.get());
+        prog.own_kfuncs.push_back(std::move(p));
+        it = drop_proto_for.emplace(idx, static_cast<uint32_t>(prog.kfuncs.size() - 1)).first;
+      }
+      in.imm = static_cast<int32_t>(it->second);
+      InsnPatch patch{pc, {}};
+      push_ld_imm64(patch.insns, 2, dom);
+      patches.push_back(std::move(patch));
+      continue;
+    }
+    if (!is_obj_new(kf, &percpu)) continue;
+    const char* name = kf->name;
     const RegVal& r1 = regs[pc].r[1];
     if (r1.kind == RegVal::kUnreached) continue;  // dead code
     if (r1.kind != RegVal::kConst)
@@ -207,7 +257,8 @@ Status resolve_obj_new_calls(vm::Program& prog, const Btf* btf, mem::MemDomain& 
     const auto key = std::make_pair(static_cast<uint32_t>(in.imm), type_id);
     auto it = proto_for.find(key);
     if (it == proto_for.end()) {
-      auto p = std::make_unique<vm::HelperProto>(*prog.kfuncs[static_cast<size_t>(in.imm)]);
+      auto p = std::make_unique<vm::HelperProto>(*kf);
+      p->fn = percpu ? &helpers::bpf_percpu_obj_new_resolved : &helpers::bpf_obj_new_resolved;
       if (!percpu) {  // a per-CPU object is reached through bpf_this_cpu_ptr
         p->ret = vm::RetKind::kMemOrNull;
         p->ret_size = size;
@@ -217,8 +268,11 @@ Status resolve_obj_new_calls(vm::Program& prog, const Btf* btf, mem::MemDomain& 
       it = proto_for.emplace(key, static_cast<uint32_t>(prog.kfuncs.size() - 1)).first;
     }
     in.imm = static_cast<int32_t>(it->second);
+    InsnPatch patch{pc, {mov64_imm(1, static_cast<int32_t>(size))}};
+    push_ld_imm64(patch.insns, 2, dom);
+    patches.push_back(std::move(patch));
   }
-  return Status::Ok();
+  return insert_patches(prog.insns, patches);
 }
 
 }  // namespace userbpf::loader

@@ -18,6 +18,7 @@ namespace {
 constexpr uint64_t kStOwned = 1;
 constexpr uint64_t kStInMap = 2;
 constexpr uint64_t kStFree = 3;
+constexpr uint64_t kSizeMask = 0x1fff;
 constexpr uint64_t kPublished = 1u << 13;
 constexpr uint64_t kStateMask = uint64_t{3} << 14;
 constexpr uint64_t kSlotMask = uint64_t{0xffff} << 16;
@@ -42,7 +43,7 @@ uint64_t state_of(uint64_t w) {
   return (w >> 14) & 3;
 }
 uint32_t size_of(uint64_t w) {
-  return static_cast<uint32_t>(w & 0x1fff);
+  return static_cast<uint32_t>(w & kSizeMask);
 }
 uint64_t owned_by(uint64_t w, int slot) {
   return (w & ~(kStateMask | kSlotMask)) | kStOwned << 14 | uint64_t(uint16_t(slot)) << 16;
@@ -61,6 +62,19 @@ bool tag_ok(const mem::MemAlloc* ma, uint64_t w) {
 }
 std::atomic<uint64_t>& state_word(uintptr_t o) {
   return *reinterpret_cast<std::atomic<uint64_t>*>(o);
+}
+
+// Zeroes an object's data (size bytes after the state word). Small objects
+// get the whole data area of their class in a few stores (constant sizes,
+// no call): up to 16 bytes the class is 32 (16 data bytes), up to 48 it is
+// 64 (48 data bytes).
+[[gnu::always_inline]] inline void zero_data(char* data, uint32_t size) {
+  if (size <= 16) [[likely]]
+    std::memset(data, 0, 16);
+  else if (size <= 48)
+    std::memset(data, 0, 48);
+  else
+    std::memset(data, 0, size);
 }
 
 struct Found {
@@ -133,16 +147,33 @@ const char* obj_error_name(ObjError e) {
   return "?";
 }
 
-void* obj_new(mem::MemDomain& d, uint32_t size) {
-  if (size == 0 || size > kObjMaxSize) return nullptr;
-  const int slot = d.slots.held_slot();
-  if (slot < 0) return nullptr;
-  auto* o = static_cast<char*>(d.global_ma.alloc(slot, size + 8));
-  if (!o) return nullptr;
-  std::memset(o + 8, 0, size);
+namespace {
+
+// A fresh object o of global_ma: zeroed, owned by slot.
+[[gnu::always_inline]] inline void* init_obj(mem::MemDomain& d, char* o, uint32_t size, int slot) {
+  zero_data(o + 8, size);
   state_word(reinterpret_cast<uintptr_t>(o))
       .store(owned_by(make_state(&d.global_ma, kStOwned, size), slot), std::memory_order_relaxed);
   return o + 8;
+}
+
+[[gnu::noinline]] void* obj_new_slow(mem::MemDomain& d, uint32_t size, int slot, uint32_t cls) {
+  auto* o = static_cast<char*>(d.global_ma.alloc_class(slot, cls));
+  return o ? init_obj(d, o, size, slot) : nullptr;
+}
+
+}  // namespace
+
+void* obj_new(mem::MemDomain& d, uint32_t size) {
+  if (size == 0 || size > kObjMaxSize) return nullptr;
+  const int cls = mem::size_class_for(size + 8);  // >= 0 for these sizes
+  const int slot = d.slots.held_slot();
+  if (slot < 0) return nullptr;
+  // No call on the fast path (the slow one is a tail call).
+  auto* o = static_cast<char*>(d.global_ma.try_alloc_class(slot, static_cast<uint32_t>(cls)));
+  if (!o) [[unlikely]]
+    return obj_new_slow(d, size, slot, static_cast<uint32_t>(cls));
+  return init_obj(d, o, size, slot);
 }
 
 void* percpu_obj_new(mem::MemDomain& d, uint32_t size) {
@@ -160,7 +191,46 @@ void* percpu_obj_new(mem::MemDomain& d, uint32_t size) {
   return o + 8;
 }
 
+namespace {
+
+// Why w is not "owned by slot" in allocator ma.
+[[gnu::cold]] ObjError drop_error(const mem::MemAlloc* ma, uint64_t w) {
+  return tag_ok(ma, w) ? ObjError::kNotOwned : ObjError::kNotObject;
+}
+
+// bpf_obj_drop of a plain object: the page cache says which object of which
+// class p is, one compare of the state word says the caller's run owns it.
+ObjError obj_drop_plain(mem::MemDomain& d, void* p) {
+  mem::MemAlloc& ma = d.global_ma;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uintptr_t o;
+  size_t usable;
+  uint32_t cls;
+  if (!ma.find_object(a, &o, &usable, &cls) || o + 8 != a) [[unlikely]]
+    return ObjError::kNotObject;
+  // From here o is a - 8: addressing by a keeps the state word's load off
+  // the dependency chain of the lookup (the branch above is predicted).
+  o = a - 8;
+  std::atomic<uint64_t>& sw = state_word(o);
+  const uint64_t w = sw.load(std::memory_order_relaxed);
+  const int slot = d.slots.held_slot();
+  // Tag, state and owner at once; size and published may be anything.
+  const uint64_t want = tag_of(&ma) | kStOwned << 14 | uint64_t(uint16_t(slot)) << 16;
+  if (slot < 0 || (w & ~(kPublished | kSizeMask)) != want) [[unlikely]]
+    return drop_error(&ma, w);
+  sw.store(with_state(w, kStFree), std::memory_order_relaxed);
+  if (w & kPublished) [[unlikely]]
+    ma.free_rcu(slot, reinterpret_cast<void*>(o));
+  else if (!ma.try_free_class(slot, cls, reinterpret_cast<void*>(o))) [[unlikely]]
+    ma.free_class(slot, cls, reinterpret_cast<void*>(o));
+  return ObjError::kOk;
+}
+
+}  // namespace
+
 ObjError obj_drop(mem::MemDomain& d, void* p, bool percpu) {
+  if (!percpu) [[likely]]
+    return obj_drop_plain(d, p);
   Found f;
   if (!locate_exact(d, p, percpu, &f)) return ObjError::kNotObject;
   std::atomic<uint64_t>& sw = state_word(f.o);

@@ -30,6 +30,13 @@
 // object's data bytes (only its header and, while free, the state word), so
 // a stale pointer a program still uses can only reach other objects' data.
 //
+// Costs (bpf_obj_new + bpf_obj_drop is a program's malloc/free pair): new is
+// the slot's list pop, the zeroing and one store of the state word; drop
+// finds the object through the allocator's page cache (MemAlloc::find_object,
+// one load for an address in a known slab), checks tag, state and owner with
+// one compare of the state word and pushes the object on the slot's list.
+// The loader resolves each call's size and domain (helpers/helpers_obj.h).
+//
 // Contexts: everything here runs from programs (the caller holds a slot of
 // the domain's table), signal handlers included; the release and region
 // functions also from the host (they enter a slot when none is held). Never

@@ -19,20 +19,6 @@ uint32_t round_up8(uint64_t v) {
 
 }  // namespace
 
-int size_class_for(size_t size) {
-  // (need - 1) / 8 -> class for need <= 192, like the kernel's size_index.
-  static constexpr uint8_t kSmall[24] = {0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
-                                         4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5};
-  if (size == 0) [[unlikely]]
-    return -1;
-  size_t need = size + kObjHeader;
-  if (need <= 192) [[likely]]
-    return kSmall[(need - 1) / 8];
-  for (uint32_t i = 6; i < kNumSizeClasses; i++)
-    if (need <= kSizeClasses[i]) return static_cast<int>(i);
-  return -1;
-}
-
 Watermarks watermarks_for(uint32_t unit_size, bool percpu) {
   uint32_t low, high;
   if (percpu) return {1, 3, 1};
@@ -97,6 +83,8 @@ Status MemAlloc::init(const MemAllocOptions& opts) {
     index_root_ = new (std::nothrow) IndexNode{};
     if (!index_root_) return make_error(ENOMEM, "cannot allocate the object index");
     index_nodes_.push_back(index_root_);
+    page_cache_.reset(new (std::nothrow) std::atomic<uint64_t>[kPageCacheSize]());
+    if (!page_cache_) return make_error(ENOMEM, "cannot allocate the object index");
   }
   caches_.reset(new SlotCache[size_t{slots_.total_slots()} * nclasses_]);
   for (uint32_t s = 0; s < slots_.total_slots(); s++) {
@@ -132,9 +120,12 @@ Status MemAlloc::init(const MemAllocOptions& opts) {
   return Status::Ok();
 }
 
-// ---- Program-side fast paths (the slot's holder only) ----
+// ---- Program-side slow paths (the slot's holder only; fast paths in the header) ----
 
-void* MemAlloc::unit_alloc(SlotCache& c) {
+// unit_alloc past its fast path: the refill batch and the side lists when
+// the list is empty, the worker asked for a refill below low, nullptr when
+// busy (re-entry) or nothing is left.
+void* MemAlloc::unit_alloc_slow(SlotCache& c) {
   if (c.active.load(std::memory_order_relaxed)) [[unlikely]] {
     alloc_fail_.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
@@ -179,7 +170,9 @@ void MemAlloc::push_lockfree(std::atomic<ObjHdr*>& list, ObjHdr* h) {
       !list.compare_exchange_weak(old, h, std::memory_order_release, std::memory_order_relaxed));
 }
 
-void MemAlloc::unit_free(SlotCache& c, ObjHdr* h) {
+// unit_free past its fast path: a free while the list is busy (re-entry)
+// goes to the lock-free side list; above high the worker is asked to trim.
+void MemAlloc::unit_free_slow(SlotCache& c, ObjHdr* h) {
   if (c.active.load(std::memory_order_relaxed)) [[unlikely]] {
     c.extra_cnt.fetch_add(1, std::memory_order_relaxed);
     push_lockfree(c.extra, h);
@@ -232,31 +225,6 @@ void MemAlloc::unit_free_rcu(SlotCache& c, ObjHdr* h) {
   kick(c);
 }
 
-MemAlloc::SizeClass* MemAlloc::class_of(void* p) const {
-  auto* h = static_cast<ObjHdr*>(p) - 1;
-  SizeClass* sc = h->cls;
-  // A free object's header is a list link, never one of our classes: this
-  // catches double frees and foreign pointers.
-  USERBPF_ASSERT(sc >= classes_ && sc < classes_ + nclasses_);
-  return sc;
-}
-
-void* MemAlloc::alloc(int slot, size_t size) {
-  uint32_t cls = 0;
-  if (!fixed_) {
-    int i = size_class_for(size);
-    if (i < 0) return nullptr;
-    cls = static_cast<uint32_t>(i);
-  }
-  return unit_alloc(cache(slot, cls));
-}
-
-void MemAlloc::free(int slot, void* p) {
-  if (!p) return;
-  SizeClass* sc = class_of(p);
-  unit_free(cache(slot, sc->idx), static_cast<ObjHdr*>(p) - 1);
-}
-
 void MemAlloc::free_rcu(int slot, void* p) {
   if (!p) return;
   SizeClass* sc = class_of(p);
@@ -295,7 +263,10 @@ void* MemAlloc::alloc_host(int slot, size_t size) {
   return alloc(slot, size);
 }
 
-bool MemAlloc::find_object(uintptr_t addr, uintptr_t* obj, size_t* usable) const {
+// find_object past the page cache: the tree, and the cache entry refreshed
+// (a page whose entry another slab's page took).
+bool MemAlloc::find_object_slow(uintptr_t addr, uintptr_t* obj, size_t* usable,
+                                uint32_t* cls_out) const {
   const uint64_t pg = addr >> 12;
   if (!index_root_ || (pg >> 35) != 0) return false;
   uint64_t v = index_root_->e[pg >> 24].load(std::memory_order_acquire);
@@ -307,13 +278,9 @@ bool MemAlloc::find_object(uintptr_t addr, uintptr_t* obj, size_t* usable) const
   if (!leaf) return false;
   const uintptr_t base = leaf & ~uint64_t{PagePool::kPageSize - 1};
   const uint32_t cls = static_cast<uint32_t>(leaf & (PagePool::kPageSize - 1)) - 1;
-  const SizeClass& sc = classes_[cls];
-  const uint64_t off = addr - base;
-  const uint64_t k = (off * unit_magic_[cls]) >> 42;
-  if (k >= sc.objs_per_slab || off - k * sc.unit < kObjHeader) return false;
-  *obj = base + k * sc.unit + kObjHeader;
-  *usable = sc.unit - kObjHeader;
-  return true;
+  page_cache_[pg % kPageCacheSize].store(page_cache_entry(pg, base >> 12, cls),
+                                         std::memory_order_release);
+  return object_in_slab(base, cls, addr, obj, usable, cls_out);
 }
 
 // ---- Worker side (mu_ held) ----
@@ -475,37 +442,42 @@ bool MemAlloc::serve_slot(int slot, uint64_t* rcu_cookie) {
   return true;
 }
 
-void MemAlloc::index_clear(uint64_t pg) {
-  auto* mid =
-      reinterpret_cast<IndexNode*>(index_root_->e[pg >> 24].load(std::memory_order_relaxed));
-  auto* leaf =
-      reinterpret_cast<IndexNode*>(mid->e[(pg >> 12) & 4095].load(std::memory_order_relaxed));
-  leaf->e[pg & 4095].store(0, std::memory_order_release);
+// The leaf node holding page pg's entry; created (with the middle node) if
+// create, else nullptr when missing. Under mu_.
+MemAlloc::IndexNode* MemAlloc::index_leaf(uint64_t pg, bool create) {
+  IndexNode* n = index_root_;
+  for (unsigned shift : {24u, 12u}) {
+    std::atomic<uint64_t>& e = n->e[(pg >> shift) & 4095];
+    uint64_t v = e.load(std::memory_order_relaxed);
+    if (!v) {
+      if (!create) return nullptr;
+      auto* fresh = new (std::nothrow) IndexNode{};
+      if (!fresh) return nullptr;
+      index_nodes_.push_back(fresh);
+      v = reinterpret_cast<uint64_t>(fresh);
+      e.store(v, std::memory_order_release);
+    }
+    n = reinterpret_cast<IndexNode*>(v);
+  }
+  return n;
 }
 
+// A slab enters the index whole or not at all: first every node its pages
+// need (a failure leaves only empty nodes behind), then its leaf entries,
+// then the page cache. So no reader ever sees part of a slab that goes back
+// to the pool, and the page cache (which readers also fill) only ever learns
+// true facts.
 bool MemAlloc::index_slab(void* base, uint64_t bytes, uint32_t cls) {
   const auto b = reinterpret_cast<uintptr_t>(base);
   if (((b + bytes - 1) >> 47) != 0) return false;
-  for (uint64_t pg = b >> 12; pg < (b + bytes) >> 12; pg++) {
-    IndexNode* n = index_root_;
-    for (unsigned shift : {24u, 12u}) {
-      std::atomic<uint64_t>& slot = n->e[(pg >> shift) & 4095];
-      uint64_t v = slot.load(std::memory_order_relaxed);
-      if (!v) {
-        auto* fresh = new (std::nothrow) IndexNode{};
-        if (!fresh) {
-          // The pages go back to the pool: forget the ones indexed so far.
-          for (uint64_t q = b >> 12; q < pg; q++) index_clear(q);
-          return false;
-        }
-        index_nodes_.push_back(fresh);
-        v = reinterpret_cast<uint64_t>(fresh);
-        slot.store(v, std::memory_order_release);
-      }
-      n = reinterpret_cast<IndexNode*>(v);
-    }
-    n->e[pg & 4095].store(b | (cls + 1), std::memory_order_release);
-  }
+  const uint64_t first = b >> 12, end = (b + bytes) >> 12;
+  for (uint64_t pg = first; pg < end; pg++)
+    if (!index_leaf(pg, true)) return false;
+  for (uint64_t pg = first; pg < end; pg++)
+    index_leaf(pg, false)->e[pg & 4095].store(b | (cls + 1), std::memory_order_release);
+  for (uint64_t pg = first; pg < end; pg++)
+    page_cache_[pg % kPageCacheSize].store(page_cache_entry(pg, first, cls),
+                                           std::memory_order_release);
   return true;
 }
 

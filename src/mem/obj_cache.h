@@ -11,6 +11,8 @@
 //   depot       per class, objects the worker keeps between slots (trimmed
 //               from a slot, or back from an rcu grace period)
 //   slab        a block of pages (PagePool) carved into objects of one unit
+//   page cache  (index_objects) a direct-mapped cache of the page -> slab
+//               index that find_object reads first
 //
 // Invariants, per SizeClass (exact when no slot is held and the worker is idle):
 //   carved == in_use + sum over slots (free_cnt + rcu_cnt + extra_cnt
@@ -30,6 +32,11 @@
 // served; trimming and side lists need the slot itself, which the worker
 // claims with try_enter_slot when it is free.
 //
+// Fast paths: alloc and free on the holder's list are inline below and make
+// no call (try_alloc_class / try_free_class are them alone); the worker is
+// woken only from the out-of-line paths, when a list crosses a watermark and
+// `kicked` says the worker has not been asked yet.
+//
 // Contexts: alloc/free/free_rcu (program, signal handler, host): the caller
 // holds `slot`; never block, never call malloc. Re-entry on the same
 // SlotCache (only possible if code reuses an outer holder's slot) makes alloc
@@ -45,6 +52,7 @@
 #include <mutex>
 #include <vector>
 
+#include "base/assert.h"
 #include "base/result.h"
 #include "mem/bg_worker.h"
 #include "mem/cpu_slots.h"
@@ -60,7 +68,19 @@ inline constexpr size_t kObjHeader = 8;
 
 // Index of the smallest class whose usable size (class - 8) holds size, or
 // -1 for size 0 or above 4088.
-int size_class_for(size_t size);
+inline int size_class_for(size_t size) {
+  // (need - 1) / 8 -> class for need <= 192, like the kernel's size_index.
+  static constexpr uint8_t kSmall[24] = {0, 0, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3,
+                                         4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5};
+  if (size == 0) [[unlikely]]
+    return -1;
+  const size_t need = size + kObjHeader;
+  if (need <= 192) [[likely]]
+    return kSmall[(need - 1) / 8];
+  for (uint32_t i = 6; i < kNumSizeClasses; i++)
+    if (need <= kSizeClasses[i]) return static_cast<int>(i);
+  return -1;
+}
 
 struct Watermarks {
   uint32_t low, high, batch;
@@ -116,9 +136,41 @@ class MemAlloc {
   // bpf_mem_alloc: an object with at least size usable bytes (8-aligned), or
   // nullptr (empty cache, re-entry, size too big). For fixed-size and per-CPU
   // allocators size is ignored. The caller holds slot.
-  void* alloc(int slot, size_t size);
+  [[gnu::always_inline]] void* alloc(int slot, size_t size) {
+    uint32_t cls = 0;
+    if (!fixed_) {
+      const int i = size_class_for(size);
+      if (i < 0) [[unlikely]]
+        return nullptr;
+      cls = static_cast<uint32_t>(i);
+    }
+    return unit_alloc(cache(slot, cls));
+  }
+  // alloc of a class the caller resolved once (size_class_for; 0 for
+  // fixed-size and per-CPU allocators), e.g. at program load.
+  [[gnu::always_inline]] void* alloc_class(int slot, uint32_t cls) {
+    return unit_alloc(cache(slot, cls));
+  }
   // bpf_mem_free: immediately reusable on slot.
-  void free(int slot, void* p);
+  [[gnu::always_inline]] void free(int slot, void* p) {
+    if (!p) return;
+    unit_free(cache(slot, class_of(p)->idx), static_cast<ObjHdr*>(p) - 1);
+  }
+  // free of an object of class cls (find_object told the caller), without
+  // reading its header.
+  [[gnu::always_inline]] void free_class(int slot, uint32_t cls, void* p) {
+    unit_free(cache(slot, cls), static_cast<ObjHdr*>(p) - 1);
+  }
+  // The fast paths alone, for callers that keep calls off their own fast
+  // path (bpf_obj_new / bpf_obj_drop): nullptr / false where alloc_class /
+  // free_class have more to do (the list busy or empty, or a watermark
+  // crossed that the worker must hear about), and nothing happened then.
+  [[gnu::always_inline]] void* try_alloc_class(int slot, uint32_t cls) {
+    return unit_try_alloc(cache(slot, cls));
+  }
+  [[gnu::always_inline]] bool try_free_class(int slot, uint32_t cls, void* p) {
+    return unit_try_free(cache(slot, cls), static_cast<ObjHdr*>(p) - 1);
+  }
   // bpf_mem_free_rcu: reusable after a grace period.
   void free_rcu(int slot, void* p);
   // Host context: alloc that refills slot's cache inline when it is empty.
@@ -134,9 +186,11 @@ class MemAlloc {
   // With index_objects: whether addr lies inside one of this allocator's
   // slabs, in an object's usable bytes; *obj = that object's pointer (as
   // alloc returned it, allocated or not), *usable = its usable bytes (all
-  // copies for per-CPU objects). Reads only the index, never the object, so
-  // any address is safe to ask about. Any context, lock-free.
-  bool find_object(uintptr_t addr, uintptr_t* obj, size_t* usable) const;
+  // copies for per-CPU objects), *cls (if asked) its class. Reads only the
+  // index, never the object, so any address is safe to ask about. Any
+  // context, lock-free.
+  inline bool find_object(uintptr_t addr, uintptr_t* obj, size_t* usable,
+                          uint32_t* cls = nullptr) const;
   // Geometry of a fixed-size allocator (after init): objects of unit_bytes
   // (header included) packed from the start of slabs of slab_bytes, which
   // are blocks of the page pool. Lets an owner with a pool of its own tell
@@ -168,28 +222,30 @@ class MemAlloc {
       SizeClass* cls;
     };
   };
+  // The first cache line holds everything alloc and free touch: a pair
+  // costs one line per (slot, class).
   struct alignas(64) SlotCache {
     ObjHdr* free_head = nullptr;        // holder only
     std::atomic<uint32_t> free_cnt{0};  // holder writes, worker reads
     std::atomic<uint8_t> active{0};     // re-entry guard
     std::atomic<uint8_t> kicked{0};     // asked the worker for a pass
-    ObjHdr* rcu_head = nullptr;         // holder only: freed with free_rcu
-    ObjHdr* rcu_tail = nullptr;
-    std::atomic<uint32_t> rcu_cnt{0};
-    std::atomic<ObjHdr*> extra{nullptr};      // frees during re-entry (lock-free)
-    std::atomic<ObjHdr*> extra_rcu{nullptr};  // free_rcu during re-entry
-    std::atomic<uint32_t> extra_cnt{0};
+    uint16_t cls = 0;
+    Watermarks wm{};
     // A refill batch the worker prepared without the slot (at most one; its
     // length is in the first object's first usable word). The holder takes
     // it when its list runs dry.
     std::atomic<ObjHdr*> incoming{nullptr};
     std::atomic<uint32_t> incoming_cnt{0};
+    std::atomic<uint32_t> extra_cnt{0};
+    ObjHdr* rcu_head = nullptr;  // holder only: freed with free_rcu
+    ObjHdr* rcu_tail = nullptr;
+    std::atomic<uint32_t> rcu_cnt{0};
+    std::atomic<ObjHdr*> extra{nullptr};      // frees during re-entry (lock-free)
+    std::atomic<ObjHdr*> extra_rcu{nullptr};  // free_rcu during re-entry
     // Chains of `batch` rcu-freed objects the holder handed to the worker
     // (a lock-free stack of chains: one CAS per chain).
     std::atomic<ObjHdr*> rcu_out{nullptr};
     std::atomic<uint32_t> rcu_out_cnt{0};
-    uint16_t cls = 0;
-    Watermarks wm{};
   };
   struct RcuBatch {
     uint64_t cookie;
@@ -201,15 +257,34 @@ class MemAlloc {
   SlotCache& cache(int slot, uint32_t cls) {
     return caches_[static_cast<size_t>(slot) * nclasses_ + cls];
   }
-  void* unit_alloc(SlotCache& c);
-  void unit_free(SlotCache& c, ObjHdr* h);
+  // Fast paths (inline below): the holder's list, no call; anything else (an
+  // empty list, re-entry, a watermark to report) goes out of line.
+  [[gnu::always_inline]] inline void* unit_try_alloc(SlotCache& c);
+  [[gnu::always_inline]] inline bool unit_try_free(SlotCache& c, ObjHdr* h);
+  [[gnu::always_inline]] void* unit_alloc(SlotCache& c) {
+    if (void* p = unit_try_alloc(c)) [[likely]]
+      return p;
+    return unit_alloc_slow(c);
+  }
+  [[gnu::always_inline]] void unit_free(SlotCache& c, ObjHdr* h) {
+    if (!unit_try_free(c, h)) [[unlikely]]
+      unit_free_slow(c, h);
+  }
+  void* unit_alloc_slow(SlotCache& c);
+  void unit_free_slow(SlotCache& c, ObjHdr* h);
   void unit_free_rcu(SlotCache& c, ObjHdr* h);
   void kick(SlotCache& c) {
     if (c.kicked.load(std::memory_order_relaxed)) return;
     c.kicked.store(1, std::memory_order_relaxed);
     worker_.kick();
   }
-  SizeClass* class_of(void* p) const;
+  SizeClass* class_of(void* p) const {
+    SizeClass* sc = (static_cast<ObjHdr*>(p) - 1)->cls;
+    // A free object's header is a list link, never one of our classes: this
+    // catches double frees and foreign pointers.
+    USERBPF_ASSERT(sc >= classes_ && sc < classes_ + nclasses_);
+    return sc;
+  }
   static void push_lockfree(std::atomic<ObjHdr*>& list, ObjHdr* h);
 
   // Under mu_ (worker or host).
@@ -253,12 +328,97 @@ class MemAlloc {
     std::atomic<uint64_t> e[4096];
   };
   bool index_slab(void* base, uint64_t bytes, uint32_t cls);
-  void index_clear(uint64_t page);
+  IndexNode* index_leaf(uint64_t pg, bool create);
+  bool find_object_slow(uintptr_t addr, uintptr_t* obj, size_t* usable, uint32_t* cls) const;
+  // The object of class cls at addr in the slab at base, if addr lies in its
+  // usable bytes.
+  bool object_in_slab(uintptr_t base, uint32_t cls, uintptr_t addr, uintptr_t* obj, size_t* usable,
+                      uint32_t* cls_out) const {
+    const SizeClass& sc = classes_[cls];
+    const uint64_t off = addr - base;
+    const uint64_t k = (off * unit_magic_[cls]) >> 42;
+    if (k >= sc.objs_per_slab || off - k * sc.unit < kObjHeader) return false;
+    *obj = base + k * sc.unit + kObjHeader;
+    *usable = sc.unit - kObjHeader;
+    if (cls_out) *cls_out = cls;
+    return true;
+  }
   IndexNode* index_root_ = nullptr;
   // Per class: unit reciprocal for find_object (off * magic >> 42 == off /
   // unit for off < 2^21, the largest slab).
   uint64_t unit_magic_[kNumSizeClasses] = {};
   std::vector<IndexNode*> index_nodes_;
+  // In front of the tree, a direct-mapped cache of it: entry pg % size for
+  // page pg is pg << 16 | (page's index in its slab) << 4 | (class + 1), or
+  // 0. Entries only ever hold true facts (slabs stay indexed until the
+  // destructor), so any context may overwrite one with another true fact
+  // (relaxed; one 64-bit word, never torn) and a reader that finds its page
+  // number there needs nothing else: one load instead of three.
+  static constexpr uint32_t kPageCacheSize = 4096;
+  std::unique_ptr<std::atomic<uint64_t>[]> page_cache_;
+  static_assert(PagePool::kMaxOrder <= 12 && kNumSizeClasses < 16, "page cache entry fields");
+  static uint64_t page_cache_entry(uint64_t pg, uint64_t first_pg, uint32_t cls) {
+    return pg << 16 | (pg - first_pg) << 4 | (cls + 1);
+  }
 };
+
+// ---- Program-side fast paths (the slot's holder only) ----
+//
+// `active` brackets each list update: a handler that interrupts one and
+// reaches the same list (it would have to reuse our slot) sees it set and
+// keeps off (alloc fails, free goes to the side list). Nothing inside the
+// bracket can fault or call out.
+
+inline void* MemAlloc::unit_try_alloc(SlotCache& c) {
+  if (c.active.load(std::memory_order_relaxed)) [[unlikely]]
+    return nullptr;
+  c.active.store(1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  ObjHdr* h = c.free_head;
+  const uint32_t cnt = c.free_cnt.load(std::memory_order_relaxed);
+  // Taking one leaves the list below low with no batch waiting and the
+  // worker not yet asked: the slow path asks it (once per crossing).
+  const bool report = cnt <= c.wm.low && !c.incoming.load(std::memory_order_relaxed) &&
+                      !c.kicked.load(std::memory_order_relaxed);
+  if (!h || report) [[unlikely]] {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    c.active.store(0, std::memory_order_relaxed);
+    return nullptr;
+  }
+  c.free_head = h->next;
+  c.free_cnt.store(cnt - 1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  c.active.store(0, std::memory_order_relaxed);
+  h->cls = &classes_[c.cls];
+  return h + 1;
+}
+
+inline bool MemAlloc::unit_try_free(SlotCache& c, ObjHdr* h) {
+  const uint32_t cnt = c.free_cnt.load(std::memory_order_relaxed) + 1;
+  // Busy, or above high with the worker not yet asked to trim: slow path.
+  if (c.active.load(std::memory_order_relaxed) ||
+      (cnt > c.wm.high && !c.kicked.load(std::memory_order_relaxed))) [[unlikely]]
+    return false;
+  c.active.store(1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  h->next = c.free_head;
+  c.free_head = h;
+  c.free_cnt.store(cnt, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  c.active.store(0, std::memory_order_relaxed);
+  return true;
+}
+
+inline bool MemAlloc::find_object(uintptr_t addr, uintptr_t* obj, size_t* usable,
+                                  uint32_t* cls) const {
+  const uint64_t pg = addr >> 12;
+  if (page_cache_) [[likely]] {
+    const uint64_t e = page_cache_[pg % kPageCacheSize].load(std::memory_order_acquire);
+    if (e != 0 && (e >> 16) == pg) [[likely]]
+      return object_in_slab((pg - ((e >> 4) & 0xfff)) << 12, static_cast<uint32_t>(e & 15) - 1,
+                            addr, obj, usable, cls);
+  }
+  return find_object_slow(addr, obj, usable, cls);
+}
 
 }  // namespace userbpf::mem

@@ -35,7 +35,11 @@ struct World {
   std::atomic<uint64_t> null_allocs{0};
 };
 
-World* g_world;
+// What the SIGPROF handler runs on. A signal pending when the timer stops can
+// still land on any thread (the domain's worker included), so the handler
+// counts itself in g_handlers and the test waits for it before the world goes.
+std::atomic<World*> g_world{nullptr};
+std::atomic<int> g_handlers{0};
 
 uint64_t next_rand(uint64_t& s) {
   s ^= s << 13;
@@ -114,9 +118,12 @@ void run_once(World& w, uint64_t& seed, EnterMode mode) {
 
 void on_sigprof(int) {
   static thread_local uint64_t seed = 0x9e3779b97f4a7c15ull;
-  if (!g_world) return;
-  g_world->handler_runs.fetch_add(1, std::memory_order_relaxed);
-  run_once(*g_world, seed, EnterMode::kNoWait);
+  g_handlers.fetch_add(1);
+  if (World* w = g_world.load()) {
+    w->handler_runs.fetch_add(1, std::memory_order_relaxed);
+    run_once(*w, seed, EnterMode::kNoWait);
+  }
+  g_handlers.fetch_sub(1);
 }
 
 int stress_ms() {
@@ -127,7 +134,7 @@ int stress_ms() {
 TEST(MemStress, AllocFreeLookupWithSignalHandlers) {
   auto w = std::make_unique<World>();
   ASSERT_TRUE(w->alloc.init({}).ok());
-  g_world = w.get();
+  g_world.store(w.get());
 
   struct sigaction sa{}, old{};
   sa.sa_handler = on_sigprof;
@@ -150,8 +157,9 @@ TEST(MemStress, AllocFreeLookupWithSignalHandlers) {
   for (auto& th : threads) th.join();
   itimerval off{};
   setitimer(ITIMER_PROF, &off, nullptr);
-  g_world = nullptr;
+  g_world.store(nullptr);
   sigaction(SIGPROF, &old, nullptr);
+  while (g_handlers.load() != 0) std::this_thread::yield();
 
   // Empty the cells and let every grace period finish.
   {
