@@ -85,6 +85,31 @@ inline int map_lock_acquire(std::atomic<uint32_t>& word, const void* owner, uint
   }
 }
 
+// Try-acquire with the same per-thread record as map_lock_acquire (a
+// handler interrupting us sees the lock as ours): 0, or -EBUSY if the lock
+// is taken by anyone or this thread already holds (owner, group). Release
+// with map_lock_release.
+inline int map_lock_try_acquire(std::atomic<uint32_t>& word, const void* owner, uint32_t group) {
+  HeldMapLocks& t = t_held_map_locks;
+  uint32_t d = t.depth.load(std::memory_order_relaxed);
+  if (d >= kMaxHeldMapLocks) return -EBUSY;
+  for (uint32_t i = 0; i < d; i++)
+    if (t.entries[i].owner.load(std::memory_order_relaxed) == owner &&
+        t.entries[i].group.load(std::memory_order_relaxed) == group)
+      return -EBUSY;
+  if (word.load(std::memory_order_relaxed) != 0) return -EBUSY;
+  t.depth.store(d + 1, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t.entries[d].group.store(group, std::memory_order_relaxed);
+  t.entries[d].owner.store(owner, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (word.exchange(1, std::memory_order_acquire) == 0) return 0;
+  t.entries[d].owner.store(nullptr, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t.depth.store(d, std::memory_order_relaxed);
+  return -EBUSY;
+}
+
 inline void map_lock_release(std::atomic<uint32_t>& word) {
   word.store(0, std::memory_order_release);
   HeldMapLocks& t = t_held_map_locks;
