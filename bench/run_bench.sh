@@ -2,8 +2,9 @@
 # make bench: every bench/progs program timed in the running kernel
 # (bench/kernel, BPF_PROG_TEST_RUN with repeat), in userbpf's interpreter and
 # JIT (`userbpf bench`), next to a native C++ baseline (bench/native); prints
-# one markdown table of ns per operation with the ratios to the kernel, and
-# writes it with a chart to $BENCH_OUT (default BUILD/bench/results).
+# one markdown table of ns per operation with the ratios to the kernel, then
+# the allocation pairs of bench/mem (bpf_obj_new + drop, glibc, jemalloc), and
+# writes them with a chart to $BENCH_OUT (default BUILD/bench/results).
 #
 # Conventions: each program declares its operations per run with
 # USERBPF_BENCH_OPS(n) (<userbpf/bpf/userbpf_bpf.h>) and returns n on success;
@@ -27,12 +28,14 @@ run_args=(--rounds "$rounds")
 
 # Row order and labels; programs not listed here follow under their own names.
 order=(empty array_lookup hash_lookup hash_lookup64 hash_update hash_delete_insert
-       percpu_array_inc percpu_hash_lookup obj_new_drop checksum fnv1a sieve alu_loop)
+       percpu_array_inc percpu_hash_lookup percpu_hash_update obj_new_drop checksum fnv1a sieve
+       alu_loop)
 declare -A label=(
   [empty]="empty run (ns per run)" [array_lookup]="array lookup"
   [hash_lookup]="hash lookup, 4-byte key" [hash_lookup64]="hash lookup, 64-byte key"
   [hash_update]="hash update (existing key)" [hash_delete_insert]="hash delete + insert"
   [percpu_array_inc]="per-CPU array increment" [percpu_hash_lookup]="per-CPU hash lookup"
+  [percpu_hash_update]="per-CPU hash update (existing key)"
   [obj_new_drop]="obj new + drop" [checksum]="checksum (per byte)"
   [fnv1a]="FNV-1a (per byte)" [sieve]="prime sieve (per number)"
   [alu_loop]="ALU loop (per iteration)")
@@ -141,6 +144,42 @@ markdown() {
 }
 md="$out/results.md"
 markdown | tee "$md"
+
+# Allocators next to the obj_new_drop row, on the same sizes (bench/mem,
+# Google Benchmark, median CPU time of $rounds repetitions): the bodies of
+# bpf_obj_new + bpf_obj_drop without an engine, the object cache's pair alone,
+# glibc malloc + free and jemalloc mallocx + dallocx.
+mb="$build/bench/mem/userbpf_mem_bench"
+alloc_table() {
+  echo
+  echo "Allocation pairs, ns per alloc + free (CPU time; bpf_obj_new also zeroes the object):"
+  echo
+  "$mb" --benchmark_filter='^BM_(ObjNewDrop|ObjAllocFree|GlibcMallocFree|JemallocFree)/[0-9]+$' \
+    --benchmark_format=csv --benchmark_repetitions="$rounds" --benchmark_min_time=0.05 \
+    --benchmark_report_aggregates_only=true 2>/dev/null | awk -F, '
+    $1 ~ /_median"$/ {
+      name = $1; gsub(/"/, "", name); sub(/_median$/, "", name)
+      split(name, part, "/"); ns[part[1], part[2]] = $4; sizes[part[2]] = 1
+    }
+    END {
+      print "| bytes | bpf_obj_new + drop (no engine) | object cache alloc + free | glibc malloc + free | jemalloc |"
+      print "|---:|---:|---:|---:|---:|"
+      n = 0; for (s in sizes) list[++n] = s + 0
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (list[j] < list[i]) { t = list[i]; list[i] = list[j]; list[j] = t }
+      for (i = 1; i <= n; i++) {
+        s = list[i]; row = "| " s
+        split("BM_ObjNewDrop BM_ObjAllocFree BM_GlibcMallocFree BM_JemallocFree", col, " ")
+        for (c = 1; c <= 4; c++) row = row " | " ((col[c], s) in ns ? sprintf("%.1f", ns[col[c], s]) : "n/a")
+        print row " |"
+      }
+    }'
+}
+if [ -x "$mb" ]; then
+  echo "bench: allocators (bench/mem)..." >&2
+  alloc_table | tee -a "$md"
+else
+  echo "bench: $mb not built: no allocator comparison" >&2
+fi
 
 # Chart: ns per op per engine, log scale (SVG and PNG, headless).
 if command -v gnuplot >/dev/null; then

@@ -1,6 +1,5 @@
 // Benchmark: PERCPU_ARRAY lookup and increment (64 u64 counters), the
 // per-CPU statistics pattern.
-// bench: expect-unsupported PERCPU_ARRAY maps are not implemented in userbpf yet
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <userbpf/bpf/userbpf_bpf.h>

@@ -1,6 +1,5 @@
 // Benchmark: PERCPU_HASH lookups (u32 -> u64, 1,024 entries, all present),
 // keys in a scattered order. The first run fills the map.
-// bench: expect-unsupported PERCPU_HASH maps are not implemented in userbpf yet
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <userbpf/bpf/userbpf_bpf.h>
@@ -9,30 +8,15 @@
 #define OPS 1024
 USERBPF_BENCH_OPS(OPS);
 
-struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(max_entries, ENTRIES);
-  __type(key, __u32);
-  __type(value, __u64);
-} table SEC(".maps");
-
-__u32 filled;
-
-static int fill(__u32 i, void *ctx) {
-  __u64 v = i;
-  bpf_map_update_elem(&table, &i, &v, BPF_ANY);
-  return 0;
-}
+#define TABLE_TYPE BPF_MAP_TYPE_PERCPU_HASH
+#include "u32_hash_table.h"
 
 SEC("xdp")
 int percpu_hash_lookup(struct xdp_md *ctx) {
-  if (!filled) {
-    bpf_loop(ENTRIES, fill, 0, 0);
-    filled = 1;
-  }
+  fill_once();
   __u32 hits = 0;
   for (__u32 i = 0; i < OPS; i++) {
-    __u32 key = (i * 0x9e3779b1u) & (ENTRIES - 1);
+    __u32 key = scattered_key(i);
     if (bpf_map_lookup_elem(&table, &key)) hits++;
   }
   return hits;

@@ -1,11 +1,16 @@
-/* Shared by the HASH benchmarks: a u32 -> u64 HASH map of ENTRIES elements
- * (define ENTRIES before including), filled with key i -> value i by the first
+/* Shared by the HASH and PERCPU_HASH benchmarks: a u32 -> u64 map of ENTRIES
+ * elements (define ENTRIES before including; TABLE_TYPE picks the map type,
+ * HASH by default), filled with key i -> value i by the first
  * run, and the scattered key order every benchmark walks. */
 #ifndef USERBPF_BENCH_U32_HASH_TABLE_H
 #define USERBPF_BENCH_U32_HASH_TABLE_H
 
+#ifndef TABLE_TYPE
+#define TABLE_TYPE BPF_MAP_TYPE_HASH
+#endif
+
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(type, TABLE_TYPE);
   __uint(max_entries, ENTRIES);
   __type(key, __u32);
   __type(value, __u64);

@@ -93,6 +93,18 @@ class Program {
   Handle* h_;
 };
 
+// Per-CPU map flags of Map::lookup / update and their batch forms (kernel
+// 7.0's BPF_F_CPU and BPF_F_ALL_CPUS): with kMapFCpu the value buffer is one
+// value of the CPU in flags >> 32 (map_cpu_flags); kMapFAllCpus (update)
+// writes one value to every CPU. ERANGE for a CPU >= num_cpus(), EINVAL on
+// maps that are not per-CPU. They combine with the update flags BPF_ANY (0),
+// BPF_NOEXIST (1) and BPF_EXIST (2).
+inline constexpr uint64_t kMapFCpu = 8;
+inline constexpr uint64_t kMapFAllCpus = 16;
+inline constexpr uint64_t map_cpu_flags(uint32_t cpu) {
+  return kMapFCpu | (uint64_t{cpu} << 32);
+}
+
 struct BatchResult {
   uint32_t count = 0;  // elements processed
   bool done = false;   // reached the end (the kernel's ENOENT)
@@ -108,8 +120,18 @@ class Map {
   uint32_t max_entries() const;
   uint32_t map_flags() const;
   // Bytes of the value buffer the host passes: value_size, or for per-CPU
-  // maps round_up(value_size, 8) * num_cpus.
+  // maps round_up(value_size, 8) * num_cpus(), CPU i's copy at offset
+  // i * round_up(value_size, 8) (the kernel's layout). With kMapFCpu /
+  // kMapFAllCpus the buffer of lookup/update is one value (value_size
+  // bytes); batch strides follow the kernel (per-CPU hash: value_size;
+  // per-CPU array: round_up(value_size, 8)).
   uint32_t value_buffer_size() const;
+  // Per-CPU map (PERCPU_ARRAY, PERCPU_HASH): a program sees the copy of the
+  // CPU slot its run holds; the host sees every copy.
+  bool is_percpu() const;
+  // Copies of a value: the runtime's CPU slots (Runtime::num_cpus()) for
+  // per-CPU maps, else 1.
+  uint32_t num_cpus() const;
   uint64_t memory_used() const;
   // The map's memory limit in bytes (0: none).
   uint64_t memory_limit() const;

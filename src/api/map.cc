@@ -5,16 +5,20 @@
 
 #include "api/internal.h"
 #include "maps/host_access.h"
+#include "maps/map_internal.h"
 
 namespace userbpf {
 namespace {
 
-// The kernel's internal ENOTSUPP, which bpf(2) returns as is for some ops.
-constexpr int kEnotsupp = 524;
+using maps::kEnotsupp;
 
-Status op_status(const maps::Map* m, const char* op, long rc) {
+Status op_status(const maps::Map* m, const char* op, long rc, uint64_t flags = 0) {
   if (rc >= 0) return Status::Ok();
   int err = static_cast<int>(-rc);
+  if (err == ERANGE && (flags & maps::kBpfFCpu))
+    return make_error(err, "map %s: %s: BPF_F_CPU names CPU %llu, the map has %u",
+                      m->attr.name.c_str(), op, static_cast<unsigned long long>(flags >> 32),
+                      maps::map_num_cpus(m));
   if (err == ENOMEM && m->attr.memory_limit != 0)
     return make_error(err, "map %s: %s: out of memory: memory_limit %llu bytes reached (%llu used)",
                       m->attr.name.c_str(), op,
@@ -41,7 +45,7 @@ Status unsupported(const maps::Map* m, const char* op) {
 Result<BatchResult> batch_result(const maps::Map* m, const char* op, int rc,
                                  const maps::BatchArgs& args) {
   if (rc == -ENOENT) return BatchResult{args.count, true};
-  if (rc < 0) return op_status(m, op, rc).take_error();
+  if (rc < 0) return op_status(m, op, rc, args.elem_flags).take_error();
   return BatchResult{args.count, false};
 }
 
@@ -81,18 +85,29 @@ uint32_t Map::value_buffer_size() const {
   return m->ops->host_value_size ? m->ops->host_value_size(m) : m->attr.value_size;
 }
 
+bool Map::is_percpu() const {
+  return maps::map_type_is_percpu(h_->map->attr.type);
+}
+
+uint32_t Map::num_cpus() const {
+  return maps::map_num_cpus(h_->map);
+}
+
 Status Map::lookup(const void* key, void* value, uint64_t flags) const {
   maps::Map* m = h_->map;
   USERBPF_TRY(host_access(m, "lookup", true, false));
   if (!m->ops->lookup_elem_copy) return unsupported(m, "lookup");
-  return op_status(m, "lookup", m->ops->lookup_elem_copy(m, key, value, flags));
+  return op_status(m, "lookup", m->ops->lookup_elem_copy(m, key, value, flags), flags);
 }
 
 Status Map::update(const void* key, const void* value, uint64_t flags) {
   maps::Map* m = h_->map;
   USERBPF_TRY(host_access(m, "update", false, true));
-  if (!m->ops->update_elem) return unsupported(m, "update");
-  return op_status(m, "update", m->ops->update_elem(m, key, value, flags));
+  // Maps whose host value differs from a program's (per-CPU) have a host
+  // entry of their own.
+  auto update = m->ops->update_elem_copy ? m->ops->update_elem_copy : m->ops->update_elem;
+  if (!update) return unsupported(m, "update");
+  return op_status(m, "update", update(m, key, value, flags), flags);
 }
 
 Status Map::erase(const void* key) {
@@ -146,7 +161,7 @@ Result<BatchResult> Map::update_batch(const void* keys, const void* values, uint
                     elem_flags, flags};
   int rc = m->ops->update_batch(m, a);
   if (rc < 0) {  // the kernel reports how many elements were done before the error
-    Error e = op_status(m, "update_batch", rc).take_error();
+    Error e = op_status(m, "update_batch", rc, elem_flags).take_error();
     e.message +=
         " (after " + std::to_string(a.count) + " of " + std::to_string(count) + " elements)";
     return e;

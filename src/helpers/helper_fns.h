@@ -19,6 +19,7 @@ using u64 = uint64_t;
 u64 bpf_map_lookup_elem(u64 map, u64 key, u64, u64, u64);
 u64 bpf_map_update_elem(u64 map, u64 key, u64 value, u64 flags, u64);
 u64 bpf_map_delete_elem(u64 map, u64 key, u64, u64, u64);
+u64 bpf_map_lookup_percpu_elem(u64 map, u64 key, u64 cpu, u64, u64);
 // callback_fn(map, key, value, callback_ctx) through RunContext::call_fn.
 u64 bpf_for_each_map_elem(u64 map, u64 callback_fn, u64 callback_ctx, u64 flags, u64);
 

@@ -1,10 +1,12 @@
 // Map helpers: program-side calls through the map's MapOps (lookup_elem,
-// update_elem, delete_elem, for_each_elem). Values a lookup returns stay valid
-// until the program returns (the run is an RCU read-side section).
+// lookup_percpu_elem, update_elem, delete_elem, for_each_elem). Values a
+// lookup returns stay valid until the program returns (the run is an RCU
+// read-side section).
 #include <cerrno>
 
 #include "helpers/helper_fns.h"
 #include "maps/map.h"
+#include "vm/interp_state.h"
 #include "vm/run_context.h"
 
 namespace userbpf::helpers {
@@ -63,6 +65,22 @@ u64 bpf_map_lookup_elem(u64 map, u64 key, u64, u64, u64) {
   maps::Map* m = as_map(map);
   if (!m->ops->lookup_elem) return 0;
   return reinterpret_cast<uintptr_t>(m->ops->lookup_elem(m, as_ptr(key)));
+}
+
+// Another CPU slot's copy of a per-CPU map's value; NULL for a CPU past the
+// map's last. The kernel's verifier refuses the call on other maps; userbpf
+// stops the run there.
+u64 bpf_map_lookup_percpu_elem(u64 map, u64 key, u64 cpu, u64, u64) {
+  maps::Map* m = as_map(map);
+  if (!m->ops->lookup_percpu_elem) {
+    vm::interp::fault_in_helper(vm::current_run(), EINVAL, map,
+                                "bpf_map_lookup_percpu_elem: map %s (%s) is not a per-CPU map",
+                                m->attr.name.c_str(), maps::map_type_name(m->attr.type));
+    return 0;
+  }
+  // The kernel's helper takes the CPU as a u32: the upper half is ignored.
+  return reinterpret_cast<uintptr_t>(
+      m->ops->lookup_percpu_elem(m, as_ptr(key), static_cast<uint32_t>(cpu)));
 }
 
 u64 bpf_map_update_elem(u64 map, u64 key, u64 value, u64 flags, u64) {

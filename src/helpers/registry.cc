@@ -100,6 +100,8 @@ constexpr HelperEntry kHelpers[] = {
     USERBPF_HELPER(182, bpf_strncmp, kInteger, kMem, kConstSize, kConstStr),
     // The field and object are checked by the helper (helpers_obj.cc).
     USERBPF_HELPER(194, bpf_kptr_xchg, kInteger, kAnything, kAnything),
+    USERBPF_HELPER(195, bpf_map_lookup_percpu_elem, kMapValueOrNull, kConstMapPtr, kMapKey,
+                   kAnything),
     USERBPF_HELPER(208, bpf_ktime_get_tai_ns, kInteger),
 };
 

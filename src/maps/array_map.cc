@@ -174,21 +174,6 @@ bool array_map_gen_lookup(const Map* map, ArrayLayout* out) {
 
 // ---- host only -------------------------------------------------------------
 
-int array_map_get_next_key(Map* map, const void* key, void* next_key) {
-  uint32_t max = map->attr.max_entries;
-  uint32_t index = key ? read_index(key) : UINT32_MAX;
-  uint32_t next;
-  if (index >= max) {
-    next = 0;
-  } else if (index == max - 1) {
-    return -ENOENT;
-  } else {
-    next = index + 1;
-  }
-  std::memcpy(next_key, &next, sizeof(next));
-  return 0;
-}
-
 int array_map_lookup_elem_copy(Map* map, const void* key, void* value, uint64_t flags) {
   if (flags & ~kBpfFLock) return -EINVAL;
   if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
@@ -211,6 +196,22 @@ uint32_t array_map_host_value_size(const Map* map) {
 }
 
 }  // namespace
+
+// Shared with the per-CPU array (same keys).
+int array_map_get_next_key(Map* map, const void* key, void* next_key) {
+  uint32_t max = map->attr.max_entries;
+  uint32_t index = key ? read_index(key) : UINT32_MAX;
+  uint32_t next;
+  if (index >= max) {
+    next = 0;
+  } else if (index == max - 1) {
+    return -ENOENT;
+  } else {
+    next = index + 1;
+  }
+  std::memcpy(next_key, &next, sizeof(next));
+  return 0;
+}
 
 extern const MapOps kArrayMapOps = {
     .alloc_check = array_map_alloc_check,

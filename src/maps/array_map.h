@@ -9,4 +9,8 @@ namespace userbpf::maps {
 
 extern const MapOps kArrayMapOps;
 
+// get_next_key of u32-indexed arrays (plain and per-CPU): NULL or an index
+// out of range gives 0, the last index ENOENT.
+int array_map_get_next_key(Map* map, const void* key, void* next_key);
+
 }  // namespace userbpf::maps

@@ -11,22 +11,19 @@
 namespace userbpf::maps {
 namespace {
 
-int check_elem_flags(const Map* map, uint64_t elem_flags) {
-  if (elem_flags & ~kBpfFLock) return -EINVAL;
-  if ((elem_flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
-  return 0;
-}
-
-uint32_t host_value_bytes(const Map* map) {
+// The kernel's bpf_map_value_size: one value (8-byte aligned) with
+// BPF_F_CPU / BPF_F_ALL_CPUS, else what the host passes per element.
+uint32_t host_value_bytes(const Map* map, uint64_t elem_flags) {
+  if (elem_flags & (kBpfFCpu | kBpfFAllCpus)) return (map->attr.value_size + 7) & ~7u;
   return map->ops->host_value_size ? map->ops->host_value_size(map) : map->attr.value_size;
 }
 
 }  // namespace
 
 int generic_map_lookup_batch(Map* map, BatchArgs& args) {
-  if (int err = check_elem_flags(map, args.elem_flags)) return err;
+  if (int err = map_check_op_flags(map, args.elem_flags, kBpfFLock | kBpfFCpu)) return err;
   uint32_t key_size = map->attr.key_size;
-  uint32_t value_size = host_value_bytes(map);
+  uint32_t value_size = host_value_bytes(map, args.elem_flags);
   uint32_t max_count = args.count;
   if (max_count == 0) return 0;
   args.count = 0;
@@ -63,9 +60,11 @@ int generic_map_lookup_batch(Map* map, BatchArgs& args) {
 }
 
 int generic_map_update_batch(Map* map, BatchArgs& args) {
-  if (int err = check_elem_flags(map, args.elem_flags)) return err;
+  constexpr uint64_t kAllowed = kBpfFLock | kBpfFCpu | kBpfFAllCpus;
+  if (int err = map_check_op_flags(map, args.elem_flags, kAllowed)) return err;
   uint32_t key_size = map->attr.key_size;
-  uint32_t value_size = host_value_bytes(map);
+  uint32_t value_size = host_value_bytes(map, args.elem_flags);
+  auto update = map->ops->update_elem_copy ? map->ops->update_elem_copy : map->ops->update_elem;
   uint32_t max_count = args.count;
   if (max_count == 0) return 0;
   args.count = 0;
@@ -74,9 +73,8 @@ int generic_map_update_batch(Map* map, BatchArgs& args) {
   int err = 0;
   uint32_t cp = 0;
   for (; cp < max_count; cp++) {
-    err = static_cast<int>(map->ops->update_elem(map, keys + static_cast<size_t>(cp) * key_size,
-                                                 values + static_cast<size_t>(cp) * value_size,
-                                                 args.elem_flags));
+    err = static_cast<int>(update(map, keys + static_cast<size_t>(cp) * key_size,
+                                  values + static_cast<size_t>(cp) * value_size, args.elem_flags));
     if (err) break;
   }
   args.count = cp;
@@ -84,7 +82,7 @@ int generic_map_update_batch(Map* map, BatchArgs& args) {
 }
 
 int generic_map_delete_batch(Map* map, BatchArgs& args) {
-  if (int err = check_elem_flags(map, args.elem_flags)) return err;
+  if (int err = map_check_op_flags(map, args.elem_flags, kBpfFLock)) return err;
   uint32_t key_size = map->attr.key_size;
   uint32_t max_count = args.count;
   if (max_count == 0) return 0;

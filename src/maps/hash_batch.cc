@@ -1,7 +1,12 @@
 // Hash map lookup_batch and lookup_and_delete_batch, bucket by bucket, with
 // the kernel's semantics (hashtab.c __htab_map_lookup_and_delete_batch):
-//   - elem_flags only BPF_F_LOCK (EINVAL otherwise or without a spin lock),
+//   - elem_flags only BPF_F_LOCK, plus BPF_F_CPU for a per-CPU lookup_batch
+//     (map_check_op_flags: EINVAL otherwise, ERANGE past the last CPU),
 //     flags must be 0 (EINVAL), count 0 returns 0 at once;
+//   - values: value_size bytes each; per-CPU maps round_up(value_size, 8) *
+//     N in the host layout (percpu_maps.h), or with BPF_F_CPU one CPU's
+//     value_size bytes (the kernel's strides, unlike the array's generic
+//     batch, whose BPF_F_CPU stride is round_up(value_size, 8));
 //   - the cursor (in_batch/out_batch) is a u32 bucket index; a cursor past
 //     the last bucket returns -ENOENT with count 0 and out_batch untouched;
 //   - whole buckets only: a bucket that does not fit in the remaining room
@@ -17,6 +22,7 @@
 
 #include "maps/hash_map_internal.h"
 #include "maps/map_internal.h"
+#include "maps/percpu_maps.h"
 #include "maps/special_fields.h"
 
 namespace userbpf::maps {
@@ -24,9 +30,12 @@ namespace {
 
 int htab_batch(Map* map, BatchArgs& args, bool do_delete) {
   HashMap* h = to_htab(map);
-  if ((args.elem_flags & ~kBpfFLock) || ((args.elem_flags & kBpfFLock) && !map_has_spin_lock(map)))
-    return -EINVAL;
+  const uint64_t allowed = kBpfFLock | (!do_delete && h->percpu ? kBpfFCpu : 0);
+  if (int err = map_check_op_flags(map, args.elem_flags, allowed)) return err;
   if (args.flags) return -EINVAL;
+  const uint64_t value_stride = h->percpu && !(args.elem_flags & kBpfFCpu)
+                                    ? uint64_t{h->pcpu_size} * h->ncpus
+                                    : h->value_size;
   uint32_t max_count = args.count;
   if (max_count == 0) return 0;
   args.count = 0;
@@ -58,8 +67,14 @@ int htab_batch(Map* map, BatchArgs& args, bool do_delete) {
       for (uintptr_t p = first; !is_nulls(p); j++) {
         auto* e = reinterpret_cast<HashElem*>(p);
         copy_from_map(keys + static_cast<size_t>(j) * h->key_size, elem_key(e), h->key_size);
-        copy_map_value_out(h, values + static_cast<size_t>(j) * h->value_size, elem_value(h, e),
-                           h->value_size);
+        unsigned char* dst = values + value_stride * j;
+        if (h->percpu)
+          percpu_copy_out(
+              h, dst,
+              PercpuCopies{static_cast<unsigned char*>(elem_value(h, e)), h->pcpu_size, h->ncpus},
+              args.elem_flags);
+        else
+          copy_map_value_out(h, dst, elem_value(h, e), h->value_size);
         p = e->next.load(std::memory_order_relaxed);
       }
       if (do_delete && bucket_cnt) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -22,9 +23,6 @@
 #include "maps/special_fields.h"
 
 namespace userbpf::maps {
-
-int htab_map_lookup_batch(Map* map, BatchArgs& args);             // hash_batch.cc
-int htab_map_lookup_and_delete_batch(Map* map, BatchArgs& args);  // hash_batch.cc
 
 namespace {
 
@@ -42,10 +40,6 @@ constexpr uint64_t kKernelHtabElemSize = 48;
 constexpr uint64_t kInflightSlack = 1024;
 // Room for elements waiting for a grace period: max(max_entries, this).
 constexpr uint64_t kMinDeferred = 16384;
-// Rounds of "wait for a grace period, try again" a host update makes before
-// it reports ENOMEM (while elements were waiting; else two).
-constexpr int kHostNomemRetries = 64;
-
 std::atomic<testing::BucketLockedHook> g_bucket_locked_hook{nullptr};
 
 uint64_t possible_cpus() {
@@ -60,46 +54,6 @@ uint64_t random_seed() {
   return seed;
 }
 
-// Lock-free search of key's bucket (the kernel's lookup_nulls_elem_raw):
-// restarts when the walk ended on another bucket's marker, which can only
-// happen to a reader outside any read-side section (hash_map_internal.h).
-// key_size is a constant in the specialised lookups below.
-[[gnu::always_inline]] inline HashElem* htab_lookup_nulls(const HashMap* h, const void* key,
-                                                          uint32_t hash, uint32_t key_size) {
-  uint32_t bucket = htab_bucket_index(h, hash);
-  for (;;) {
-    uintptr_t p = htab_first(h, bucket);
-    while (!is_nulls(p)) {
-      auto* e = reinterpret_cast<HashElem*>(p);
-      if (e->hash.load(std::memory_order_relaxed) == hash &&
-          equal_padded(elem_key(e), key, key_size))
-        return e;
-      p = e->next.load(std::memory_order_acquire);
-    }
-    if (nulls_bucket(p) == bucket) [[likely]]
-      return nullptr;
-  }
-}
-
-inline HashElem* htab_lookup_nulls(const HashMap* h, const void* key, uint32_t hash) {
-  return htab_lookup_nulls(h, key, hash, h->key_size);
-}
-
-// Hash and search with the key size known at compile time (kSize != 0) or
-// read from the map.
-template <uint32_t kSize>
-[[gnu::always_inline]] inline HashElem* htab_find(const HashMap* h, const void* key) {
-  const uint32_t ks = kSize ? kSize : h->key_size;
-  return htab_lookup_nulls(h, key, hash_key(key, ks, h->secret), ks);
-}
-
-// The key's hash, with the word loads folded for 4- and 8-byte keys.
-[[gnu::always_inline]] inline uint32_t htab_hash(const HashMap* h, const void* key) {
-  if (h->key_size == 4) return hash_key(key, 4, h->secret);
-  if (h->key_size == 8) return hash_key(key, 8, h->secret);
-  return hash_key(key, h->key_size, h->secret);
-}
-
 template <uint32_t kSize>
 HashElem* htab_lookup_locked_sized(HashMap* h, uint32_t bucket, const void* key, uint32_t hash) {
   const uint32_t ks = kSize ? kSize : h->key_size;
@@ -112,17 +66,12 @@ HashElem* htab_lookup_locked_sized(HashMap* h, uint32_t bucket, const void* key,
   return nullptr;
 }
 
+}  // namespace
+
 // ---- element memory ----------------------------------------------------------
 
 // Program context (host == false) never refills inline: an empty cache is
 // ENOMEM, as bpf_mem_alloc's NULL is in the kernel.
-// Map operations may run in signal handlers: the system calls of slow
-// paths (mmap, mprotect, futex, nanosleep) must not change errno.
-struct KeepErrno {
-  int saved = errno;
-  ~KeepErrno() { errno = saved; }
-};
-
 HashElem* htab_alloc_elem(HashMap* h, int slot, bool host) {
   if (h->ma) {
     if (!host) return static_cast<HashElem*>(h->ma->alloc(slot, 0));
@@ -132,6 +81,8 @@ HashElem* htab_alloc_elem(HashMap* h, int slot, bool host) {
   return static_cast<HashElem*>(h->pool.alloc());
 }
 
+namespace {
+
 void htab_free_elem_rcu(HashMap* h, int slot, HashElem* e) {
   if (h->ma)
     h->ma->free_rcu(slot, e);
@@ -139,9 +90,8 @@ void htab_free_elem_rcu(HashMap* h, int slot, HashElem* e) {
     h->pool.free_rcu(e);
 }
 
-// Host, after leaving its section: lets elements freed so far finish their
-// grace period and become allocatable again. False if nothing was waiting
-// (then only more memory would help).
+}  // namespace
+
 bool htab_reclaim_host(HashMap* h) {
   if (h->ma) {
     h->ma->flush();
@@ -158,10 +108,20 @@ bool htab_reclaim_host(HashMap* h) {
 void htab_zero_fields(HashMap* h, void* value) {
   const FieldTable* ft = map_fields(h);
   if (!ft) return;
-  auto* v = static_cast<unsigned char*>(value);
-  for (const SpecialField& f : ft->fields)
-    for (uint32_t i = 0; i < f.size; i++) __atomic_store_n(v + f.offset + i, 0, __ATOMIC_RELAXED);
+  for (uint32_t c = 0; c < h->ncpus; c++) {
+    auto* v = static_cast<unsigned char*>(value) + uint64_t{h->pcpu_size} * c;
+    for (const SpecialField& f : ft->fields)
+      for (uint32_t i = 0; i < f.size; i++) __atomic_store_n(v + f.offset + i, 0, __ATOMIC_RELAXED);
+  }
 }
+
+void htab_release_value(HashMap* h, HashElem* e) {
+  if (!map_fields(h)) return;
+  auto* v = static_cast<unsigned char*>(elem_value(h, e));
+  for (uint32_t c = 0; c < h->ncpus; c++) map_release_fields(h, v + uint64_t{h->pcpu_size} * c);
+}
+
+namespace {
 
 // Fills a new element. seq is odd meanwhile (reuse is visible to tests and
 // to readers outside a section).
@@ -176,6 +136,8 @@ void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value,
   copy_map_value_in(h, v, value, h->value_size);
   e->seq.store(s + 2, std::memory_order_release);
 }
+
+}  // namespace
 
 // ---- attribute checks and creation (host) --------------------------------
 
@@ -208,12 +170,14 @@ void htab_map_free(Map* map) {
       for (uintptr_t p = htab_first(h, i); !is_nulls(p);) {
         auto* e = reinterpret_cast<HashElem*>(p);
         p = e->next.load(std::memory_order_relaxed);
-        map_release_fields(h, elem_value(h, e));
+        htab_release_value(h, e);
       }
   }
   if (h->buckets) munmap(h->buckets, h->buckets_bytes);
   delete h;  // the allocator waits for a grace period before its slabs go
 }
+
+namespace {
 
 // Elements the storage must hold at most: live, in-flight replacements,
 // waiting for a grace period (hash_map_internal.h).
@@ -291,6 +255,8 @@ Status htab_init_mem_alloc(HashMap* h) {
   return Status::Ok();
 }
 
+}  // namespace
+
 Result<Map*> htab_map_alloc(const MapAttr& attr) {
   auto* h = new (std::nothrow) HashMap();
   if (!h) return make_error(ENOMEM, "out of memory for the map header");
@@ -307,7 +273,18 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
   h->key_size = attr.key_size;
   h->value_size = attr.value_size;
   h->value_offset = kHashKeyOffset + static_cast<uint32_t>(round_up(attr.key_size, 8));
-  h->elem_size = h->value_offset + static_cast<uint32_t>(round_up(attr.value_size, 8));
+  h->pcpu_size = static_cast<uint32_t>(round_up(attr.value_size, 8));
+  h->pcpu_magic = fastdiv_magic(h->pcpu_size);
+  h->percpu = map_type_is_percpu(attr.type);
+  h->ncpus = h->percpu ? h->dom->slots.num_slots() : 1;
+  const uint64_t elem_bytes = h->value_offset + uint64_t{h->pcpu_size} * h->ncpus;
+  if (elem_bytes > INT32_MAX) {
+    const uint32_t ncpus = h->ncpus;
+    htab_map_free(h);
+    return make_error(E2BIG, "elements of %llu bytes (%u copies of the value) are too large",
+                      static_cast<unsigned long long>(elem_bytes), ncpus);
+  }
+  h->elem_size = static_cast<uint32_t>(elem_bytes);
   h->prealloc = !(attr.map_flags & kBpfFNoPrealloc);
   h->prog_rdonly = attr.map_flags & kBpfFRdonlyProg;
   h->secret = make_hash_secret((attr.map_flags & kBpfFZeroSeed) ? 0 : random_seed());
@@ -357,6 +334,8 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
   g.div_fast = h->pool.reserved_bytes() <= 0xffffffffull;
   return static_cast<Map*>(h);
 }
+
+namespace {
 
 // ---- element operations (host and program) -------------------------------
 
@@ -420,7 +399,7 @@ long htab_update(HashMap* h, const void* key, const void* value, uint64_t flags,
   if (old) htab_unlink_locked(h, bucket, old);
   htab_unlock_bucket(h, bucket);
   if (old) {  // replaced: the count is unchanged
-    map_release_fields(h, elem_value(h, old));
+    htab_release_value(h, old);
     htab_free_elem_rcu(h, slot, old);
   }
   return 0;
@@ -431,26 +410,11 @@ long htab_map_update_elem(Map* map, const void* key, const void* value, uint64_t
   if ((flags & ~kBpfFLock) > kBpfExist) return -EINVAL;
   // With a spin lock, BPF_F_LOCK would copy into the existing value in place.
   if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
-  HtabSection sec(h);
-  if (!sec.ok()) return -EBUSY;
-  long rc = htab_update(h, key, value, flags, sec.slot(), sec.owned());
-  if (rc != -ENOMEM || !sec.owned()) [[likely]]
-    return rc;
-  KeepErrno keep_errno;
-  // A host thread may wait: elements deleted so far become reusable after a
-  // grace period, which our own section would block. Other threads may take
-  // them first, hence more rounds while elements were waiting; when nothing
-  // waits, only more memory would help and ENOMEM stands.
-  for (int round = 0; rc == -ENOMEM && sec.owned() && round < kHostNomemRetries; round++) {
-    sec.leave();
-    bool waited = htab_reclaim_host(h);
-    sec.enter();
-    if (!sec.ok()) return -EBUSY;
-    if (!waited && round > 0) break;
-    rc = htab_update(h, key, value, flags, sec.slot(), true);
-  }
-  return rc;
+  return htab_update_in_section(
+      h, [&](int slot, bool host) { return htab_update(h, key, value, flags, slot, host); });
 }
+
+}  // namespace
 
 long htab_map_delete_elem(Map* map, const void* key) {
   HashMap* h = to_htab(map);
@@ -472,6 +436,13 @@ long htab_map_for_each_elem(Map* map, ForEachCallback cb, void* cb_ctx, uint64_t
   HashMap* h = to_htab(map);
   HtabSection sec(h);
   if (!sec.ok()) return -EBUSY;
+  // Per-CPU maps: the copy of the caller's CPU slot (the kernel's this_cpu_ptr).
+  uint64_t copy_off = 0;
+  if (h->percpu) {
+    const uint32_t n = h->ncpus;
+    const uint32_t s = static_cast<uint32_t>(sec.slot());
+    copy_off = uint64_t{h->pcpu_size} * (s < n ? s : s % n);
+  }
   long num_elems = 0;
   for (uint32_t i = 0; i < h->n_buckets; i++) {
     // Read next before the callback, which may delete the element.
@@ -479,7 +450,8 @@ long htab_map_for_each_elem(Map* map, ForEachCallback cb, void* cb_ctx, uint64_t
       auto* e = reinterpret_cast<HashElem*>(p);
       p = e->next.load(std::memory_order_acquire);
       num_elems++;
-      if (cb(cb_ctx, map, elem_key(e), elem_value(h, e))) return num_elems;
+      if (cb(cb_ctx, map, elem_key(e), static_cast<char*>(elem_value(h, e)) + copy_off))
+        return num_elems;
     }
   }
   return num_elems;
@@ -506,10 +478,20 @@ bool htab_map_access_ok(const Map* map, uintptr_t addr, size_t size, bool write)
     return false;
   uint64_t in_elem = in_unit - g.hdr;
   if (write && h->prog_rdonly) return false;
-  if (in_elem >= h->value_offset) return in_elem - h->value_offset + size <= h->value_size;
+  if (in_elem >= h->value_offset) {
+    uint64_t in_value = in_elem - h->value_offset;
+    if (h->percpu) {  // inside one copy: in_value < ncpus * pcpu_size < 2^32
+      uint64_t c =
+          static_cast<uint64_t>((static_cast<unsigned __int128>(h->pcpu_magic) * in_value) >> 64);
+      in_value -= c * h->pcpu_size;
+    }
+    return in_value + size <= h->value_size;
+  }
   // Keys (for_each callbacks get a pointer to them) are read-only.
   return !write && in_elem >= kHashKeyOffset && in_elem - kHashKeyOffset + size <= h->key_size;
 }
+
+namespace {
 
 // ---- host only -------------------------------------------------------------
 
@@ -526,24 +508,12 @@ int htab_map_lookup_elem_copy(Map* map, const void* key, void* value, uint64_t f
 }
 
 int htab_map_lookup_and_delete_elem(Map* map, const void* key, void* value, uint64_t flags) {
-  if (flags & ~kBpfFLock) return -EINVAL;
-  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
-  HashMap* h = to_htab(map);
-  HtabSection sec(h);
-  if (!sec.ok()) return -EBUSY;
-  uint32_t hash = htab_hash(h, key);
-  uint32_t bucket = htab_bucket_index(h, hash);
-  if (int err = htab_lock_bucket(h, bucket)) return err;
-  HashElem* e = htab_lookup_locked(h, bucket, key, hash);
-  if (e) {
-    copy_map_value_out(h, value, elem_value(h, e), h->value_size);
-    htab_unlink_locked(h, bucket, e);
-  }
-  htab_unlock_bucket(h, bucket);
-  if (!e) return -ENOENT;
-  htab_free_elem(h, sec.slot(), e);
-  return 0;
+  return htab_lookup_and_delete(map, key, value, flags, [](HashMap* h, void* out, HashElem* e) {
+    copy_map_value_out(h, out, elem_value(h, e), h->value_size);
+  });
 }
+
+}  // namespace
 
 // Order: the rest of the key's chain, then the following non-empty buckets.
 // A NULL or missing key starts at the first non-empty bucket. Inside the
@@ -574,6 +544,8 @@ int htab_map_get_next_key(Map* map, const void* key, void* next_key) {
   return -ENOENT;
 }
 
+namespace {
+
 uint32_t htab_map_host_value_size(const Map* map) {
   return map->attr.value_size;
 }
@@ -600,7 +572,7 @@ void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e) {
 }
 
 void htab_free_elem(HashMap* h, int slot, HashElem* e) {
-  map_release_fields(h, elem_value(h, e));
+  htab_release_value(h, e);
   h->count.fetch_sub(1, std::memory_order_relaxed);
   htab_free_elem_rcu(h, slot, e);
 }

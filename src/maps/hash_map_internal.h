@@ -9,6 +9,14 @@
 //
 // Element: HashElem header, key (round_up(key_size, 8), zero padded), value
 // (round_up(value_size, 8)); values are 8-byte aligned.
+// Per-CPU hash (PERCPU_HASH, percpu_hash.cc): the value area holds the N
+// copies of the value inline, CPU c's at value_offset + c * pcpu_size, so a
+// per-CPU element is an ordinary element, only larger: preallocation, the
+// RCU-deferred reuse, the allocator and access_ok's grid all stay as they
+// are, and an insert is one allocation. The kernel instead keeps a pointer to
+// a per-CPU allocation in the element. Given up: the copies of one element
+// share cache lines, so CPUs updating the same key contend for them (copies
+// stay exact: each is written by its own slot's holder only).
 //
 // Element memory (all of it charged to the map, MapAttr::memory_limit):
 //   - preallocated maps (default): ElemPool, max_entries + one per CPU
@@ -67,12 +75,14 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 
 #include "maps/elem_pool.h"
 #include "maps/hash_fn.h"
 #include "maps/map.h"
+#include "maps/map_internal.h"
 #include "maps/map_lock.h"
 #include "mem/domain.h"
 
@@ -121,6 +131,12 @@ struct HashMap : Map {
   uint32_t value_size = 0;
   uint32_t value_offset = 0;  // from the element start
   uint32_t elem_size = 0;
+  // Copies of the value: 1, or N (the domain's normal slots) for per-CPU
+  // maps, each pcpu_size = round_up(value_size, 8) bytes apart.
+  uint32_t ncpus = 1;
+  uint32_t pcpu_size = 0;
+  uint64_t pcpu_magic = 0;  // division by pcpu_size for access_ok
+  bool percpu = false;
   bool prealloc = true;
   bool prog_rdonly = false;  // BPF_F_RDONLY_PROG
   HashSecret secret;
@@ -163,6 +179,52 @@ inline uint32_t htab_bucket_index(const HashMap* h, uint32_t hash) {
   return hash & (h->n_buckets - 1);
 }
 
+// First element of a chain, or the bucket's nulls marker when empty.
+inline uintptr_t htab_first(const HashMap* h, uint32_t bucket) {
+  uintptr_t p = h->buckets[bucket].head.load(std::memory_order_acquire);
+  return p ? p : nulls_marker(bucket);
+}
+
+// The key's hash, with the word loads folded for 4- and 8-byte keys.
+[[gnu::always_inline]] inline uint32_t htab_hash(const HashMap* h, const void* key) {
+  if (h->key_size == 4) return hash_key(key, 4, h->secret);
+  if (h->key_size == 8) return hash_key(key, 8, h->secret);
+  return hash_key(key, h->key_size, h->secret);
+}
+
+// Lock-free search of key's bucket (the kernel's lookup_nulls_elem_raw):
+// restarts when the walk ended on another bucket's marker, which can only
+// happen to a reader outside any read-side section (see above). key_size is
+// a constant in the specialised lookups (htab_find).
+[[gnu::always_inline]] inline HashElem* htab_lookup_nulls(const HashMap* h, const void* key,
+                                                          uint32_t hash, uint32_t key_size) {
+  uint32_t bucket = htab_bucket_index(h, hash);
+  for (;;) {
+    uintptr_t p = htab_first(h, bucket);
+    while (!is_nulls(p)) {
+      auto* e = reinterpret_cast<HashElem*>(p);
+      if (e->hash.load(std::memory_order_relaxed) == hash &&
+          equal_padded(elem_key(e), key, key_size))
+        return e;
+      p = e->next.load(std::memory_order_acquire);
+    }
+    if (nulls_bucket(p) == bucket) [[likely]]
+      return nullptr;
+  }
+}
+
+inline HashElem* htab_lookup_nulls(const HashMap* h, const void* key, uint32_t hash) {
+  return htab_lookup_nulls(h, key, hash, h->key_size);
+}
+
+// Hash and search with the key size known at compile time (kSize != 0) or
+// read from the map.
+template <uint32_t kSize>
+[[gnu::always_inline]] inline HashElem* htab_find(const HashMap* h, const void* key) {
+  const uint32_t ks = kSize ? kSize : h->key_size;
+  return htab_lookup_nulls(h, key, hash_key(key, ks, h->secret), ks);
+}
+
 // Bucket locks: -EBUSY when this thread (e.g. a signal handler that
 // interrupted it) already holds a bucket of the same lock group of this map.
 inline int htab_lock_bucket(HashMap* h, uint32_t bucket) {
@@ -170,12 +232,6 @@ inline int htab_lock_bucket(HashMap* h, uint32_t bucket) {
 }
 inline void htab_unlock_bucket(HashMap* h, uint32_t bucket) {
   map_lock_release(h->buckets[bucket].lock);
-}
-
-// First element of a chain, or the bucket's nulls marker when empty.
-inline uintptr_t htab_first(const HashMap* h, uint32_t bucket) {
-  uintptr_t p = h->buckets[bucket].head.load(std::memory_order_acquire);
-  return p ? p : nulls_marker(bucket);
 }
 
 // A read-side section of the map's domain for a host operation: nothing to
@@ -225,6 +281,67 @@ class HtabSection {
   bool owned_ = false;
 };
 
+// Map operations may run in signal handlers: the system calls of slow
+// paths (mmap, mprotect, futex, nanosleep) must not change errno.
+struct KeepErrno {
+  int saved = errno;
+  ~KeepErrno() { errno = saved; }
+};
+
+// Rounds of "wait for a grace period, try again" a host update makes before
+// it reports ENOMEM (while elements were waiting; else two).
+inline constexpr int kHostNomemRetries = 64;
+
+// Ops shared by HASH and PERCPU_HASH (hash_map.cc; per-CPU aware where the
+// value matters: alloc sizes the copies, free/delete release every copy's
+// fields, for_each passes the caller's CPU's copy, access_ok allows each
+// copy's value bytes).
+int htab_map_alloc_check(const MapAttr& attr);
+Result<Map*> htab_map_alloc(const MapAttr& attr);
+void htab_map_free(Map* map);
+int htab_map_get_next_key(Map* map, const void* key, void* next_key);
+long htab_map_delete_elem(Map* map, const void* key);
+long htab_map_for_each_elem(Map* map, ForEachCallback cb, void* cb_ctx, uint64_t flags);
+bool htab_map_access_ok(const Map* map, uintptr_t addr, size_t size, bool write);
+// hash_batch.cc: bucket by bucket (per-CPU: the host layout, or one CPU's
+// value with BPF_F_CPU).
+int htab_map_lookup_batch(Map* map, BatchArgs& args);
+int htab_map_lookup_and_delete_batch(Map* map, BatchArgs& args);
+
+// An element for an insert, inside a section holding slot; host: allocator
+// caches may refill inline. nullptr when out of memory.
+HashElem* htab_alloc_elem(HashMap* h, int slot, bool host);
+// Zeroes the special fields of every copy of a new element's value.
+void htab_zero_fields(HashMap* h, void* value);
+// Host, after leaving its section: lets elements freed so far finish their
+// grace period and become allocatable again. False if nothing was waiting.
+bool htab_reclaim_host(HashMap* h);
+
+// Runs update(slot, host) inside a read-side section of the map's domain;
+// a host thread retries an ENOMEM after waiting for grace periods, since
+// deleted elements become reusable only then (our own section would block
+// them). Other threads may take them first, hence more rounds while
+// elements were waiting; when nothing waits, only more memory would help and
+// ENOMEM stands.
+template <class Update>
+long htab_update_in_section(HashMap* h, Update&& update) {
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
+  long rc = update(sec.slot(), sec.owned());
+  if (rc != -ENOMEM || !sec.owned()) [[likely]]
+    return rc;
+  KeepErrno keep_errno;
+  for (int round = 0; rc == -ENOMEM && sec.owned() && round < kHostNomemRetries; round++) {
+    sec.leave();
+    bool waited = htab_reclaim_host(h);
+    sec.enter();
+    if (!sec.ok()) return -EBUSY;
+    if (!waited && round > 0) break;
+    rc = update(sec.slot(), true);
+  }
+  return rc;
+}
+
 // Under the bucket lock: the element holding key, or nullptr.
 HashElem* htab_lookup_locked(HashMap* h, uint32_t bucket, const void* key, uint32_t hash);
 // Under the bucket lock: removes e from its chain (e keeps its next link).
@@ -233,5 +350,32 @@ void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e);
 // releases the value's special fields, drops the element count and frees e
 // for reuse after a grace period.
 void htab_free_elem(HashMap* h, int slot, HashElem* e);
+// Releases what the special fields of every copy of e's value hold.
+void htab_release_value(HashMap* h, HashElem* e);
+
+// lookup_and_delete_elem of both hash types: copy_out(h, value, e) copies
+// the element's value to the host buffer under the bucket lock, then the
+// element is unlinked and freed.
+template <class CopyOut>
+int htab_lookup_and_delete(Map* map, const void* key, void* value, uint64_t flags,
+                           CopyOut&& copy_out) {
+  if (flags & ~kBpfFLock) return -EINVAL;
+  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  HashMap* h = to_htab(map);
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
+  uint32_t hash = htab_hash(h, key);
+  uint32_t bucket = htab_bucket_index(h, hash);
+  if (int err = htab_lock_bucket(h, bucket)) return err;
+  HashElem* e = htab_lookup_locked(h, bucket, key, hash);
+  if (e) {
+    copy_out(h, value, e);
+    htab_unlink_locked(h, bucket, e);
+  }
+  htab_unlock_bucket(h, bucket);
+  if (!e) return -ENOENT;
+  htab_free_elem(h, sec.slot(), e);
+  return 0;
+}
 
 }  // namespace userbpf::maps

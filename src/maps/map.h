@@ -75,6 +75,11 @@ inline constexpr uint64_t kBpfAny = 0;
 inline constexpr uint64_t kBpfNoexist = 1;
 inline constexpr uint64_t kBpfExist = 2;
 inline constexpr uint64_t kBpfFLock = 4;
+// Per-CPU maps (SPEC.md section 3, kernel 7.0): one CPU's copy, the CPU
+// number in flags >> 32 (host lookup, update and their batches); one value
+// written to every CPU (host update and update_batch).
+inline constexpr uint64_t kBpfFCpu = 8;
+inline constexpr uint64_t kBpfFAllCpus = 16;
 
 // map_flags at creation.
 inline constexpr uint32_t kBpfFNoPrealloc = 1u << 0;
@@ -139,11 +144,14 @@ struct BatchArgs {
 // The value layout of a map whose program lookup is plain array indexing, for
 // engines that inline it (the kernel's map_gen_lookup): the value of key
 // i < max_entries is at base + i * elem_size; other keys have none. Fixed
-// for the map's whole life.
+// for the map's whole life. Per-CPU arrays (gen_lookup_percpu) add
+// cpu * cpu_stride for the copy of CPU slot `cpu`; plain arrays have
+// cpu_stride 0.
 struct ArrayLayout {
   uintptr_t base = 0;
   uint32_t elem_size = 0;
   uint32_t max_entries = 0;
+  uint64_t cpu_stride = 0;
 };
 
 // Callback of for_each_map_elem: returns 0 to continue, 1 to stop.
@@ -158,8 +166,13 @@ struct MapOps {
   void (*free)(Map* map) = nullptr;
   // key nullptr: first key. 0 or negative errno (ENOENT after the last key).
   int (*get_next_key)(Map* map, const void* key, void* next_key) = nullptr;
-  // Host lookup: copies the value out (per-CPU maps: every CPU's copy).
+  // Host lookup: copies the value out (per-CPU maps: every CPU's copy, or
+  // one with BPF_F_CPU).
   int (*lookup_elem_copy)(Map* map, const void* key, void* value, uint64_t flags) = nullptr;
+  // Host update from a host buffer, for maps whose host value differs from
+  // a program's (per-CPU maps: every CPU's copy, BPF_F_CPU, BPF_F_ALL_CPUS).
+  // nullptr: update_elem serves the host too.
+  long (*update_elem_copy)(Map* map, const void* key, const void* value, uint64_t flags) = nullptr;
   int (*lookup_and_delete_elem)(Map* map, const void* key, void* value, uint64_t flags) = nullptr;
   int (*lookup_batch)(Map* map, BatchArgs& args) = nullptr;
   int (*lookup_and_delete_batch)(Map* map, BatchArgs& args) = nullptr;
@@ -170,8 +183,13 @@ struct MapOps {
 
   // --- host and program ----------------------------------------------------
   // Pointer to the value inside the map, nullptr if missing. Valid until the
-  // program returns (host callers copy under a read-side section).
+  // program returns (host callers copy under a read-side section). Per-CPU
+  // maps: the copy of the CPU slot the caller holds (mem::SlotTable).
   void* (*lookup_elem)(Map* map, const void* key) = nullptr;
+  // Per-CPU maps: the copy of CPU slot cpu (bpf_map_lookup_percpu_elem);
+  // nullptr for cpu >= the map's CPUs. nullptr entry: not a per-CPU map.
+  void* (*lookup_percpu_elem)(Map* map, const void* key, uint32_t cpu) = nullptr;
+  // Per-CPU maps: value is one value for the caller's CPU slot's copy.
   long (*update_elem)(Map* map, const void* key, const void* value, uint64_t flags) = nullptr;
   long (*delete_elem)(Map* map, const void* key) = nullptr;
   // Calls cb for each element; returns the number of elements visited or a
@@ -185,8 +203,14 @@ struct MapOps {
   // BPF_PSEUDO_MAP_VALUE relocations; nullptr if the map has none.
   void* (*direct_value_addr)(Map* map) = nullptr;
   // Whether lookup_elem of this map (u32 key) is exactly ArrayLayout
-  // indexing with no other effect; fills *out if so. nullptr: never.
+  // indexing with no other effect; fills *out if so (cpu_stride 0).
+  // nullptr: never.
   bool (*gen_lookup)(const Map* map, ArrayLayout* out) = nullptr;
+  // The same for per-CPU arrays, whose lookup_elem from a run on CPU slot
+  // c is ArrayLayout indexing plus c * cpu_stride (c = the run's
+  // RunContext::cpu). Separate from gen_lookup so an engine that does not
+  // add the CPU term never inlines these maps. nullptr: never.
+  bool (*gen_lookup_percpu)(const Map* map, ArrayLayout* out) = nullptr;
 };
 
 }  // namespace userbpf::maps

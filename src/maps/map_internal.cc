@@ -3,6 +3,8 @@
 
 #include <cerrno>
 
+#include "mem/domain.h"
+
 namespace userbpf::maps {
 namespace {
 
@@ -36,6 +38,33 @@ bool map_charge_limited(Map* map, uint64_t bytes, uint64_t limit) {
 
 void map_uncharge(Map* map, uint64_t bytes) {
   map->memory_used.fetch_sub(bytes, std::memory_order_relaxed);
+}
+
+mem::MemDomain* map_domain(const MapAttr& attr) {
+  return attr.domain ? attr.domain : &mem::default_mem_domain();
+}
+
+bool map_type_is_percpu(uint32_t type) {
+  return type == static_cast<uint32_t>(MapType::kPERCPU_ARRAY) ||
+         type == static_cast<uint32_t>(MapType::kPERCPU_HASH) ||
+         type == static_cast<uint32_t>(MapType::kLRU_PERCPU_HASH);
+}
+
+uint32_t map_num_cpus(const Map* map) {
+  if (!map_type_is_percpu(map->attr.type)) return 1;
+  return map_domain(map->attr)->slots.num_slots();
+}
+
+int map_check_op_flags(const Map* map, uint64_t flags, uint64_t allowed) {
+  if (static_cast<uint32_t>(flags) & ~allowed) return -EINVAL;
+  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  if (!(flags & kBpfFCpu) && (flags >> 32)) return -EINVAL;
+  if (flags & (kBpfFCpu | kBpfFAllCpus)) {
+    if (!map_type_is_percpu(map->attr.type)) return -EINVAL;
+    if ((flags & kBpfFCpu) && (flags & kBpfFAllCpus)) return -EINVAL;
+    if ((flags & kBpfFCpu) && (flags >> 32) >= map_num_cpus(map)) return -ERANGE;
+  }
+  return 0;
 }
 
 int reject_attr(int err, const char* why) {

@@ -12,6 +12,10 @@
 
 #include "maps/map.h"
 
+namespace userbpf::mem {
+struct MemDomain;
+}
+
 namespace userbpf::maps {
 
 // The kernel's internal ENOTSUPP (524), which bpf(2) returns to user space for
@@ -105,6 +109,24 @@ inline bool equal_padded(const void* map_mem, const void* key, size_t size) {
 inline bool map_has_spin_lock(const Map* map) {
   return false;
 }
+
+// The memory domain a map works with: MapAttr::domain, or the process-wide
+// default (mem::default_mem_domain()) for maps made without a runtime.
+mem::MemDomain* map_domain(const MapAttr& attr);
+
+// Per-CPU map types (PERCPU_ARRAY, PERCPU_HASH, LRU_PERCPU_HASH): the kernel's
+// bpf_map_supports_cpu_flags.
+bool map_type_is_percpu(uint32_t type);
+// Copies of a value: the normal CPU slots of the map's domain for per-CPU
+// maps (what the runtime reports as possible CPUs), else 1.
+uint32_t map_num_cpus(const Map* map);
+
+// The kernel's bpf_map_check_op_flags for host lookup/update and their batch
+// forms: bits of the low half outside `allowed`, BPF_F_LOCK without a spin
+// lock, a high half without BPF_F_CPU, BPF_F_CPU/BPF_F_ALL_CPUS on a map
+// that is not per-CPU or both at once: -EINVAL; BPF_F_CPU naming a CPU past
+// the map's last: -ERANGE. 0 if the flags may go on to the map type.
+int map_check_op_flags(const Map* map, uint64_t flags, uint64_t allowed);
 
 // Charges bytes to map->memory_used. False (nothing charged) if that would
 // pass attr.memory_limit; callers then fail with ENOMEM.

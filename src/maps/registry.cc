@@ -9,15 +9,18 @@
 #include "maps/array_map.h"
 #include "maps/hash_map.h"
 #include "maps/map_internal.h"
+#include "maps/percpu_maps.h"
 
 namespace userbpf::maps {
 namespace {
 
 // Every implemented map type, once: MAP_TYPE(UAPI name, ops table). Adding a
 // type means adding its line here (and its ops in its own file).
-#define USERBPF_MAP_OPS_LIST(MAP_TYPE) \
-  MAP_TYPE(HASH, kHashMapOps)          \
-  MAP_TYPE(ARRAY, kArrayMapOps)
+#define USERBPF_MAP_OPS_LIST(MAP_TYPE)     \
+  MAP_TYPE(HASH, kHashMapOps)              \
+  MAP_TYPE(ARRAY, kArrayMapOps)            \
+  MAP_TYPE(PERCPU_HASH, kPercpuHashMapOps) \
+  MAP_TYPE(PERCPU_ARRAY, kPercpuArrayMapOps)
 
 constexpr uint32_t max_type_number() {
   uint32_t m = 0;

@@ -129,5 +129,18 @@ done
 out=$("$ub" exec --engine nope </dev/null 2>&1); rc=$?
 check "exec rejects an unknown engine" test $rc -ne 0
 
+# Per-CPU maps: map dump shows each CPU's copy and the sum over CPUs.
+out=$("$ub" map dump "$progs/percpu_maps.bpf.o" -m pcpu_array); rc=$?
+check "map dump per-CPU exits 0" test $rc -eq 0
+check "map dump per-CPU names the CPUs" grep -Eq "map pcpu_array \(percpu_array, [0-9]+ CPUs\)" <<<"$out"
+check "map dump per-CPU prints each copy" contains "$out" "    cpu 0: 00 00 00 00 00 00 00 00 (0)"
+check "map dump per-CPU prints the sum" contains "$out" "    sum: 0"
+out=$("$ub" map dump "$progs/percpu_maps.bpf.o" -m pcpu_array --json)
+check "map dump per-CPU --json copies" contains "$out" '"values":[{"cpu":0,"value":"0000000000000000","value_u64":0}'
+check "map dump per-CPU --json sum" contains "$out" '"sum":0}'
+check "map dump per-CPU --json num_cpus" grep -Eq '"num_cpus":[0-9]+' <<<"$out"
+out=$("$ub" map show "$progs/percpu_maps.bpf.o")
+check "map show per-CPU hash" grep -Eq "pcpu_hash .*type percpu_hash .*memory [0-9]+ bytes" <<<"$out"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

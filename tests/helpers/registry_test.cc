@@ -30,7 +30,7 @@ TEST(Registry, TableAndFindHelperAgree) {
     EXPECT_TRUE(names.insert(table[id]->name).second) << "duplicate " << table[id]->name;
     EXPECT_FALSE(table[id]->sleepable_only) << table[id]->name;
   }
-  EXPECT_EQ(count, 39);          // Registry.KernelIdsAndNames lists them all
+  EXPECT_EQ(count, 40);          // Registry.KernelIdsAndNames lists them all
   EXPECT_EQ(table[0], nullptr);  // BPF_FUNC_unspec
 }
 
@@ -85,6 +85,7 @@ TEST(Registry, KernelIdsAndNames) {
       {BPF_FUNC_loop, "bpf_loop"},
       {BPF_FUNC_strncmp, "bpf_strncmp"},
       {BPF_FUNC_kptr_xchg, "bpf_kptr_xchg"},
+      {BPF_FUNC_map_lookup_percpu_elem, "bpf_map_lookup_percpu_elem"},
       {BPF_FUNC_ktime_get_tai_ns, "bpf_ktime_get_tai_ns"},
   };
   for (const auto& e : expected) {

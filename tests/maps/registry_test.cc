@@ -8,6 +8,7 @@
 #include "maps/array_map.h"
 #include "maps/hash_map.h"
 #include "maps/host_access.h"
+#include "maps/percpu_maps.h"
 
 namespace userbpf::maps {
 namespace {
@@ -19,17 +20,19 @@ using test::must_create;
 TEST(MapRegistry, FindsImplementedTypes) {
   EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kHASH)), &kHashMapOps);
   EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kARRAY)), &kArrayMapOps);
+  EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kPERCPU_HASH)), &kPercpuHashMapOps);
+  EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kPERCPU_ARRAY)), &kPercpuArrayMapOps);
   EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kUNSPEC)), nullptr);
-  EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kPERCPU_HASH)), nullptr);
+  EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kLRU_HASH)), nullptr);
   EXPECT_EQ(find_map_ops(1000), nullptr);
   EXPECT_EQ(find_map_ops(UINT32_MAX), nullptr);
 }
 
 TEST(MapRegistry, UnimplementedTypeIsEinvalNamingTheType) {
   std::string msg;
-  EXPECT_EQ(create_errno(make_attr(MapType::kPERCPU_HASH, 4, 4, 1), &msg), EINVAL);
-  EXPECT_NE(msg.find("5"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("percpu_hash"), std::string::npos) << msg;
+  EXPECT_EQ(create_errno(make_attr(MapType::kLRU_HASH, 4, 4, 1), &msg), EINVAL);
+  EXPECT_NE(msg.find("9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("lru_hash"), std::string::npos) << msg;
   EXPECT_NE(msg.find("test_map"), std::string::npos) << msg;
 
   MapAttr a = make_attr(MapType::kHASH, 4, 4, 1);
