@@ -2,6 +2,8 @@
 // with their argument checks and grants) and inlined map lookups.
 #include "vm/jit/x86_64/emitter.h"
 
+#include <bit>
+
 namespace userbpf::vm::jit {
 namespace {
 
@@ -230,7 +232,7 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
   const maps::Map* m = nullptr;
   if (!is_array_lookup(pc, &m)) return false;
   maps::ArrayLayout lay;
-  m->ops->gen_lookup(m, &lay);  // is_array_lookup checked it succeeds
+  array_layout(m, &lay);  // is_array_lookup checked it succeeds
   const bool rdonly = (m->attr.map_flags & maps::kBpfFRdonlyProg) != 0;
   const bool known_key = inline_lookup_known_key(pc);
   const Insn* test = nullptr;
@@ -267,7 +269,23 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
     imul(rax, rax, static_cast<int>(es));
     add(rax, r10);
   }
-  if (lookup_caches_value_[pc]) {
+  if (lay.cpu_stride != 0) {
+    // Per-CPU array: the copy of the run's CPU slot (RunContext::cpu, what
+    // the map's own lookup picks from the held slot), granted as the helper
+    // path grants it so both engines keep the same grant list.
+    mov(r10, ptr[r12 + kOffRc]);
+    mov(r10d, dword[r10 + static_cast<int32_t>(offsetof(RunContext, cpu))]);
+    shl(r10, static_cast<uint8_t>(std::countr_zero(lay.cpu_stride)));
+    add(rax, r10);
+    if (rdonly) {
+      xor_(r11d, r11d);
+    } else {
+      mov(r11, reinterpret_cast<uint64_t>(&m->frozen));
+      movzx(r11d, byte[r11]);
+      xor_(r11d, 1);
+    }
+    emit_add_grant(m->attr.value_size, rax);
+  } else if (lookup_caches_value_[pc]) {
     // Writable unless read-only to programs or frozen (map_value_region).
     if (rdonly) {
       xor_(r11d, r11d);

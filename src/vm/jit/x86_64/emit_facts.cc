@@ -92,6 +92,12 @@ void Emitter::find_const_r1_maps(const std::vector<bool>& target) {
   }
 }
 
+bool array_layout(const maps::Map* m, maps::ArrayLayout* lay) {
+  if (m->ops->gen_lookup != nullptr) return m->ops->gen_lookup(m, lay);
+  if (m->ops->gen_lookup_percpu != nullptr) return m->ops->gen_lookup_percpu(m, lay);
+  return false;
+}
+
 // Whether bpf_map_lookup_elem of m is inlined as an array lookup, whose
 // non-null results are values of m (the helper path returns the same).
 bool Emitter::is_array_lookup(size_t pc, const maps::Map** map) const {
@@ -101,10 +107,10 @@ bool Emitter::is_array_lookup(size_t pc, const maps::Map** map) const {
   }
   const maps::Map* m = r1_map_[pc];
   maps::ArrayLayout lay;
-  if (m == nullptr || m->ops == nullptr || m->ops->gen_lookup == nullptr ||
-      m->ops->access_ok == nullptr || m->attr.key_size != 4 || m->attr.value_size == 0 ||
-      m->attr.value_size > INT32_MAX || !m->ops->gen_lookup(m, &lay) || lay.elem_size == 0 ||
-      lay.elem_size > INT32_MAX) {
+  if (m == nullptr || m->ops == nullptr || m->ops->access_ok == nullptr || m->attr.key_size != 4 ||
+      m->attr.value_size == 0 || m->attr.value_size > INT32_MAX || !array_layout(m, &lay) ||
+      lay.elem_size == 0 || lay.elem_size > INT32_MAX ||
+      (lay.cpu_stride & (lay.cpu_stride - 1)) != 0) {
     return false;
   }
   const HelperProto& proto = *prog_.helpers[in.imm];

@@ -72,6 +72,7 @@ constexpr int32_t kOffStackTop = offsetof(JitState, s) + offsetof(interp::Interp
 constexpr int32_t kOffGrants = offsetof(JitState, s) + offsetof(interp::InterpState, grants);
 constexpr int32_t kOffNumGrants = offsetof(JitState, s) + offsetof(interp::InterpState, num_grants);
 constexpr int32_t kOffStop = offsetof(JitState, s) + offsetof(interp::InterpState, stop);
+constexpr int32_t kOffRc = offsetof(JitState, s) + offsetof(interp::InterpState, rc);
 constexpr int32_t kOffTopMinus = offsetof(JitState, top_minus);
 constexpr int32_t kOffFrameLimit = offsetof(JitState, frame_limit);
 constexpr int32_t kOffZeroedLo = offsetof(JitState, zeroed_lo);
@@ -103,6 +104,11 @@ inline int log2_size(int bytes) {
 
 // A code label: an index into Emitter::lbl_pos_.
 using Lbl = uint32_t;
+
+// The layout of m's program lookup if it is array indexing (plain arrays:
+// MapOps::gen_lookup; per-CPU arrays: gen_lookup_percpu, whose copy for the
+// run's CPU slot is cpu_stride * RunContext::cpu further).
+bool array_layout(const maps::Map* m, maps::ArrayLayout* lay);
 
 class Emitter : public CodeGenerator {
  public:
