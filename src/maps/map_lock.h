@@ -54,16 +54,25 @@ inline void cpu_relax() {
 #endif
 }
 
-// Takes word for (owner, group). 0 on success; -EBUSY if this thread already
-// holds or is taking a lock of the same (owner, group), or holds too many.
-inline int map_lock_acquire(std::atomic<uint32_t>& word, const void* owner, uint32_t group) {
-  HeldMapLocks& t = t_held_map_locks;
+// The depth at which this thread may record (owner, group), or -EBUSY if it
+// already holds or is taking a lock of that (owner, group), or holds too many.
+inline int map_lock_free_depth(const HeldMapLocks& t, const void* owner, uint32_t group) {
   uint32_t d = t.depth.load(std::memory_order_relaxed);
   if (d >= kMaxHeldMapLocks) return -EBUSY;
   for (uint32_t i = 0; i < d; i++)
     if (t.entries[i].owner.load(std::memory_order_relaxed) == owner &&
         t.entries[i].group.load(std::memory_order_relaxed) == group)
       return -EBUSY;
+  return static_cast<int>(d);
+}
+
+// Takes word for (owner, group). 0 on success; -EBUSY if this thread already
+// holds or is taking a lock of the same (owner, group), or holds too many.
+inline int map_lock_acquire(std::atomic<uint32_t>& word, const void* owner, uint32_t group) {
+  HeldMapLocks& t = t_held_map_locks;
+  const int depth = map_lock_free_depth(t, owner, group);
+  if (depth < 0) return depth;
+  const uint32_t d = static_cast<uint32_t>(depth);
   // Reserve the (cleared) slot, then fill it: a handler arriving in between
   // sees an empty entry and uses the next slot.
   t.depth.store(d + 1, std::memory_order_relaxed);
@@ -91,12 +100,9 @@ inline int map_lock_acquire(std::atomic<uint32_t>& word, const void* owner, uint
 // with map_lock_release.
 inline int map_lock_try_acquire(std::atomic<uint32_t>& word, const void* owner, uint32_t group) {
   HeldMapLocks& t = t_held_map_locks;
-  uint32_t d = t.depth.load(std::memory_order_relaxed);
-  if (d >= kMaxHeldMapLocks) return -EBUSY;
-  for (uint32_t i = 0; i < d; i++)
-    if (t.entries[i].owner.load(std::memory_order_relaxed) == owner &&
-        t.entries[i].group.load(std::memory_order_relaxed) == group)
-      return -EBUSY;
+  const int depth = map_lock_free_depth(t, owner, group);
+  if (depth < 0) return depth;
+  const uint32_t d = static_cast<uint32_t>(depth);
   if (word.load(std::memory_order_relaxed) != 0) return -EBUSY;
   t.depth.store(d + 1, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
