@@ -37,9 +37,16 @@ std::string g_log;
 
 int capture_print(enum libbpf_print_level level, const char* fmt, va_list ap) {
   if (level == LIBBPF_DEBUG) return 0;
-  char buf[1024];
-  int n = std::vsnprintf(buf, sizeof(buf), fmt, ap);
-  if (n > 0) g_log.append(buf, std::min<size_t>(static_cast<size_t>(n), sizeof(buf) - 1));
+  // The verifier log comes as one message: sized first, never cut.
+  va_list again;
+  va_copy(again, ap);
+  const int n = std::vsnprintf(nullptr, 0, fmt, ap);
+  if (n > 0) {
+    std::string buf(static_cast<size_t>(n) + 1, '\0');
+    std::vsnprintf(buf.data(), buf.size(), fmt, again);
+    g_log.append(buf.data(), static_cast<size_t>(n));
+  }
+  va_end(again);
   return 0;
 }
 

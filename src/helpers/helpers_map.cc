@@ -23,11 +23,11 @@ u64 neg(int err) {
 }
 
 // The kernel's verifier refuses program writes to BPF_F_RDONLY_PROG maps
-// (.rodata); userbpf refuses them at the call, and treats a frozen map (the
-// loader freezes .rodata) the same way.
+// (.rodata); userbpf refuses them at the call. Freezing a map only blocks
+// the host (BPF_MAP_FREEZE: "write operations from eBPF programs are still
+// possible for a frozen map").
 bool program_may_write(const maps::Map* map) {
-  return !(map->attr.map_flags & maps::kBpfFRdonlyProg) &&
-         !map->frozen.load(std::memory_order_relaxed);
+  return !(map->attr.map_flags & maps::kBpfFRdonlyProg);
 }
 
 // What a for_each_map_elem callback needs to re-enter the program.

@@ -61,8 +61,7 @@ const maps::SpecialField* find_kptr_field(const vm::Program& prog, uintptr_t add
   for (maps::Map* m : prog.maps) {
     const maps::FieldTable* ft = m ? maps::map_fields(m) : nullptr;
     if (!ft || !m->ops || !m->ops->access_ok) continue;
-    if ((m->attr.map_flags & maps::kBpfFRdonlyProg) || m->frozen.load(std::memory_order_relaxed))
-      continue;
+    if (m->attr.map_flags & maps::kBpfFRdonlyProg) continue;
     for (const maps::SpecialField& f : ft->fields) {
       if (f.kind != maps::FieldKind::kKptr && f.kind != maps::FieldKind::kPercpuKptr) continue;
       const uintptr_t value = addr - f.offset;

@@ -58,10 +58,8 @@ maps::Map* find_map(const Program& prog, uint64_t v) {
 
 bool map_access_ok(const maps::Map* m, uint64_t addr, uint64_t size, bool write) {
   if (m == nullptr || m->ops == nullptr || m->ops->access_ok == nullptr) return false;
-  if (write &&
-      ((m->attr.map_flags & maps::kBpfFRdonlyProg) || m->frozen.load(std::memory_order_relaxed))) {
-    return false;
-  }
+  // Frozen maps stay writable by programs (the kernel's BPF_MAP_FREEZE).
+  if (write && (m->attr.map_flags & maps::kBpfFRdonlyProg)) return false;
   return m->ops->access_ok(m, static_cast<uintptr_t>(addr), static_cast<size_t>(size), write);
 }
 

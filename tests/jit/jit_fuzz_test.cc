@@ -33,6 +33,9 @@ class Gen {
 
   static constexpr uint32_t kMapEntries = 6;
   static constexpr uint32_t kValueSize = 16;
+  // Map 1: global data (a one-value ARRAY), accessed at its value plus a
+  // register (the JIT checks only the register when it can).
+  static constexpr uint32_t kGlobalSize = 64;
 
   Asm program() {
     Asm a;
@@ -83,9 +86,30 @@ class Gen {
   }
 
   // A map lookup (maybe tested for null, maybe not, then accessed inside or
-  // past the value, maybe through a copy), a helper call, or a subprogram call.
+  // past the value, maybe through a copy), a helper call, a subprogram call,
+  // or an access to global data plus a register (mostly masked into range,
+  // the register maybe rewritten after the add).
   void call(Asm& a, size_t remaining) {
-    switch (pick(3)) {
+    switch (pick(4)) {
+      case 3: {
+        const uint8_t base = static_cast<uint8_t>(6 + pick(3));
+        uint8_t idx = data_reg();
+        if (idx == base) idx = 0;
+        a.ld_map_value(base, 1, pick(kGlobalSize));
+        if (pick(3) < 2) a.alu64_imm(kAluAnd, idx, static_cast<int32_t>(kGlobalSize - 1));
+        a.alu64_reg(kAluAdd, base, idx);
+        if (pick(4) == 0) a.mov64_imm(idx, static_cast<int32_t>(pick(kGlobalSize)));
+        if (pick(4) == 0) a.alu64_imm(kAluAdd, base, static_cast<int32_t>(pick(16)) - 8);
+        static constexpr uint8_t kSizes[] = {kSizeB, kSizeH, kSizeW, kSizeDw};
+        const uint8_t size = kSizes[pick(4)];
+        const int16_t off = static_cast<int16_t>(static_cast<int>(pick(24)) - 8);
+        if (pick(2)) {
+          a.stx(size, base, data_reg(), off);
+        } else {
+          a.ldx(size, data_reg(), base, off);
+        }
+        break;
+      }
       case 0: {
         const int16_t key_off = static_cast<int16_t>(-4 - 4 * static_cast<int>(pick(2)));
         a.st(kSizeW, 10, key_off, static_cast<int32_t>(pick(kMapEntries + 2)));
@@ -283,15 +307,22 @@ TEST(JitFuzz, RandomProgramsWithCallsMatchTheInterpreter) {
   attr.max_entries = Gen::kMapEntries;
   Result<maps::Map*> m = maps::create_map(attr);
   ASSERT_TRUE(m.ok()) << m.error().message;
+  attr.value_size = Gen::kGlobalSize;
+  attr.max_entries = 1;
+  Result<maps::Map*> gm = maps::create_map(attr);
+  ASSERT_TRUE(gm.ok()) << gm.error().message;
+  const uint32_t zero = 0;
+  auto* global = static_cast<uint8_t*>(gm.value()->ops->lookup_elem(gm.value(), &zero));
   auto clear = [&] {
     for (uint32_t k = 0; k < Gen::kMapEntries; ++k)
       std::memset(m.value()->ops->lookup_elem(m.value(), &k), 0, Gen::kValueSize);
+    std::memset(global, 0, Gen::kGlobalSize);
   };
   int ran = 0, stopped = 0, invalid = 0;
   for (int i = 0; i < iters; ++i) {
     Gen g(seed + static_cast<uint64_t>(i), true);
     Asm a = g.program();
-    TestProg t(a, {m.value()});
+    TestProg t(a, {m.value(), gm.value()});
     // A random forward jump may land in an ld_imm64's second slot.
     if (!t.prepared.ok()) {
       ++invalid;
@@ -307,6 +338,7 @@ TEST(JitFuzz, RandomProgramsWithCallsMatchTheInterpreter) {
         const auto* v = static_cast<const uint8_t*>(m.value()->ops->lookup_elem(m.value(), &k));
         out.insert(out.end(), v, v + Gen::kValueSize);
       }
+      out.insert(out.end(), global, global + Gen::kGlobalSize);
       return out;
     };
     clear();
@@ -328,6 +360,7 @@ TEST(JitFuzz, RandomProgramsWithCallsMatchTheInterpreter) {
     if (::testing::Test::HasFailure()) break;
   }
   m.value()->ops->free(m.value());
+  gm.value()->ops->free(gm.value());
   std::printf("differential with calls: %d programs, %d ran to exit, %d stopped, %d invalid\n",
               iters, ran, stopped, invalid);
   EXPECT_GT(ran, iters / 10);

@@ -2,6 +2,8 @@
 // the JIT must behave exactly like the interpreter's helper call, values,
 // NULL results, key checks, write permission and region grants included.
 #include <cstring>
+#include <functional>
+#include <iterator>
 #include <memory>
 
 #include "isa/opcodes.h"
@@ -161,16 +163,17 @@ TEST(JitInlineLookup, ProvenStackAccessesOnlyInsideTheFrame) {
   }
 }
 
-TEST(JitInlineLookup, ReadOnlyAndFrozenMapsRejectWrites) {
+TEST(JitInlineLookup, ReadOnlyMapsRejectWritesFrozenOnesDoNot) {
   MapPtr ro = make_array(8, 4, maps::kBpfFRdonlyProg);
   EngineRun j = same_on_both(counting_loop(4), {ro.get()});
   EXPECT_FALSE(j.ok);
   EXPECT_NE(j.message.find("read-only"), std::string::npos) << j.message;
   MapPtr fr = make_array(8, 4);
-  fr->frozen.store(true);
+  fr->frozen.store(true);  // freezing only blocks the host (BPF_MAP_FREEZE)
   j = same_on_both(counting_loop(4), {fr.get()});
-  EXPECT_FALSE(j.ok);
-  EXPECT_NE(j.message.find("read-only"), std::string::npos) << j.message;
+  EXPECT_TRUE(j.ok) << j.message;
+  MapPtr plain = make_array(8, 4);
+  EXPECT_EQ(j.r0, same_on_both(counting_loop(4), {plain.get()}).r0);  // same stores
 }
 
 TEST(JitInlineLookup, KeyOutsideTheStackTakesTheCheckedPath) {
@@ -358,6 +361,134 @@ TEST(JitInlineLookup, ClobbersArgumentRegistersLikeACall) {
   a.st(kSizeW, 10, -4, 0).ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4);
   a.call_helper(1).mov64_reg(0, 1).alu64_reg(kAluXor, 0, 2).alu64_reg(kAluAdd, 0, 5).exit();
   EXPECT_EQ(same_on_both(a, {m.get()}).r0, vm::interp::kClobberedReg);
+}
+
+// Global data (ld_imm64 of a map value) plus a register: the JIT checks only
+// the register against the value's size (emit_facts.cc kValueIndexed), the
+// full check runs whenever that quick test fails.
+// for (i = 0; i < 64; i += 8) { p = &g[8] + i - 8; *(u64 *)p = i; *(u32 *)(p
+// + 4) += 1; r6 += *(u64 *)p }; return r6
+TEST(JitGlobalData, IndexedAccessesMatchTheInterpreter) {
+  MapPtr g = make_array(64, 1);
+  Asm a;
+  a.mov64_imm(6, 0).mov64_imm(2, 0);
+  a.label("loop").ld_map_value(1, 0, 8).alu64_reg(kAluAdd, 1, 2).alu64_imm(kAluAdd, 1, -8);
+  a.stx(kSizeDw, 1, 2, 0).ldx(kSizeW, 3, 1, 4).alu64_imm(kAluAdd, 3, 1).stx(kSizeW, 1, 3, 4);
+  a.ldx(kSizeDw, 4, 1, 0).alu64_reg(kAluAdd, 6, 4);
+  a.alu64_imm(kAluAdd, 2, 8).jmp_imm(kJmpJlt, 2, 64, "loop");
+  a.mov64_reg(0, 6).exit();
+  EngineRun j = same_on_both(a, {g.get()});
+  EXPECT_TRUE(j.ok) << j.message;
+  // Words 0..7 hold i with 1 in the upper half: sum of i + 8 * 2^32.
+  EXPECT_EQ(j.r0, (0u + 8 + 16 + 24 + 32 + 40 + 48 + 56) + (uint64_t{8} << 32));
+}
+
+// The last index that fits, one past it, and a negative one (huge unsigned).
+TEST(JitGlobalData, IndexOutsideTheValueFaultsLikeTheInterpreter) {
+  MapPtr g = make_array(64, 1);
+  for (int32_t idx : {56, 57, 64, -8, 4096}) {
+    Asm a;
+    a.mov64_imm(2, idx).ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2);
+    a.st(kSizeDw, 1, 0, 5).ldx(kSizeDw, 0, 1, 0).exit();
+    EngineRun j = same_on_both(a, {g.get()});
+    if (idx == 56) {
+      EXPECT_TRUE(j.ok) << j.message;
+      EXPECT_EQ(j.r0, 5u);
+    } else {
+      EXPECT_FALSE(j.ok) << idx;
+      EXPECT_EQ(j.err, EFAULT) << idx;
+    }
+  }
+}
+
+// The address was formed with an index far outside; the index register is
+// then rewritten (an ALU write, a load, a call) to something small. The
+// access must still be checked against the real address and fault.
+TEST(JitGlobalData, RewrittenIndexRegisterDropsTheQuickCheck) {
+  MapPtr g = make_array(64, 1);
+  for (int variant = 0; variant < 3; ++variant) {
+    Asm a;
+    a.st(kSizeDw, 10, -8, 0).mov64_imm(6, 1 << 20).ld_map_value(7, 0, 0);
+    a.alu64_reg(kAluAdd, 7, 6).mov64_reg(8, 7);  // the copy in r8 is indexed by r6 too
+    if (variant == 0) a.mov64_imm(6, 0);
+    if (variant == 1) a.ldx(kSizeDw, 6, 10, -8);
+    if (variant == 2) a.mov64_imm(2, 1 << 20).mov64_reg(6, 2).mov64_imm(2, 0).mov64_reg(6, 2);
+    a.ldx(kSizeDw, 0, 8, 0).exit();
+    EngineRun j = same_on_both(a, {g.get()});
+    EXPECT_FALSE(j.ok) << variant;
+    EXPECT_EQ(j.err, EFAULT) << variant;
+  }
+}
+
+// Indexes bounded by what computed them need no check at all; those whose
+// bound is past the value keep it: a mask just too wide, a 64-bit byte swap
+// (class ALU, yet 64 bits), a loaded byte against a smaller value.
+TEST(JitGlobalData, BoundedIndexesMatchTheInterpreter) {
+  MapPtr g = make_array(64, 1);
+  struct Case {
+    int32_t start;
+    std::function<void(Asm&)> bound;
+    bool ok;
+  };
+  const Case cases[] = {
+      {0x7fff, [](Asm& a) { a.alu64_imm(kAluAnd, 2, 0x38); }, true},   // <= 56
+      {0x7ffc, [](Asm& a) { a.alu64_imm(kAluAnd, 2, 0x3c); }, false},  // 60: past 56
+      {-1, [](Asm& a) { a.alu32_imm(kAluAnd, 2, 0x38); }, true},
+      {0x70, [](Asm& a) { a.alu64_imm(kAluRsh, 2, 1); }, true},   // 56
+      {0x7f, [](Asm& a) { a.alu64_imm(kAluRsh, 2, 1); }, false},  // 63
+      {0x38, [](Asm& a) { a.alu32_reg(kAluMov, 2, 2); }, true},
+      {0x38,  // be64: class ALU, yet 64 bits
+       [](Asm& a) {
+         a.emit(make_insn(kClassAlu | kSrcX | kAluEnd, 2, 0, 0, 64)).alu64_imm(kAluRsh, 2, 27);
+       },
+       false},
+      {0, [](Asm& a) { a.st(kSizeB, 10, -1, 200).ldx(kSizeB, 2, 10, -1); }, false},
+      {0, [](Asm& a) { a.st(kSizeB, 10, -1, 48).ldx(kSizeB, 2, 10, -1); }, true},
+  };
+  for (size_t c = 0; c < std::size(cases); ++c) {
+    Asm a;
+    a.mov64_imm(2, cases[c].start);
+    cases[c].bound(a);
+    a.ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).st(kSizeDw, 1, 0, 9);
+    a.ldx(kSizeDw, 0, 1, 0).exit();
+    EngineRun j = same_on_both(a, {g.get()});
+    EXPECT_EQ(j.ok, cases[c].ok) << "case " << c << ": " << j.message;
+    if (j.ok) EXPECT_EQ(j.r0, 9u) << "case " << c;
+  }
+}
+
+// A load into its own index register: checked with the index it was
+// addressed with, then the fact is gone.
+TEST(JitGlobalData, LoadIntoTheIndexRegister) {
+  MapPtr g = make_array(64, 1);
+  for (int32_t idx : {8, 1 << 20}) {
+    Asm a;
+    a.mov64_imm(6, idx).ld_map_value(7, 0, 0).alu64_reg(kAluAdd, 7, 6);
+    a.ldx(kSizeDw, 6, 7, 0).ldx(kSizeDw, 0, 7, 8).alu64_reg(kAluAdd, 0, 6).exit();
+    EngineRun j = same_on_both(a, {g.get()});
+    EXPECT_EQ(j.ok, idx == 8) << idx;
+    if (j.ok) EXPECT_EQ(j.r0, 0u);
+  }
+}
+
+// Stores through an indexed value of a map read-only to programs fault;
+// a frozen map's value stays writable (the kernel's BPF_MAP_FREEZE).
+TEST(JitGlobalData, ReadOnlyGlobalsRejectIndexedStores) {
+  MapPtr ro = make_array(64, 1, maps::kBpfFRdonlyProg);
+  Asm a;
+  a.mov64_imm(2, 16).ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2);
+  a.ldx(kSizeDw, 0, 1, 0).st(kSizeDw, 1, 0, 5).exit();
+  EngineRun j = same_on_both(a, {ro.get()});
+  EXPECT_FALSE(j.ok);
+  EXPECT_NE(j.message.find("read-only"), std::string::npos) << j.message;
+  MapPtr fr = make_array(64, 1);
+  fr->frozen.store(true);
+  Asm b;
+  b.mov64_imm(2, 16).ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2);
+  b.st(kSizeDw, 1, 0, 5).ldx(kSizeDw, 0, 1, 0).exit();
+  j = same_on_both(b, {fr.get()});
+  EXPECT_TRUE(j.ok) << j.message;
+  EXPECT_EQ(j.r0, 5u);
 }
 
 }  // namespace

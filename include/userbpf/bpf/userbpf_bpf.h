@@ -55,4 +55,23 @@ extern void bpf_percpu_obj_drop_impl(void* kptr, void* meta__ign) __ksym;
 #define bpf_percpu_obj_drop(kptr) bpf_percpu_obj_drop_impl(kptr, (void*)0)
 #endif
 
+/* can_loop: true while the run's loop budget lasts (one may_goto
+ * instruction, kernel 6.9 and newer), so a loop whose bound the verifier
+ * cannot see still loads:
+ *   for (j = p * p; j < N && can_loop; j += p) ...
+ * The loop ends early, as if its condition failed, once the budget is gone. */
+#ifndef can_loop
+#define can_loop                                                              \
+  ({                                                                          \
+    __label__ userbpf_loop_out, userbpf_loop_on;                              \
+    int userbpf_loop_ok = 1;                                                  \
+    asm volatile goto("may_goto %l[userbpf_loop_out]" :: ::userbpf_loop_out); \
+    goto userbpf_loop_on;                                                     \
+  userbpf_loop_out:                                                           \
+    userbpf_loop_ok = 0;                                                      \
+  userbpf_loop_on:                                                            \
+    userbpf_loop_ok;                                                          \
+  })
+#endif
+
 #endif /* USERBPF_BPF_H */

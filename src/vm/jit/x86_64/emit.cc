@@ -386,11 +386,9 @@ void Emitter::emit_jmp(size_t pc, const Insn& in) {
   }
   if (in.code == (kClassJmp | kJmpJcond)) {
     // may_goto: falls through while the run's loop budget lasts.
-    const Lbl cont = new_label();
+    static constexpr Cond kSpent = Cond::kEq;
     cmp(qword[r12 + kOffMayGoto], 0);
-    jcc(Cond::kNe, cont);
-    emit_branch(pc, in.off, nullptr);
-    bind(cont);
+    emit_branch(pc, in.off, &kSpent);
     dec(qword[r12 + kOffMayGoto]);
     return;
   }

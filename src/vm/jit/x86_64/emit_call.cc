@@ -277,23 +277,11 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
     mov(r10d, dword[r10 + static_cast<int32_t>(offsetof(RunContext, cpu))]);
     shl(r10, static_cast<uint8_t>(std::countr_zero(lay.cpu_stride)));
     add(rax, r10);
-    if (rdonly) {
-      xor_(r11d, r11d);
-    } else {
-      mov(r11, reinterpret_cast<uint64_t>(&m->frozen));
-      movzx(r11d, byte[r11]);
-      xor_(r11d, 1);
-    }
+    mov(r11d, rdonly ? 0 : 1);
     emit_add_grant(m->attr.value_size, rax);
   } else if (lookup_caches_value_[pc]) {
-    // Writable unless read-only to programs or frozen (map_value_region).
-    if (rdonly) {
-      xor_(r11d, r11d);
-    } else {
-      mov(r11, reinterpret_cast<uint64_t>(&m->frozen));
-      movzx(r11d, byte[r11]);
-      xor_(r11d, 1);
-    }
+    // Writable unless read-only to programs (map_value_region).
+    mov(r11d, rdonly ? 0 : 1);
     emit_set_hit(m->attr.value_size, rax);
   }
   const uint16_t live = live_out_[pc];
@@ -349,8 +337,8 @@ void Emitter::emit_add_grant(uint32_t span, const Reg64& lo) {
 
 // interp::grant_map_value(s, m, rax) for a map known at compile time, with
 // r0 saved at [rsp]: map_value_region's static tests decided here, the map's
-// access_ok called directly (writable first unless read-only to programs or
-// frozen, then read-only), the region recorded inline. rax is kept.
+// access_ok called directly (writable first unless read-only to programs,
+// then read-only), the region recorded inline. rax is kept.
 void Emitter::emit_known_map_grant(const maps::Map* m) {
   const uint32_t type = m->attr.type;
   const uint32_t size = m->attr.value_size;
@@ -378,9 +366,6 @@ void Emitter::emit_known_map_grant(const maps::Map* m) {
   jcc(Cond::kZ, done);
   mov(ptr[rsp], rax);
   if ((m->attr.map_flags & maps::kBpfFRdonlyProg) == 0) {
-    mov(r11, reinterpret_cast<uint64_t>(&m->frozen));
-    cmp(byte[r11], 0);
-    jcc(Cond::kNe, read_only);
     mov(rdi, reinterpret_cast<uint64_t>(m));
     mov(rsi, rax);
     mov(edx, size);

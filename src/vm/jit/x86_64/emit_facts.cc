@@ -29,6 +29,7 @@ namespace {
 
 // Offsets stay far from overflow: facts further out are dropped.
 constexpr int64_t kMaxFactOff = int64_t{1} << 30;
+constexpr uint32_t kNoOrigin = UINT32_MAX;  // a value fact not from a lookup
 
 }  // namespace
 
@@ -128,11 +129,35 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
   arg_stack_off_.assign(n_, {kNoKeyOff, kNoKeyOff, kNoKeyOff, kNoKeyOff});
   loop_callback_.assign(n_, -1);
   lookup_caches_value_.assign(n_, false);
+  // kValueIndexed: a value plus off plus register idx (whatever it holds).
+  // kNone: a number (or an untracked pointer) of at most umax, unsigned.
   struct Fact {
-    enum Kind : uint8_t { kNone, kStack, kValueOrNull, kValue, kFunc } kind = kNone;
+    enum Kind : uint8_t { kNone, kStack, kValueOrNull, kValue, kValueIndexed, kFunc } kind = kNone;
     const maps::Map* map = nullptr;
     int64_t off = 0;
-    uint32_t origin = 0;  // value facts: the pc of the lookup that returned it
+    uint32_t origin = kNoOrigin;  // value facts: the pc of the lookup that returned it
+    uint8_t idx = 0;
+    uint64_t umax = UINT64_MAX;
+  };
+  // The bound of dst after an ALU instruction the pointer facts do not
+  // follow (the mask of `idx & (N - 1)`, 32-bit results, shifts, constants).
+  auto scalar_umax = [](const Insn& in, const Fact& dst, const Fact& src) -> uint64_t {
+    const uint8_t cls = insn_class(in.code);
+    const bool alu32 = cls == kClassAlu;
+    const uint64_t width = alu32 ? UINT32_MAX : UINT64_MAX;
+    const uint64_t d = dst.kind == Fact::kNone ? std::min(dst.umax, width) : width;
+    const uint64_t imm =
+        alu32 ? static_cast<uint32_t>(in.imm) : static_cast<uint64_t>(static_cast<int64_t>(in.imm));
+    if (insn_op(in.code) == kAluEnd) {  // byte swaps: 16, 32 or 64 bits, either class
+      return in.imm == 16 ? UINT16_MAX : in.imm == 32 ? UINT32_MAX : UINT64_MAX;
+    }
+    if (in.code == (cls | kSrcK | kAluMov)) return imm;
+    if (in.code == (cls | kSrcK | kAluAnd)) return std::min(d, imm);
+    if (in.code == (cls | kSrcK | kAluRsh)) return d >> (in.imm & (alu32 ? 31 : 63));
+    if (in.code == (kClassAlu | kSrcX | kAluMov) && in.off == 0) {
+      return src.kind == Fact::kNone ? std::min(src.umax, width) : width;
+    }
+    return width;
   };
   Fact f[kNumRegs];
   auto forget_all = [&] {
@@ -148,7 +173,7 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
   // The value a lookup returned reaches code the facts do not follow: its
   // lookup caches it as the hit region, for the checks there.
   auto escape = [&](int r) {
-    if (is_value(r)) lookup_caches_value_[f[r].origin] = true;
+    if (is_value(r) && f[r].origin != kNoOrigin) lookup_caches_value_[f[r].origin] = true;
   };
   auto escape_live = [&](uint16_t live, uint32_t except_origin = UINT32_MAX) {
     for (int r = 0; r < 10; ++r) {
@@ -163,15 +188,45 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
       if (lo >= -kFrame && lo + size <= 0 && (!atomic || lo % size == 0)) {
         access_[pc] = AccessFact{AccessFact::kStack, nullptr};
       }
-    } else if (b.kind == Fact::kValue && !atomic) {
+    } else if ((b.kind == Fact::kValue || b.kind == Fact::kValueIndexed) && !atomic) {
+      // Writes: unless read-only to programs (a frozen map stays writable).
       const maps::Map* m = b.map;
       if (lo < 0 || lo + size > static_cast<int64_t>(m->attr.value_size)) return;
-      if (!write) {
+      if (write && (m->attr.map_flags & maps::kBpfFRdonlyProg) != 0) return;
+      if (b.kind == Fact::kValue) {
         access_[pc] = AccessFact{AccessFact::kValue, m};
-      } else if ((m->attr.map_flags & maps::kBpfFRdonlyProg) == 0) {
-        access_[pc] = AccessFact{AccessFact::kValueUnlessFrozen, m};
+      } else {
+        const int64_t limit = static_cast<int64_t>(m->attr.value_size) - size - lo;
+        const Fact& i = f[b.idx];
+        if (i.kind == Fact::kNone && i.umax <= static_cast<uint64_t>(limit)) {
+          access_[pc] = AccessFact{AccessFact::kValue, m};  // the index is small enough
+        } else {
+          access_[pc] =
+              AccessFact{AccessFact::kValueIndexed, m, b.idx, static_cast<uint32_t>(limit)};
+        }
       }
     }
+  };
+  // Global data (ld_imm64 of BPF_PSEUDO_MAP_VALUE): the value of a plain
+  // ARRAY map, fixed memory for the map's life, plus the offset.
+  auto global_value = [&](size_t pc, Fact* out) {
+    const Insn& lo = prog_.insns[pc];
+    if (pc + 1 >= prog_.insns.size() ||
+        (lo.src != kPseudoMapValue && lo.src != kPseudoMapIdxValue) || lo.imm < 0 ||
+        static_cast<size_t>(lo.imm) >= prog_.maps.size()) {
+      return false;
+    }
+    const maps::Map* m = prog_.maps[static_cast<size_t>(lo.imm)];
+    maps::ArrayLayout lay;
+    if (m == nullptr || m->ops == nullptr || m->ops->gen_lookup == nullptr ||
+        !m->ops->gen_lookup(m, &lay) || lay.cpu_stride != 0 || m->attr.value_size == 0 ||
+        m->attr.value_size > INT32_MAX) {
+      return false;
+    }
+    const uint32_t off = static_cast<uint32_t>(prog_.insns[pc + 1].imm);
+    if (off >= m->attr.value_size) return false;
+    *out = Fact{Fact::kValue, m, static_cast<int64_t>(off)};
+    return true;
   };
   forget_all();
   for (size_t pc = 0; pc < n_; ++pc) {
@@ -199,16 +254,25 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
     if ((load || ((cls == kClassSt || cls == kClassStx) && insn_mode(code) == kModeMem)) &&
         !probe_[pc]) {
       judge(pc, load ? in.src : in.dst, in.off, size_bytes(insn_size(code)), !load, false);
-      if (access_[pc].kind == AccessFact::kValue ||
-          access_[pc].kind == AccessFact::kValueUnlessFrozen) {
+      if (access_[pc].kind == AccessFact::kValue) {
         followed = static_cast<uint16_t>(1u << (load ? in.src : in.dst));
       }
     }
     for (int r = 0; r < 10; ++r) {
       if ((uses >> r & 1) && !(followed >> r & 1)) escape(r);
     }
+    // An indexed fact dies with its index register (after the access above:
+    // a load may overwrite the index it was addressed with).
+    const uint16_t written = written_regs(pc);
+    for (Fact& x : f) {
+      if (x.kind == Fact::kValueIndexed && (written >> x.idx & 1)) x = Fact{};
+    }
     if (code == kLdImm64) {
       f[in.dst] = Fact{};
+      if (global_value(pc, &f[in.dst])) {
+        ++pc;
+        continue;
+      }
       if (pc + 1 < n_) {  // a function of this program (BPF_PSEUDO_FUNC)
         const uint64_t v = static_cast<uint64_t>(static_cast<uint32_t>(in.imm)) |
                            (static_cast<uint64_t>(static_cast<uint32_t>(insns_[pc + 1].imm)) << 32);
@@ -222,6 +286,10 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
     if (cls == kClassAlu64 || cls == kClassAlu) {
       if (code == (kClassAlu64 | kSrcX | kAluMov)) {
         f[in.dst] = f[in.src];
+      } else if (code == (kClassAlu64 | kSrcX | kAluAdd) && f[in.dst].kind == Fact::kValue &&
+                 in.src != in.dst && in.src != 10) {
+        f[in.dst].kind = Fact::kValueIndexed;  // value + a register
+        f[in.dst].idx = in.src;
       } else if ((code == (kClassAlu64 | kSrcK | kAluAdd) ||
                   code == (kClassAlu64 | kSrcK | kAluSub)) &&
                  f[in.dst].kind != Fact::kNone && f[in.dst].kind != Fact::kFunc) {
@@ -229,13 +297,18 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
         d.off += insn_op(code) == kAluAdd ? in.imm : -static_cast<int64_t>(in.imm);
         if (d.off > kMaxFactOff || d.off < -kMaxFactOff) d = Fact{};
       } else {
+        const uint64_t umax = scalar_umax(in, f[in.dst], f[in.src]);
         f[in.dst] = Fact{};
+        f[in.dst].umax = umax;
       }
       continue;
     }
     const uint8_t mode = insn_mode(code);
     if (cls == kClassLdx) {
       f[in.dst] = Fact{};
+      if (mode == kModeMem && insn_size(code) != kSizeDw) {
+        f[in.dst].umax = (uint64_t{1} << (8 * size_bytes(insn_size(code)))) - 1;
+      }
       continue;
     }
     if ((cls == kClassSt || cls == kClassStx) && mode == kModeMem) continue;

@@ -76,6 +76,23 @@ Emitter::UseDef Emitter::use_def(size_t pc, bool refined) const {
   return {kAllRegs, 0};
 }
 
+uint16_t Emitter::written_regs(size_t pc) const {
+  const Insn& in = insns_[pc];
+  switch (opcode_info(in.code).kind) {
+    case OpKind::kCall:  // a BPF callee leaves r6-r9 as they were
+    case OpKind::kCallx:
+    case OpKind::kLdAbs:
+    case OpKind::kLdInd:
+      return kCallRegs;
+    case OpKind::kAtomic:  // fetch forms write src, cmpxchg r0
+      return static_cast<uint16_t>(bit(in.src) | bit(0));
+    case OpKind::kInvalid:
+      return kAllRegs;
+    default:
+      return use_def(pc, false).def;
+  }
+}
+
 bool Emitter::is_pure(size_t pc) const {
   const uint8_t code = insns_[pc].code;
   const OpKind kind = opcode_info(code).kind;

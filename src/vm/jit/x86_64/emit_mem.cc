@@ -17,11 +17,11 @@ RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool wr
     case AccessFact::kStack:
     case AccessFact::kValue:
       return kReg[base] + off;  // proven in bounds (emit_facts.cc)
-    case AccessFact::kValueUnlessFrozen:
-      // map_access_ok refuses writes to a frozen map: then the full check.
-      mov(r11, reinterpret_cast<uint64_t>(&fact.map->frozen));
-      cmp(byte[r11], 0);
-      jcc(Cond::kNe, slow);
+    case AccessFact::kValueIndexed:
+      // Inside the value iff idx <= limit; else the full check, which also
+      // finds what else the address may be (it faults if nothing).
+      cmp(kReg[fact.idx], fact.limit);
+      jcc(Cond::kA, slow);
       bind(back);
       cold_.push_back([this, slow, back, packed, base, off] {
         bind(slow);

@@ -185,6 +185,9 @@ class Emitter : public CodeGenerator {
     uint16_t def;  // registers it surely overwrites
   };
   UseDef use_def(size_t pc, bool refined) const;
+  // Every register pc may write (use_def's defs leave out the side effects
+  // of calls and atomics, which liveness treats as uses).
+  uint16_t written_regs(size_t pc) const;
   // Whether pc only writes its dst register (ALU, ld_imm64): dropped when
   // nobody reads the result.
   bool is_pure(size_t pc) const;
@@ -248,10 +251,13 @@ class Emitter : public CodeGenerator {
   std::vector<bool> probe_;
   std::vector<const maps::Map*> r1_map_;  // per call pc: the map r1 surely holds, or null
   // Per load/store pc: an access proven inside the current frame, or inside
-  // a value of an ARRAY map (writes: unless the map is frozen meanwhile).
+  // a value of an ARRAY map, or inside one if the index register idx is at
+  // most limit (unsigned), a value plus a register (kValueIndexed).
   struct AccessFact {
-    enum Kind : uint8_t { kChecked, kStack, kValue, kValueUnlessFrozen } kind = kChecked;
+    enum Kind : uint8_t { kChecked, kStack, kValue, kValueIndexed } kind = kChecked;
     const maps::Map* map = nullptr;
+    uint8_t idx = 0;
+    uint32_t limit = 0;
   };
   std::vector<AccessFact> access_;
   // Per inlined array lookup pc: the key's offset from r10 when r2 surely
