@@ -167,6 +167,27 @@ void bench_maps() {
     return done;
   });
 
+  // lru_hash_update: a new key into a full map, evicting the oldest (a
+  // FIFO ring of the keys in the map: no recency tracking).
+  HASH_MAP<uint32_t, uint64_t> lru;
+  static uint32_t ring[kEntries];
+  for (uint32_t i = 0; i < kEntries; i++) {
+    lru[i] = i;
+    ring[i] = i;
+  }
+  uint32_t next_key = kEntries;
+  measure("lru_hash_update", HASH_MAP_NAME "<u32,u64> + FIFO eviction", kOps, [&lru, &next_key] {
+    uint32_t done = 0;
+    for (uint32_t i = 0; i < kOps; i++) {
+      uint32_t key = next_key++;
+      uint32_t& oldest = ring[key & (kEntries - 1)];
+      lru.erase(oldest);
+      if (lru.emplace(key, uint64_t{i}).second) done++;
+      oldest = key;
+    }
+    return done;
+  });
+
   HASH_MAP<Key64, uint64_t, Key64Hash> h64;
   for (uint32_t i = 0; i < kEntries; i++) {
     Key64 k = base_key();

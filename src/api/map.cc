@@ -103,6 +103,10 @@ Status Map::lookup(const void* key, void* value, uint64_t flags) const {
 Status Map::update(const void* key, const void* value, uint64_t flags) {
   maps::Map* m = h_->map;
   USERBPF_TRY(host_access(m, "update", false, true));
+  // bpf(2) refuses BPF_F_LOCK without a lock before the map type's own
+  // checks (which programs' updates see in the type's order).
+  if ((flags & maps::kBpfFLock) && !maps::map_has_spin_lock(m))
+    return op_status(m, "update", -EINVAL, flags);
   // Maps whose host value differs from a program's (per-CPU) have a host
   // entry of their own.
   auto update = m->ops->update_elem_copy ? m->ops->update_elem_copy : m->ops->update_elem;

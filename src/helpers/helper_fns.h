@@ -23,6 +23,17 @@ u64 bpf_map_lookup_percpu_elem(u64 map, u64 key, u64 cpu, u64, u64);
 // callback_fn(map, key, value, callback_ctx) through RunContext::call_fn.
 u64 bpf_for_each_map_elem(u64 map, u64 callback_fn, u64 callback_ctx, u64 flags, u64);
 
+// --- bpf_spin_lock (helpers_spin_lock.cc) -----------------------------------
+u64 bpf_spin_lock(u64 lock, u64, u64, u64, u64);
+u64 bpf_spin_unlock(u64 lock, u64, u64, u64, u64);
+// What a map update/delete helper returns when this thread holds or is
+// taking a bpf_spin_lock (maps::spin_lock_thread_busy()): the run holding
+// it is stopped (EINVAL, the verifier's "function calls are not allowed
+// while holding a lock"); a run that interrupted the holder on the same
+// thread gets -EBUSY instead of waiting for a bucket lock whose holder may
+// wait for that spin lock.
+u64 map_write_on_locked_thread(const char* helper);
+
 // --- time (helpers_time.cc) ------------------------------------------------
 // jiffies count at the Debian kernel's CONFIG_HZ, starting from the kernel's
 // INITIAL_JIFFIES offset so wrap-sensitive programs see kernel-like values.

@@ -6,6 +6,7 @@
 
 #include "helpers/helper_fns.h"
 #include "maps/map.h"
+#include "maps/spin_lock.h"
 #include "vm/interp_state.h"
 #include "vm/run_context.h"
 
@@ -87,6 +88,8 @@ u64 bpf_map_update_elem(u64 map, u64 key, u64 value, u64 flags, u64) {
   maps::Map* m = as_map(map);
   if (!m->ops->update_elem) return neg(EOPNOTSUPP);
   if (!program_may_write(m)) return neg(EPERM);
+  if (maps::spin_lock_thread_busy()) [[unlikely]]
+    return map_write_on_locked_thread("bpf_map_update_elem");
   return static_cast<u64>(m->ops->update_elem(m, as_ptr(key), as_ptr(value), flags));
 }
 
@@ -94,6 +97,8 @@ u64 bpf_map_delete_elem(u64 map, u64 key, u64, u64, u64) {
   maps::Map* m = as_map(map);
   if (!m->ops->delete_elem) return neg(EOPNOTSUPP);
   if (!program_may_write(m)) return neg(EPERM);
+  if (maps::spin_lock_thread_busy()) [[unlikely]]
+    return map_write_on_locked_thread("bpf_map_delete_elem");
   return static_cast<u64>(m->ops->delete_elem(m, as_ptr(key)));
 }
 

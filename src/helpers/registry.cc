@@ -74,6 +74,9 @@ constexpr HelperEntry kHelpers[] = {
     USERBPF_HELPER(45, bpf_probe_read_str, kInteger, kUninitMem, kConstSizeOrZero, kAnything),
     USERBPF_HELPER(54, bpf_xdp_adjust_meta, kInteger, kCtx, kAnything),
     USERBPF_HELPER(65, bpf_xdp_adjust_tail, kInteger, kCtx, kAnything),
+    // The lock (ARG_PTR_TO_SPIN_LOCK) is checked by the helper.
+    USERBPF_HELPER(93, bpf_spin_lock, kVoid, kAnything),
+    USERBPF_HELPER(94, bpf_spin_unlock, kVoid, kAnything),
     with_arg_size(
         USERBPF_HELPER(105, bpf_strtol, kInteger, kMem, kConstSize, kAnything, kFixedSizeMem), 3,
         sizeof(int64_t)),

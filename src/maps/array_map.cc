@@ -5,6 +5,8 @@
 // Elements always exist: update copies into place, delete is EINVAL.
 // Special fields (special_fields.h): copies skip them; an update releases
 // what the overwritten value's fields held; so does the map's release.
+// BPF_F_LOCK (host lookup/update, program update): the copy is made under
+// the value's bpf_spin_lock (spin_lock.h).
 //
 // Invariants: the block is mapped for the map's whole life and never moves,
 // so value pointers handed to programs (and direct_value_addr) stay valid.
@@ -124,11 +126,15 @@ long array_map_update_elem(Map* map, const void* key, const void* value, uint64_
   if ((flags & ~kBpfFLock) > kBpfExist) return -EINVAL;
   if (index >= a->attr.max_entries) return -E2BIG;  // all elements exist already
   if (flags & kBpfNoexist) return -EEXIST;
-  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  if (int err = map_check_lock_flag(map, flags)) return err;
   void* elem = array_elem(a, index);
   // Special fields keep their place; the value is overwritten, so what they
-  // held is released (the kernel's copy_map_value + bpf_obj_free_fields).
-  copy_map_value_in(map, elem, value, a->attr.value_size);
+  // held is released (the kernel's copy_map_value[_locked] +
+  // bpf_obj_free_fields, which releases kptrs even under BPF_F_LOCK).
+  if (flags & kBpfFLock)
+    copy_map_value_locked(map, elem, value, false);
+  else
+    copy_map_value_in(map, elem, value, a->attr.value_size);
   map_release_fields(map, elem);
   return 0;
 }
@@ -176,18 +182,21 @@ bool array_map_gen_lookup(const Map* map, ArrayLayout* out) {
 
 int array_map_lookup_elem_copy(Map* map, const void* key, void* value, uint64_t flags) {
   if (flags & ~kBpfFLock) return -EINVAL;
-  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  if (int err = map_check_lock_flag(map, flags)) return err;
   ArrayMap* a = to_array(map);
   uint32_t index = read_index(key);
   if (index >= a->attr.max_entries) return -ENOENT;
-  copy_map_value_out(map, value, array_elem(a, index), a->attr.value_size);
+  if (flags & kBpfFLock)
+    copy_map_value_locked(map, value, array_elem(a, index), true);
+  else
+    copy_map_value_out(map, value, array_elem(a, index), a->attr.value_size);
   return 0;
 }
 
 // bpf(2) checks the flags, then finds no lookup_and_delete for arrays.
 int array_map_lookup_and_delete_elem(Map* map, const void* key, void* value, uint64_t flags) {
   if (flags & ~kBpfFLock) return -EINVAL;
-  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  if (int err = map_check_lock_flag(map, flags)) return err;
   return -kEnotsupp;
 }
 

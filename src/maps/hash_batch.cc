@@ -73,6 +73,8 @@ int htab_batch(Map* map, BatchArgs& args, bool do_delete) {
               h, dst,
               PercpuCopies{static_cast<unsigned char*>(elem_value(h, e)), h->pcpu_size, h->ncpus},
               args.elem_flags);
+        else if (args.elem_flags & kBpfFLock)  // under the bucket lock, as the kernel
+          copy_map_value_locked(h, dst, elem_value(h, e), true);
         else
           copy_map_value_out(h, dst, elem_value(h, e), h->value_size);
         p = e->next.load(std::memory_order_relaxed);

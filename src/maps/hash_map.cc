@@ -1,6 +1,6 @@
 // BPF_MAP_TYPE_HASH: creation, lock-free lookup, bucket-locked update and
 // delete, iteration (kernel/bpf/hashtab.c behaviour; design and invariants
-// in hash_map_internal.h).
+// in hash_map_internal.h), and what the per-CPU and LRU hash types share.
 #include "maps/hash_map.h"
 
 #include <sys/mman.h>
@@ -20,6 +20,7 @@
 #include "maps/generic_batch.h"
 #include "maps/hash_map_internal.h"
 #include "maps/map_internal.h"
+#include "maps/percpu_maps.h"
 #include "maps/special_fields.h"
 
 namespace userbpf::maps {
@@ -41,6 +42,9 @@ constexpr uint64_t kInflightSlack = 1024;
 // Room for elements waiting for a grace period: max(max_entries, this).
 constexpr uint64_t kMinDeferred = 16384;
 std::atomic<testing::BucketLockedHook> g_bucket_locked_hook{nullptr};
+// htab_update's answer to a BPF_F_LOCK update that found the key under the
+// bucket lock: not an errno (> 0), never returned to callers.
+constexpr long kRetryInPlace = 1;
 
 uint64_t possible_cpus() {
   long n = sysconf(_SC_NPROCESSORS_CONF);
@@ -121,10 +125,8 @@ void htab_release_value(HashMap* h, HashElem* e) {
   for (uint32_t c = 0; c < h->ncpus; c++) map_release_fields(h, v + uint64_t{h->pcpu_size} * c);
 }
 
-namespace {
-
-// Fills a new element. seq is odd meanwhile (reuse is visible to tests and
-// to readers outside a section).
+// seq is odd meanwhile (reuse is visible to tests and to readers outside a
+// section).
 void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value, uint32_t hash) {
   uint32_t s = e->seq.load(std::memory_order_relaxed);
   e->seq.store(s + 1, std::memory_order_relaxed);
@@ -132,33 +134,53 @@ void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value,
   e->hash.store(hash, std::memory_order_relaxed);
   store_padded(elem_key(e), key, h->key_size);
   void* v = elem_value(h, e);
-  htab_zero_fields(h, v);
-  copy_map_value_in(h, v, value, h->value_size);
+  if (!map_fields(h)) [[likely]] {
+    copy_to_map(v, value, h->value_size);
+  } else {
+    htab_zero_fields(h, v);
+    copy_map_value_in(h, v, value, h->value_size);
+  }
   e->seq.store(s + 2, std::memory_order_release);
+}
+
+// ---- attribute checks and creation (host) --------------------------------
+
+namespace {
+
+// Kernel htab_map_alloc: the table must stay a u32-indexable power of two.
+int htab_check_max_entries(uint32_t max_entries) {
+  if (max_entries > (1u << 31)) return reject_attr(E2BIG, "max_entries above 2^31");
+  if (roundup_pow_of_two(max_entries) > UINT32_MAX / sizeof(HashBucket))
+    return reject_attr(E2BIG, "max_entries too large for the bucket table");
+  return 0;
 }
 
 }  // namespace
 
-// ---- attribute checks and creation (host) --------------------------------
-
+// In the kernel's order (htab_map_alloc_check), for all four hash types.
 int htab_map_alloc_check(const MapAttr& attr) {
+  const bool lru = htab_type_is_lru(attr.type);
+  const bool percpu = map_type_is_percpu(attr.type);
+  const bool percpu_lru = attr.map_flags & kBpfFNoCommonLru;
   if (attr.map_flags & ~kHtabCreateFlagMask)
     return reject_attr(EINVAL, "map_flags has bits a hash map does not accept");
   if ((attr.map_flags & kBpfFRdonlyProg) && (attr.map_flags & kBpfFWronlyProg))
     return reject_attr(EINVAL, "map_flags has both BPF_F_RDONLY_PROG and BPF_F_WRONLY_PROG");
-  if (attr.map_flags & kBpfFNoCommonLru)
+  if (percpu_lru && !lru)
     return reject_attr(EINVAL, "BPF_F_NO_COMMON_LRU is only for LRU hash maps");
+  if (lru && (attr.map_flags & kBpfFNoPrealloc))
+    return reject_attr(kEnotsupp, "LRU hash maps are always preallocated (BPF_F_NO_PREALLOC)");
+  if ((attr.map_flags & kBpfFNumaNode) && (percpu || percpu_lru))
+    return reject_attr(EINVAL, "BPF_F_NUMA_NODE is not for per-CPU values or per-CPU LRU lists");
   if (attr.max_entries == 0) return reject_attr(EINVAL, "max_entries must be > 0");
   if (attr.key_size == 0) return reject_attr(EINVAL, "key_size must be > 0");
   if (attr.value_size == 0) return reject_attr(EINVAL, "value_size must be > 0");
   if (static_cast<uint64_t>(attr.key_size) + attr.value_size >=
       kKmallocMaxSize - kKernelHtabElemSize)
     return reject_attr(E2BIG, "key_size + value_size too large (kernel limit ~4 MiB)");
-  // Kernel htab_map_alloc: the table must stay a u32-indexable power of two.
-  if (attr.max_entries > (1u << 31)) return reject_attr(E2BIG, "max_entries above 2^31");
-  if (roundup_pow_of_two(attr.max_entries) > UINT32_MAX / sizeof(HashBucket))
-    return reject_attr(E2BIG, "max_entries too large for the bucket table");
-  return 0;
+  if (percpu && round_up(uint64_t{attr.value_size}, 8) > kPcpuMinUnitSize)
+    return reject_attr(E2BIG, "per-CPU value_size above 32 KiB (PCPU_MIN_UNIT_SIZE)");
+  return htab_check_max_entries(attr.max_entries);
 }
 
 void htab_map_free(Map* map) {
@@ -268,7 +290,20 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
     return make_error(ENOMEM, "memory_limit %llu is below the map header size",
                       static_cast<unsigned long long>(attr.memory_limit));
   }
-  h->n_buckets = static_cast<uint32_t>(roundup_pow_of_two(attr.max_entries));
+  const bool lru = htab_type_is_lru(attr.type);
+  if (lru && (attr.map_flags & kBpfFNoCommonLru)) {
+    // Kernel htab_map_alloc: every CPU's list gets the same share, at least
+    // one entry. The map reports the rounded max_entries.
+    const uint64_t n = h->dom->slots.num_slots();
+    const uint64_t rounded = (uint64_t{attr.max_entries} + n - 1) / n * n;
+    if (rounded > UINT32_MAX || htab_check_max_entries(static_cast<uint32_t>(rounded))) {
+      htab_map_free(h);
+      return make_error(E2BIG, "max_entries %u rounded up to a multiple of %llu CPUs is too large",
+                        attr.max_entries, static_cast<unsigned long long>(n));
+    }
+    h->attr.max_entries = static_cast<uint32_t>(rounded);
+  }
+  h->n_buckets = static_cast<uint32_t>(roundup_pow_of_two(h->attr.max_entries));
   h->lock_mask = h->n_buckets - 1 < 7 ? h->n_buckets - 1 : 7;
   h->key_size = attr.key_size;
   h->value_size = attr.value_size;
@@ -277,7 +312,8 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
   h->pcpu_magic = fastdiv_magic(h->pcpu_size);
   h->percpu = map_type_is_percpu(attr.type);
   h->ncpus = h->percpu ? h->dom->slots.num_slots() : 1;
-  const uint64_t elem_bytes = h->value_offset + uint64_t{h->pcpu_size} * h->ncpus;
+  const uint64_t values_end = h->value_offset + uint64_t{h->pcpu_size} * h->ncpus;
+  const uint64_t elem_bytes = values_end + (lru ? sizeof(LruNode) : 0);
   if (elem_bytes > INT32_MAX) {
     const uint32_t ncpus = h->ncpus;
     htab_map_free(h);
@@ -285,6 +321,7 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
                       static_cast<unsigned long long>(elem_bytes), ncpus);
   }
   h->elem_size = static_cast<uint32_t>(elem_bytes);
+  if (lru) h->lru_offset = static_cast<uint32_t>(values_end);
   h->prealloc = !(attr.map_flags & kBpfFNoPrealloc);
   h->prog_rdonly = attr.map_flags & kBpfFRdonlyProg;
   h->secret = make_hash_secret((attr.map_flags & kBpfFZeroSeed) ? 0 : random_seed());
@@ -319,8 +356,8 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
   }
   // Preallocated, or no-prealloc elements above the allocator's largest
   // unit: an ElemPool (committed on demand for the latter).
-  uint64_t capacity = htab_elem_capacity(attr);
-  uint64_t initial = h->prealloc ? attr.max_entries + possible_cpus() : 0;
+  uint64_t capacity = htab_elem_capacity(h->attr);
+  uint64_t initial = h->prealloc ? h->attr.max_entries + possible_cpus() : 0;
   Status st = h->pool.init(h, h->elem_size, offsetof(HashElem, pool_link), capacity, initial);
   if (!st.ok()) {
     htab_map_free(h);
@@ -332,6 +369,13 @@ Result<Map*> htab_map_alloc(const MapAttr& attr) {
   g.unit = h->elem_size;
   g.magic = fastdiv_magic(g.unit);
   g.div_fast = h->pool.reserved_bytes() <= 0xffffffffull;
+  if (lru) {
+    st = htab_lru_init(h);
+    if (!st.ok()) {
+      htab_map_free(h);
+      return st.take_error();
+    }
+  }
   return static_cast<Map*>(h);
 }
 
@@ -376,6 +420,8 @@ long htab_update(HashMap* h, const void* key, const void* value, uint64_t flags,
     err = -EEXIST;
   } else if (!old && op == kBpfExist) {
     err = -ENOENT;
+  } else if (old && (flags & kBpfFLock)) {
+    err = kRetryInPlace;  // appeared since htab_update_lock_flag's search
   } else if (!old && h->count.fetch_add(1, std::memory_order_relaxed) >= h->attr.max_entries) {
     h->count.fetch_sub(1, std::memory_order_relaxed);
     err = -E2BIG;
@@ -405,11 +451,32 @@ long htab_update(HashMap* h, const void* key, const void* value, uint64_t flags,
   return 0;
 }
 
+// BPF_F_LOCK (the kernel's l_old path): an existing key's value is
+// overwritten in place under its bpf_spin_lock, found without the bucket
+// lock; a new key is inserted as usual. A key that appears between the
+// search and the bucket lock sends the update back to the search
+// (kRetryInPlace), so no bucket lock is held while waiting for a spin lock.
+long htab_update_lock_flag(HashMap* h, const void* key, const void* value, uint64_t flags, int slot,
+                           bool host) {
+  for (;;) {
+    if (HashElem* e = htab_lookup_nulls(h, key, htab_hash(h, key))) {
+      if ((flags & ~kBpfFLock) == kBpfNoexist) return -EEXIST;
+      return copy_map_value_locked(h, elem_value(h, e), value, false);
+    }
+    long rc = htab_update(h, key, value, flags, slot, host);
+    if (rc != kRetryInPlace) return rc;
+  }
+}
+
 long htab_map_update_elem(Map* map, const void* key, const void* value, uint64_t flags) {
   HashMap* h = to_htab(map);
   if ((flags & ~kBpfFLock) > kBpfExist) return -EINVAL;
-  // With a spin lock, BPF_F_LOCK would copy into the existing value in place.
-  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  if (flags & kBpfFLock) [[unlikely]] {
+    if (int err = map_check_lock_flag(map, flags)) return err;
+    return htab_update_in_section(h, [&](int slot, bool host) {
+      return htab_update_lock_flag(h, key, value, flags, slot, host);
+    });
+  }
   return htab_update_in_section(
       h, [&](int slot, bool host) { return htab_update(h, key, value, flags, slot, host); });
 }
@@ -457,11 +524,12 @@ long htab_map_for_each_elem(Map* map, ForEachCallback cb, void* cb_ctx, uint64_t
   return num_elems;
 }
 
-// Whether [addr, addr + size) lies in the key (read-only) or value of an
-// element slot of this map. Elements may be free or waiting: their memory
-// stays mapped and owned by the map, so a stale access harms nobody else.
-bool htab_map_access_ok(const Map* map, uintptr_t addr, size_t size, bool write) {
-  const HashMap* h = to_htab(map);
+// Where [addr, addr + size) starts in an element slot of this map: its
+// offset from the slot's element start, or false outside every slot
+// (between slots, in a header, past the committed memory). Elements may be
+// free or waiting: their memory stays mapped and owned by the map, so a
+// stale access harms nobody else.
+bool htab_locate(const HashMap* h, uintptr_t addr, size_t size, uint64_t* in_elem) {
   const HashGeometry& g = h->geo;
   uint64_t off = addr - g.base;
   uint64_t bound = h->ma ? g.bytes : h->pool.committed_bytes();
@@ -476,19 +544,44 @@ bool htab_map_access_ok(const Map* map, uintptr_t addr, size_t size, bool write)
   uint64_t in_unit = in_slab - idx * g.unit;
   if (in_unit < g.hdr) [[unlikely]]
     return false;
-  uint64_t in_elem = in_unit - g.hdr;
+  *in_elem = in_unit - g.hdr;
+  return true;
+}
+
+// An offset from the value start made relative to its copy (per-CPU: ncpus
+// copies of pcpu_size bytes, in_value < 2^32); UINT64_MAX past the copies
+// (an LRU map's node).
+uint64_t htab_in_copy(const HashMap* h, uint64_t in_value) {
+  if (!h->percpu) return in_value;
+  uint64_t c =
+      static_cast<uint64_t>((static_cast<unsigned __int128>(h->pcpu_magic) * in_value) >> 64);
+  if (c >= h->ncpus) return UINT64_MAX;
+  return in_value - c * h->pcpu_size;
+}
+
+// Whether [addr, addr + size) lies in the key (read-only) or value of an
+// element slot of this map (htab_locate).
+bool htab_map_access_ok(const Map* map, uintptr_t addr, size_t size, bool write) {
+  const HashMap* h = to_htab(map);
+  uint64_t in_elem;
+  if (!htab_locate(h, addr, size, &in_elem)) [[unlikely]]
+    return false;
   if (write && h->prog_rdonly) return false;
   if (in_elem >= h->value_offset) {
-    uint64_t in_value = in_elem - h->value_offset;
-    if (h->percpu) {  // inside one copy: in_value < ncpus * pcpu_size < 2^32
-      uint64_t c =
-          static_cast<uint64_t>((static_cast<unsigned __int128>(h->pcpu_magic) * in_value) >> 64);
-      in_value -= c * h->pcpu_size;
-    }
-    return in_value + size <= h->value_size;
+    const uint64_t in_copy = htab_in_copy(h, in_elem - h->value_offset);
+    return in_copy < h->value_size && size <= h->value_size - in_copy;
   }
   // Keys (for_each callbacks get a pointer to them) are read-only.
   return !write && in_elem >= kHashKeyOffset && in_elem - kHashKeyOffset + size <= h->key_size;
+}
+
+// The start of the value (per-CPU: of the copy) holding addr, or 0.
+uintptr_t htab_map_value_at(const Map* map, uintptr_t addr) {
+  const HashMap* h = to_htab(map);
+  uint64_t in_elem;
+  if (!htab_locate(h, addr, 1, &in_elem) || in_elem < h->value_offset) return 0;
+  const uint64_t in_copy = htab_in_copy(h, in_elem - h->value_offset);
+  return in_copy < h->value_size ? addr - in_copy : 0;
 }
 
 namespace {
@@ -497,20 +590,28 @@ namespace {
 
 int htab_map_lookup_elem_copy(Map* map, const void* key, void* value, uint64_t flags) {
   if (flags & ~kBpfFLock) return -EINVAL;
-  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  if (int err = map_check_lock_flag(map, flags)) return err;
   HashMap* h = to_htab(map);
   HtabSection sec(h);
   if (!sec.ok()) return -EBUSY;
   HashElem* e = htab_lookup_nulls(h, key, htab_hash(h, key));
   if (!e) return -ENOENT;
+  if (flags & kBpfFLock) return copy_map_value_locked(h, value, elem_value(h, e), true);
   copy_map_value_out(h, value, elem_value(h, e), h->value_size);
   return 0;
 }
 
+// BPF_F_LOCK: copied under the value's lock while holding the bucket lock,
+// as the kernel does (map_check_lock_flag let only a thread holding no spin
+// lock get here).
 int htab_map_lookup_and_delete_elem(Map* map, const void* key, void* value, uint64_t flags) {
-  return htab_lookup_and_delete(map, key, value, flags, [](HashMap* h, void* out, HashElem* e) {
-    copy_map_value_out(h, out, elem_value(h, e), h->value_size);
-  });
+  return htab_lookup_and_delete(map, key, value, flags,
+                                [flags](HashMap* h, void* out, HashElem* e) {
+                                  if (flags & kBpfFLock)
+                                    copy_map_value_locked(h, out, elem_value(h, e), true);
+                                  else
+                                    copy_map_value_out(h, out, elem_value(h, e), h->value_size);
+                                });
 }
 
 }  // namespace
@@ -560,20 +661,30 @@ HashElem* htab_lookup_locked(HashMap* h, uint32_t bucket, const void* key, uint3
   return htab_lookup_locked_sized<0>(h, bucket, key, hash);
 }
 
-void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e) {
+bool htab_unlink_if_linked(HashMap* h, uint32_t bucket, HashElem* e) {
   std::atomic<uintptr_t>* link = &h->buckets[bucket].head;
   for (;;) {
     uintptr_t p = link->load(std::memory_order_relaxed);
     if (p == reinterpret_cast<uintptr_t>(e)) break;
-    USERBPF_ASSERT(!is_nulls(p));  // e must be on this chain
+    if (p == 0 || is_nulls(p)) return false;
     link = &reinterpret_cast<HashElem*>(p)->next;
   }
   link->store(e->next.load(std::memory_order_relaxed), std::memory_order_release);
+  return true;
+}
+
+void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e) {
+  const bool linked = htab_unlink_if_linked(h, bucket, e);
+  USERBPF_ASSERT(linked);  // e must be on this chain
 }
 
 void htab_free_elem(HashMap* h, int slot, HashElem* e) {
   htab_release_value(h, e);
   h->count.fetch_sub(1, std::memory_order_relaxed);
+  if (h->lru) [[unlikely]] {  // the LRU frees the element (its free_node)
+    h->lru->push_free(htab_lru_node(h, e));
+    return;
+  }
   htab_free_elem_rcu(h, slot, e);
 }
 
@@ -594,6 +705,30 @@ extern const MapOps kHashMapOps = {
     .delete_elem = htab_map_delete_elem,
     .for_each_elem = htab_map_for_each_elem,
     .access_ok = htab_map_access_ok,
+    .value_at = htab_map_value_at,
+    .direct_value_addr = nullptr,
+};
+
+// LRU_HASH: HASH's ops but for the program lookup, which marks the element
+// used, and the update, which takes its element from the LRU (lru_hash.cc).
+extern const MapOps kLruHashMapOps = {
+    .alloc_check = htab_map_alloc_check,
+    .alloc = htab_map_alloc,
+    .free = htab_map_free,
+    .get_next_key = htab_map_get_next_key,
+    .lookup_elem_copy = htab_map_lookup_elem_copy,
+    .lookup_and_delete_elem = htab_map_lookup_and_delete_elem,
+    .lookup_batch = htab_map_lookup_batch,
+    .lookup_and_delete_batch = htab_map_lookup_and_delete_batch,
+    .update_batch = generic_map_update_batch,
+    .delete_batch = generic_map_delete_batch,
+    .host_value_size = htab_map_host_value_size,
+    .lookup_elem = lru_htab_map_lookup_elem,
+    .update_elem = lru_htab_map_update_elem,
+    .delete_elem = htab_map_delete_elem,
+    .for_each_elem = htab_map_for_each_elem,
+    .access_ok = htab_map_access_ok,
+    .value_at = htab_map_value_at,
     .direct_value_addr = nullptr,
 };
 
@@ -620,6 +755,10 @@ uint32_t lock_group_of_key(const Map* map, const void* key) {
 
 uint32_t n_buckets(const Map* map) {
   return to_htab(map)->n_buckets;
+}
+
+uint64_t lru_reused_at_once(const Map* map) {
+  return to_htab(map)->lru_reused.load(std::memory_order_seq_cst);
 }
 
 }  // namespace testing

@@ -1,5 +1,5 @@
-// BPF_MAP_TYPE_HASH: its ops table, and hooks tests use to reach the races
-// the map must survive.
+// BPF_MAP_TYPE_HASH and BPF_MAP_TYPE_LRU_HASH: their ops tables, and hooks
+// tests use to reach the races the maps must survive.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 namespace userbpf::maps {
 
 extern const MapOps kHashMapOps;
+extern const MapOps kLruHashMapOps;
 
 namespace testing {
 
@@ -24,6 +25,10 @@ uint32_t elem_seq_of_value(const Map* map, const void* value);
 uint32_t bucket_of_key(const Map* map, const void* key);
 uint32_t lock_group_of_key(const Map* map, const void* key);
 uint32_t n_buckets(const Map* map);
+// LRU maps: inserts so far that reused an evicted element at once because
+// no element was ready (lru_list.h); readers may then see another key's
+// bytes where they looked one up.
+uint64_t lru_reused_at_once(const Map* map);
 
 }  // namespace testing
 }  // namespace userbpf::maps

@@ -18,6 +18,19 @@
 // share cache lines, so CPUs updating the same key contend for them (copies
 // stay exact: each is written by its own slot's holder only).
 //
+// LRU hash (LRU_HASH, LRU_PERCPU_HASH; lru_hash.cc, the kernel's htab_lru_*):
+// the same table, elements and ElemPool (always preallocated: the kernel
+// answers BPF_F_NO_PREALLOC with ENOTSUPP), plus an LruList (lru_list.h)
+// that picks the element to evict. Each element ends with its LruNode, after
+// the value copies (lru_offset), so HASH elements do not grow and access_ok
+// never lets a program reach a node. An insert takes its element from the
+// LRU before locking the bucket (eviction locks buckets: LRU locks -> bucket
+// lock, never the other way); a delete, a replace or a failed insert gives
+// the entry back (push_free) after unlocking. Program lookups mark the
+// element used (ref bit); host lookups, batches and walks do not (the
+// kernel's lookup_elem_sys_only), so a dump leaves the eviction order alone.
+// count = live elements <= max_entries through the LRU's entries: no E2BIG.
+//
 // Element memory (all of it charged to the map, MapAttr::memory_limit):
 //   - preallocated maps (default): ElemPool, max_entries + one per CPU
 //     committed at creation;
@@ -51,11 +64,13 @@
 //     by a reader outside any read-side section (a host thread calling
 //     lookup_elem directly); it is kept because it costs one compare on a miss.
 //   - seq is odd while an element is being (re)initialised and changes on
-//     every reuse; readers inside a section never see it change. Tests use it
-//     to observe reuse.
+//     every reuse; readers inside a section never see it change (LRU maps:
+//     unless an insert found the pool dry and reused an evicted element at
+//     once, lru_list.h). Tests use it to observe reuse.
 //   - count = live elements <= max_entries; an insert reserves its slot with
-//     an atomic increment before allocating. Elements waiting for a grace
-//     period are not counted: inserts never fail with E2BIG because of them.
+//     an atomic increment before allocating (LRU: when it gets its entry).
+//     Elements waiting for a grace period are not counted: inserts never
+//     fail with E2BIG because of them.
 //   - Element storage bound: live (<= max_entries + one in-flight replacement
 //     per concurrent updater) + waiting. The ElemPool reservation holds
 //     max_entries + CPUs + 1024 + max(max_entries, 16384) elements; past it
@@ -81,6 +96,7 @@
 
 #include "maps/elem_pool.h"
 #include "maps/hash_fn.h"
+#include "maps/lru_list.h"
 #include "maps/map.h"
 #include "maps/map_internal.h"
 #include "maps/map_lock.h"
@@ -149,6 +165,13 @@ struct HashMap : Map {
   std::unique_ptr<mem::PagePool> pages;
   std::unique_ptr<mem::MemAlloc> ma;
   ElemPool pool;
+  // LRU maps only (else nullptr): the eviction lists, and each element's
+  // LruNode offset (after the value copies).
+  std::unique_ptr<LruList> lru;
+  uint32_t lru_offset = 0;
+  // Inserts that found no element ready (grace periods lagging) and reused
+  // an evicted one at once; a reader's pointer may then see another key.
+  std::atomic<uint64_t> lru_reused{0};
 };
 
 inline HashMap* to_htab(Map* m) {
@@ -173,6 +196,17 @@ inline void* elem_key(HashElem* e) {
 }
 inline void* elem_value(const HashMap* h, HashElem* e) {
   return reinterpret_cast<char*>(e) + h->value_offset;
+}
+
+inline bool htab_type_is_lru(uint32_t type) {
+  return type == static_cast<uint32_t>(MapType::kLRU_HASH) ||
+         type == static_cast<uint32_t>(MapType::kLRU_PERCPU_HASH);
+}
+inline LruNode* htab_lru_node(const HashMap* h, HashElem* e) {
+  return reinterpret_cast<LruNode*>(reinterpret_cast<char*>(e) + h->lru_offset);
+}
+inline HashElem* htab_lru_elem(const HashMap* h, LruNode* n) {
+  return reinterpret_cast<HashElem*>(reinterpret_cast<char*>(n) - h->lru_offset);
 }
 
 inline uint32_t htab_bucket_index(const HashMap* h, uint32_t hash) {
@@ -292,10 +326,11 @@ struct KeepErrno {
 // it reports ENOMEM (while elements were waiting; else two).
 inline constexpr int kHostNomemRetries = 64;
 
-// Ops shared by HASH and PERCPU_HASH (hash_map.cc; per-CPU aware where the
+// Ops shared by the four hash types (hash_map.cc; per-CPU aware where the
 // value matters: alloc sizes the copies, free/delete release every copy's
 // fields, for_each passes the caller's CPU's copy, access_ok allows each
-// copy's value bytes).
+// copy's value bytes; LRU aware where elements come and go: alloc_check,
+// alloc, delete and the deleting batches).
 int htab_map_alloc_check(const MapAttr& attr);
 Result<Map*> htab_map_alloc(const MapAttr& attr);
 void htab_map_free(Map* map);
@@ -303,6 +338,7 @@ int htab_map_get_next_key(Map* map, const void* key, void* next_key);
 long htab_map_delete_elem(Map* map, const void* key);
 long htab_map_for_each_elem(Map* map, ForEachCallback cb, void* cb_ctx, uint64_t flags);
 bool htab_map_access_ok(const Map* map, uintptr_t addr, size_t size, bool write);
+uintptr_t htab_map_value_at(const Map* map, uintptr_t addr);
 // hash_batch.cc: bucket by bucket (per-CPU: the host layout, or one CPU's
 // value with BPF_F_CPU).
 int htab_map_lookup_batch(Map* map, BatchArgs& args);
@@ -313,6 +349,8 @@ int htab_map_lookup_and_delete_batch(Map* map, BatchArgs& args);
 HashElem* htab_alloc_elem(HashMap* h, int slot, bool host);
 // Zeroes the special fields of every copy of a new element's value.
 void htab_zero_fields(HashMap* h, void* value);
+// Fills a new (or reused) element of a map with one copy of the value.
+void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value, uint32_t hash);
 // Host, after leaving its section: lets elements freed so far finish their
 // grace period and become allocatable again. False if nothing was waiting.
 bool htab_reclaim_host(HashMap* h);
@@ -346,9 +384,12 @@ long htab_update_in_section(HashMap* h, Update&& update) {
 HashElem* htab_lookup_locked(HashMap* h, uint32_t bucket, const void* key, uint32_t hash);
 // Under the bucket lock: removes e from its chain (e keeps its next link).
 void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e);
+// The same for an e that may not be on the chain (any more): false if not.
+bool htab_unlink_if_linked(HashMap* h, uint32_t bucket, HashElem* e);
 // After unlinking (lock released or not), inside a section holding slot:
 // releases the value's special fields, drops the element count and frees e
-// for reuse after a grace period.
+// for reuse after a grace period (LRU maps: gives its entry back to the LRU,
+// which frees it; so only after the bucket lock is released).
 void htab_free_elem(HashMap* h, int slot, HashElem* e);
 // Releases what the special fields of every copy of e's value hold.
 void htab_release_value(HashMap* h, HashElem* e);
@@ -360,7 +401,7 @@ template <class CopyOut>
 int htab_lookup_and_delete(Map* map, const void* key, void* value, uint64_t flags,
                            CopyOut&& copy_out) {
   if (flags & ~kBpfFLock) return -EINVAL;
-  if ((flags & kBpfFLock) && !map_has_spin_lock(map)) return -EINVAL;
+  if (int err = map_check_lock_flag(map, flags)) return err;
   HashMap* h = to_htab(map);
   HtabSection sec(h);
   if (!sec.ok()) return -EBUSY;
@@ -377,5 +418,22 @@ int htab_lookup_and_delete(Map* map, const void* key, void* value, uint64_t flag
   htab_free_elem(h, sec.slot(), e);
   return 0;
 }
+
+// ---- LRU maps (lru_hash.cc) -----------------------------------------------
+
+// Alloc, after the element pool: the LruList over attr.max_entries (already
+// rounded up to a multiple of the CPUs with BPF_F_NO_COMMON_LRU), charged to
+// the map.
+Status htab_lru_init(HashMap* h);
+// An element for an insert, counted, bound to an LRU entry (evicting when
+// the map is full): fresh from the pool, or when the pool has none ready an
+// evicted one reused at once. nullptr (ENOMEM) when nothing could be evicted
+// (every candidate busy). Inside a section holding slot, no map lock held by
+// the operation (eviction takes bucket locks). Give it back with
+// htab_free_elem if it is not linked after all.
+HashElem* htab_lru_pop_elem(HashMap* h, int slot);
+// LRU_HASH's program-side lookup (marks the element used) and update.
+void* lru_htab_map_lookup_elem(Map* map, const void* key);
+long lru_htab_map_update_elem(Map* map, const void* key, const void* value, uint64_t flags);
 
 }  // namespace userbpf::maps

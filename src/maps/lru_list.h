@@ -107,7 +107,8 @@
 // del_from_htab waits for. set_ref: any, lock-free. init, check, the
 // destructor: host.
 //
-// Wiring into the hash map (the kernel's hashtab.c, htab_lru_*):
+// Wiring into the hash map (the kernel's hashtab.c, htab_lru_*; done in
+// lru_hash.cc and percpu_hash.cc, table side in hash_map_internal.h):
 //   alloc   LruList::init(percpu = BPF_F_NO_COMMON_LRU, max_entries, N,
 //           {htab, del_from_htab, free_node}); max_entries rounded up to a
 //           multiple of N first in per-CPU mode. Elements from the ElemPool,
@@ -124,7 +125,9 @@
 //           link n's element; if it replaced one, set_ref(n) and unlink the
 //           old one; unlock; then push_free the element that left the table
 //           (the old one, or n's on EEXIST/ENOENT/lock failure) after
-//           releasing its fields and dropping the count.
+//           releasing its fields and dropping the count. LRU_PERCPU_HASH
+//           writes an existing key's copies in place instead (set_ref on
+//           it) and gives n back; its BPF_EXIST updates take no entry.
 //   delete  unlink under the bucket lock, unlock, release the fields, drop
 //           the count, push_free(&e->lru). The same for lookup_and_delete
 //           and batch deletes.
@@ -291,7 +294,7 @@ class LruList {
     uint32_t s = static_cast<uint32_t>(slot);
     return s < ncpus_ ? s : s % ncpus_;
   }
-  int lock(std::atomic<uint32_t>& word, uint32_t group, bool nested) {
+  [[gnu::always_inline]] int lock(std::atomic<uint32_t>& word, uint32_t group, bool nested) {
     return nested ? map_lock_try_acquire(word, this, group) : map_lock_acquire(word, this, group);
   }
   bool del(LruNode* n) { return cb_.del_from_htab(cb_.arg, n); }

@@ -199,6 +199,11 @@ struct MapOps {
   // through a pointer this map handed out (values), and writably if write.
   // Used by the interpreter's memory checks; must be cheap and lock-free.
   bool (*access_ok)(const Map* map, uintptr_t addr, size_t size, bool write) = nullptr;
+  // The start of the value (per-CPU maps: of the copy) holding addr, or 0:
+  // the interpreter's memory checks cache a whole value once one access
+  // found it, so values need no grant slot (a map with value_at whose
+  // lookup_elem returns only such values). nullptr: values are granted.
+  uintptr_t (*value_at)(const Map* map, uintptr_t addr) = nullptr;
   // Address of the value of a single-entry array (global data) for
   // BPF_PSEUDO_MAP_VALUE relocations; nullptr if the map has none.
   void* (*direct_value_addr)(Map* map) = nullptr;

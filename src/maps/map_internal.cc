@@ -2,6 +2,7 @@
 #include "maps/map_internal.h"
 
 #include <cerrno>
+#include <initializer_list>
 
 #include "mem/domain.h"
 
@@ -64,7 +65,7 @@ int map_check_op_flags(const Map* map, uint64_t flags, uint64_t allowed) {
     if ((flags & kBpfFCpu) && (flags & kBpfFAllCpus)) return -EINVAL;
     if ((flags & kBpfFCpu) && (flags >> 32) >= map_num_cpus(map)) return -ERANGE;
   }
-  return 0;
+  return map_check_lock_flag(map, flags);
 }
 
 int reject_attr(int err, const char* why) {
@@ -76,6 +77,49 @@ const char* take_reject_reason() {
   const char* r = t_reject_reason;
   t_reject_reason = nullptr;
   return r;
+}
+
+int map_check_fields(const MapAttr& attr) {
+  const FieldTable* ft = attr.fields.get();
+  if (ft == nullptr || ft->fields.empty()) return 0;
+  if (attr.map_flags & (kBpfFRdonlyProg | kBpfFWronlyProg))
+    return reject_attr(EACCES,
+                       "a value with special fields (kptr, bpf_spin_lock, bpf_timer, bpf_wq) "
+                       "must stay readable and writable by programs: no "
+                       "BPF_F_RDONLY_PROG/BPF_F_WRONLY_PROG");
+  const auto is = [&](std::initializer_list<MapType> types) {
+    for (MapType t : types)
+      if (attr.type == static_cast<uint32_t>(t)) return true;
+    return false;
+  };
+  for (const SpecialField& f : ft->fields) {
+    switch (f.kind) {
+      case FieldKind::kSpinLock:
+        if (!is({MapType::kHASH, MapType::kARRAY, MapType::kCGROUP_STORAGE, MapType::kSK_STORAGE,
+                 MapType::kINODE_STORAGE, MapType::kTASK_STORAGE, MapType::kCGRP_STORAGE}))
+          return reject_attr(EOPNOTSUPP,
+                             "bpf_spin_lock in a value is only supported by hash and array maps");
+        break;
+      case FieldKind::kTimer:
+      case FieldKind::kWorkqueue:
+        if (!is({MapType::kHASH, MapType::kLRU_HASH, MapType::kARRAY}))
+          return reject_attr(EOPNOTSUPP,
+                             "bpf_timer and bpf_wq in a value are only supported by hash, LRU "
+                             "hash and array maps");
+        break;
+      case FieldKind::kKptr:
+      case FieldKind::kPercpuKptr:
+        if (!is({MapType::kHASH, MapType::kPERCPU_HASH, MapType::kLRU_HASH,
+                 MapType::kLRU_PERCPU_HASH, MapType::kARRAY, MapType::kPERCPU_ARRAY,
+                 MapType::kSK_STORAGE, MapType::kINODE_STORAGE, MapType::kTASK_STORAGE,
+                 MapType::kCGRP_STORAGE}))
+          return reject_attr(EOPNOTSUPP,
+                             "kptrs in a value are only supported by hash and array maps "
+                             "(per-CPU and LRU included)");
+        break;
+    }
+  }
+  return 0;
 }
 
 int map_create_check(const MapAttr& attr) {

@@ -6,11 +6,14 @@
 // reject_attr only on the host thread creating a map.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #include "maps/map.h"
+#include "maps/special_fields.h"
+#include "maps/spin_lock.h"
 
 namespace userbpf::mem {
 struct MemDomain;
@@ -104,10 +107,24 @@ inline bool equal_padded(const void* map_mem, const void* key, size_t size) {
 }
 
 // Whether values of this map hold a bpf_spin_lock (BPF_F_LOCK is allowed
-// only then). The BTF field table does not exist yet: always false, so every
-// BPF_F_LOCK request fails with EINVAL as on a kernel map without a lock.
+// only then): the kernel's btf_record_has_field(map->record, BPF_SPIN_LOCK).
 inline bool map_has_spin_lock(const Map* map) {
-  return false;
+  const FieldTable* ft = map->attr.fields.get();
+  return ft != nullptr && ft->has(FieldKind::kSpinLock);
+}
+
+// The BPF_F_LOCK part of a host or program operation's flags, checked where
+// the kernel checks it: -EINVAL when the value has no bpf_spin_lock;
+// -EDEADLK when this thread holds or is taking a bpf_spin_lock (a signal
+// handler interrupted a critical section or a BPF_F_LOCK copy), since the
+// operation could then wait, possibly under a bucket lock, for a lock its
+// own thread holds (spin_lock.h). 0 otherwise or without BPF_F_LOCK.
+inline int map_check_lock_flag(const Map* map, uint64_t flags) {
+  if (!(flags & kBpfFLock)) [[likely]]
+    return 0;
+  if (!map_has_spin_lock(map)) return -EINVAL;
+  if (spin_lock_thread_busy()) return -EDEADLK;
+  return 0;
 }
 
 // The memory domain a map works with: MapAttr::domain, or the process-wide
@@ -125,7 +142,9 @@ uint32_t map_num_cpus(const Map* map);
 // forms: bits of the low half outside `allowed`, BPF_F_LOCK without a spin
 // lock, a high half without BPF_F_CPU, BPF_F_CPU/BPF_F_ALL_CPUS on a map
 // that is not per-CPU or both at once: -EINVAL; BPF_F_CPU naming a CPU past
-// the map's last: -ERANGE. 0 if the flags may go on to the map type.
+// the map's last: -ERANGE; BPF_F_LOCK on a thread inside a critical
+// section: -EDEADLK (map_check_lock_flag). 0 if the flags may go on to the
+// map type.
 int map_check_op_flags(const Map* map, uint64_t flags, uint64_t allowed);
 
 // Charges bytes to map->memory_used. False (nothing charged) if that would
@@ -147,5 +166,13 @@ const char* take_reject_reason();
 // kernel's map_create does: map_extra only for types that use it, not both
 // BPF_F_RDONLY and BPF_F_WRONLY. 0 or negative errno (reason recorded).
 int map_create_check(const MapAttr& attr);
+
+// The kernel's map_check_btf rules for special fields, after the type's
+// alloc_check: any special field with BPF_F_RDONLY_PROG/WRONLY_PROG is
+// -EACCES; a field in a map type that cannot hold it is -EOPNOTSUPP
+// (bpf_spin_lock: HASH and ARRAY only, of the types userbpf has; bpf_timer
+// and bpf_wq: HASH, LRU_HASH, ARRAY; kptrs: the hash and array families).
+// 0 or negative errno (reason recorded).
+int map_check_fields(const MapAttr& attr);
 
 }  // namespace userbpf::maps

@@ -1,12 +1,18 @@
-// BPF_MAP_TYPE_PERCPU_HASH with the kernel's semantics (kernel/bpf/hashtab.c,
-// htab_percpu_map_ops): the hash map's table, locks, element storage and
+// BPF_MAP_TYPE_PERCPU_HASH and BPF_MAP_TYPE_LRU_PERCPU_HASH with the kernel's
+// semantics (kernel/bpf/hashtab.c, htab_percpu_map_ops and
+// htab_lru_percpu_map_ops): the hash map's table, locks, element storage and
 // RCU-deferred reuse (hash_map_internal.h), with the N copies of each value
 // inline in the element (the choice and its cost are written there) and the
-// host view of percpu_maps.h.
+// host view of percpu_maps.h; the LRU variant takes and gives back its
+// elements through the map's LruList (lru_hash.cc).
 //
 // Updates of an existing key write its copies in place under the bucket
 // lock, as the kernel's per-CPU hash does: no element is allocated or
-// retired, so a program's pointer to its copy stays the key's copy. A
+// retired, so a program's pointer to its copy stays the key's copy. (The
+// LRU variant still takes an element first unless the update is
+// BPF_EXIST, evicting if the map is full, and gives it back: the kernel's
+// __htab_lru_percpu_map_update_elem, which cannot know before locking
+// whether the key exists; the update marks the key used.) A
 // program update writes only its own CPU's copy; an insert from a program
 // zeroes the other copies (the kernel's pcpu_init_value), an insert from the
 // host writes every copy (BPF_F_CPU: that one, the others zero).
@@ -15,7 +21,8 @@
 // both move relaxed atomic 8-byte words, so no word is ever torn, and a
 // program's read-modify-write of its copy races only with host writes to it.
 // Contexts: lookup, lookup_percpu, update, delete, for_each: any context
-// (-EBUSY on re-entry into a held lock group); the rest host.
+// (-EBUSY on re-entry into a held lock group; LRU: -ENOMEM when nothing can
+// be evicted); the rest host.
 #include <cerrno>
 #include <cstring>
 
@@ -28,17 +35,6 @@
 
 namespace userbpf::maps {
 namespace {
-
-int pcpu_htab_alloc_check(const MapAttr& attr) {
-  // Kernel htab_map_alloc_check: the NUMA test (EINVAL, like a bad flag)
-  // comes before the sizes.
-  if (attr.map_flags & kBpfFNumaNode)
-    return reject_attr(EINVAL, "BPF_F_NUMA_NODE is not for per-CPU maps");
-  if (int err = htab_map_alloc_check(attr)) return err;
-  if (round_up(uint64_t{attr.value_size}, 8) > kPcpuMinUnitSize)
-    return reject_attr(E2BIG, "per-CPU value_size above 32 KiB (PCPU_MIN_UNIT_SIZE)");
-  return 0;
-}
 
 PercpuCopies elem_copies(const HashMap* h, HashElem* e) {
   return PercpuCopies{static_cast<unsigned char*>(elem_value(h, e)), h->pcpu_size, h->ncpus};
@@ -85,31 +81,40 @@ long pcpu_htab_update(HashMap* h, const void* key, const PcpuSource& src, uint64
                       bool host) {
   uint32_t hash = htab_hash(h, key);
   uint32_t bucket = htab_bucket_index(h, hash);
-  if (int err = htab_lock_bucket(h, bucket)) return err;
+  // LRU: the element (and any eviction for it) before the bucket lock.
+  HashElem* lru_elem = nullptr;
+  if (h->lru && op != kBpfExist) {
+    lru_elem = htab_lru_pop_elem(h, slot);
+    if (!lru_elem) return -ENOMEM;
+  }
+  long err = htab_lock_bucket(h, bucket);
+  if (err) {
+    if (lru_elem) htab_free_elem(h, slot, lru_elem);
+    return err;
+  }
   HashElem* old = htab_lookup_locked(h, bucket, key, hash);
-  long err = 0;
   if (old && op == kBpfNoexist) {
     err = -EEXIST;
   } else if (!old && op == kBpfExist) {
     err = -ENOENT;
   } else if (old) {
+    if (h->lru) LruList::set_ref(htab_lru_node(h, old));
     pcpu_write(h, old, src, false);  // in place, as the kernel's per-CPU hash
-    htab_unlock_bucket(h, bucket);
-    return 0;
-  } else if (h->count.fetch_add(1, std::memory_order_relaxed) >= h->attr.max_entries) {
+  } else if (!h->lru && h->count.fetch_add(1, std::memory_order_relaxed) >= h->attr.max_entries) {
     h->count.fetch_sub(1, std::memory_order_relaxed);
     err = -E2BIG;
   }
-  HashElem* e = nullptr;
-  if (!err) {
+  HashElem* e = lru_elem;
+  if (!err && !old && !e) {
     e = htab_alloc_elem(h, slot, host);
     if (!e) {
       h->count.fetch_sub(1, std::memory_order_relaxed);
       err = -ENOMEM;
     }
   }
-  if (err) {
+  if (err || old) {
     htab_unlock_bucket(h, bucket);
+    if (lru_elem) htab_free_elem(h, slot, lru_elem);  // gives its entry back
     return err;
   }
   // As htab_init_elem: seq odd while the element is written.
@@ -158,6 +163,28 @@ void* pcpu_htab_lookup_percpu_elem(Map* map, const void* key, uint32_t cpu) {
   if (cpu >= h->ncpus) return nullptr;
   HashElem* e = pcpu_htab_find(h, key);
   return e ? copy_of(h, e, cpu) : nullptr;
+}
+
+// LRU_PERCPU_HASH's program lookups (kernel htab_lru_percpu_map_lookup_elem
+// and _lookup_percpu_elem): as above, and they mark the element used.
+void* lru_pcpu_htab_lookup_elem(Map* map, const void* key) {
+  const HashMap* h = to_htab(map);
+  HashElem* e = pcpu_htab_find(h, key);
+  if (!e) return nullptr;
+  LruList::set_ref(htab_lru_node(h, e));
+  auto slot = static_cast<uint32_t>(h->dom->slots.held_slot());
+  if (slot >= h->ncpus) [[unlikely]]
+    slot = percpu_this_cpu_slow(static_cast<int>(slot), h->ncpus);
+  return copy_of(h, e, slot);
+}
+
+void* lru_pcpu_htab_lookup_percpu_elem(Map* map, const void* key, uint32_t cpu) {
+  const HashMap* h = to_htab(map);
+  if (cpu >= h->ncpus) return nullptr;
+  HashElem* e = pcpu_htab_find(h, key);
+  if (!e) return nullptr;
+  LruList::set_ref(htab_lru_node(h, e));
+  return copy_of(h, e, cpu);
 }
 
 // Program update (kernel htab_percpu_map_update_elem): one value for the
@@ -211,7 +238,7 @@ uint32_t pcpu_htab_host_value_size(const Map* map) {
 }  // namespace
 
 extern const MapOps kPercpuHashMapOps = {
-    .alloc_check = pcpu_htab_alloc_check,
+    .alloc_check = htab_map_alloc_check,
     .alloc = htab_map_alloc,
     .free = htab_map_free,
     .get_next_key = htab_map_get_next_key,
@@ -229,6 +256,33 @@ extern const MapOps kPercpuHashMapOps = {
     .delete_elem = htab_map_delete_elem,
     .for_each_elem = htab_map_for_each_elem,
     .access_ok = htab_map_access_ok,
+    .value_at = htab_map_value_at,
+    .direct_value_addr = nullptr,
+};
+
+// LRU_PERCPU_HASH: PERCPU_HASH's ops with the program lookups that mark
+// elements used; its updates and deletes go through the LRU because the map
+// has one (HashMap::lru).
+extern const MapOps kLruPercpuHashMapOps = {
+    .alloc_check = htab_map_alloc_check,
+    .alloc = htab_map_alloc,
+    .free = htab_map_free,
+    .get_next_key = htab_map_get_next_key,
+    .lookup_elem_copy = pcpu_htab_lookup_elem_copy,
+    .update_elem_copy = pcpu_htab_update_elem_copy,
+    .lookup_and_delete_elem = pcpu_htab_lookup_and_delete_elem,
+    .lookup_batch = htab_map_lookup_batch,
+    .lookup_and_delete_batch = htab_map_lookup_and_delete_batch,
+    .update_batch = generic_map_update_batch,
+    .delete_batch = generic_map_delete_batch,
+    .host_value_size = pcpu_htab_host_value_size,
+    .lookup_elem = lru_pcpu_htab_lookup_elem,
+    .lookup_percpu_elem = lru_pcpu_htab_lookup_percpu_elem,
+    .update_elem = pcpu_htab_update_elem,
+    .delete_elem = htab_map_delete_elem,
+    .for_each_elem = htab_map_for_each_elem,
+    .access_ok = htab_map_access_ok,
+    .value_at = htab_map_value_at,
     .direct_value_addr = nullptr,
 };
 

@@ -1,6 +1,6 @@
-// Per-CPU maps (BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH): their
-// ops tables, and what both share: which copy a caller uses and the host's
-// view of all copies (SPEC.md section 3).
+// Per-CPU maps (BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH,
+// BPF_MAP_TYPE_LRU_PERCPU_HASH): their ops tables, and what they share: which
+// copy a caller uses and the host's view of all copies (SPEC.md section 3).
 //
 // A per-CPU value has one copy per normal CPU slot of the map's domain
 // (mem/cpu_slots.h): N = SlotTable::num_slots(), what the runtime reports as
@@ -36,6 +36,7 @@ namespace userbpf::maps {
 
 extern const MapOps kPercpuArrayMapOps;
 extern const MapOps kPercpuHashMapOps;
+extern const MapOps kLruPercpuHashMapOps;
 
 // The kernel's PCPU_MIN_UNIT_SIZE: a per-CPU value may not exceed it
 // (round_up(value_size, 8) > 32 KiB is E2BIG at creation).

@@ -16,11 +16,13 @@ namespace {
 
 // Every implemented map type, once: MAP_TYPE(UAPI name, ops table). Adding a
 // type means adding its line here (and its ops in its own file).
-#define USERBPF_MAP_OPS_LIST(MAP_TYPE)     \
-  MAP_TYPE(HASH, kHashMapOps)              \
-  MAP_TYPE(ARRAY, kArrayMapOps)            \
-  MAP_TYPE(PERCPU_HASH, kPercpuHashMapOps) \
-  MAP_TYPE(PERCPU_ARRAY, kPercpuArrayMapOps)
+#define USERBPF_MAP_OPS_LIST(MAP_TYPE)       \
+  MAP_TYPE(HASH, kHashMapOps)                \
+  MAP_TYPE(ARRAY, kArrayMapOps)              \
+  MAP_TYPE(PERCPU_HASH, kPercpuHashMapOps)   \
+  MAP_TYPE(PERCPU_ARRAY, kPercpuArrayMapOps) \
+  MAP_TYPE(LRU_HASH, kLruHashMapOps)         \
+  MAP_TYPE(LRU_PERCPU_HASH, kLruPercpuHashMapOps)
 
 constexpr uint32_t max_type_number() {
   uint32_t m = 0;
@@ -70,13 +72,22 @@ Result<Map*> create_map(const MapAttr& attr) {
                         attr.value_size, attr.max_entries, attr.map_flags);
     }
   }
+  // The kernel's map_check_btf (after alloc there; nothing allocated here).
+  if (int err = map_check_fields(attr)) {
+    const char* why = take_reject_reason();
+    return make_error(-err, "map '%s' (%s): %s", name, type_name, why ? why : "special fields");
+  }
   Result<Map*> r = ops->alloc(attr);
   if (!r.ok())
     return make_error(r.error().code, "map '%s' (%s): %s", name, type_name,
                       r.error().message.c_str());
   Map* map = r.value();
   map->ops = ops;
+  // The family may have adjusted max_entries (per-CPU LRU lists round it up
+  // to a multiple of the CPUs, as the kernel does); the map reports its own.
+  const uint32_t max_entries = map->attr.max_entries;
   map->attr = attr;
+  if (max_entries) map->attr.max_entries = max_entries;
   return map;
 }
 

@@ -5,6 +5,7 @@
 
 #include "maps/bpf_obj.h"
 #include "maps/map_internal.h"
+#include "maps/spin_lock.h"
 #include "mem/domain.h"
 
 namespace userbpf::maps {
@@ -59,6 +60,20 @@ void copy_map_value_out(const Map* m, void* dst, const void* map_value, size_t s
   if (at < size) copy_piece_out(d + at, s + at, size - at);
 }
 
+int copy_map_value_locked(const Map* m, void* dst, const void* src, bool lock_src) {
+  const SpecialField* f = map_fields(m)->find(FieldKind::kSpinLock);
+  const void* value = lock_src ? src : dst;
+  auto* word = reinterpret_cast<uint32_t*>(static_cast<unsigned char*>(const_cast<void*>(value)) +
+                                           f->offset);
+  const int err = spin_lock_acquire(word, false);
+  if (lock_src)
+    copy_map_value_out(m, dst, src, m->attr.value_size);
+  else
+    copy_map_value_in(m, dst, src, m->attr.value_size);
+  if (err == 0) spin_lock_release(word);
+  return err;
+}
+
 void map_release_fields(Map* m, void* value) {
   const FieldTable* ft = map_fields(m);
   if (!ft) return;
@@ -71,6 +86,8 @@ void map_release_fields(Map* m, void* value) {
       kptr_release(d, reinterpret_cast<uint64_t*>(v + f.offset), f.kind == FieldKind::kPercpuKptr);
       continue;
     }
+    // Zeroing would release a lock a program on another thread holds.
+    if (f.kind == FieldKind::kSpinLock) continue;
     // Timers and work queues are cancelled by the code that implements them
     // (a later issue); until then the field is only cleared.
     for (uint32_t i = 0; i < f.size; i++) __atomic_store_n(v + f.offset + i, 0, __ATOMIC_RELAXED);

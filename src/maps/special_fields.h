@@ -1,10 +1,13 @@
-// Special fields of map values: kptrs (bpf_kptr_xchg), and later
-// bpf_spin_lock, bpf_timer and bpf_wq. The loader finds them in the value's
-// BTF and hands the map a FieldTable at creation (MapAttr::fields); maps then
-// (1) never let a copy from or to the host touch them (user space cannot plant
-// a pointer a program would follow, and sees zeros where they are), and
-// (2) release what they hold when the value is overwritten by an update, its
-// element is deleted, or the map is freed (the kernel's bpf_obj_free_fields).
+// Special fields of map values: kptrs (bpf_kptr_xchg), bpf_spin_lock
+// (spin_lock.h), and later bpf_timer and bpf_wq. The loader finds them in the
+// value's BTF and hands the map a FieldTable at creation (MapAttr::fields);
+// maps then (1) never let a copy from or to the host touch them (user space
+// cannot plant a pointer a program would follow, nor overwrite a lock word a
+// program holds, and sees zeros where they are), and (2) release what they
+// hold when the value is overwritten by an update, its element is deleted, or
+// the map is freed (the kernel's bpf_obj_free_fields; a spin lock holds
+// nothing and is left alone). A new hash element starts with zeroed fields
+// (the kernel's check_and_init_map_value).
 //
 // Invariants: fields are sorted by offset, do not overlap, and lie inside
 // value_size; a FieldTable is immutable once the map holds it.
@@ -61,8 +64,18 @@ void copy_map_value_in(const Map* m, void* map_value, const void* src, size_t si
 // Map value -> host buffer, with zeros where special fields are.
 void copy_map_value_out(const Map* m, void* dst, const void* map_value, size_t size);
 
+// The kernel's copy_map_value_locked for BPF_F_LOCK: copy_map_value_in
+// (lock_src false: the lock is dst's) or copy_map_value_out (lock_src true:
+// src's) of value_size bytes, under the value's bpf_spin_lock, waiting for
+// it as long as it takes. The map must have a spin lock and the caller must
+// have passed map_check_lock_flag, so this thread holds none; 0, or the
+// error of a lock word that holds this thread's own token (a program wrote
+// it), in which case the copy is made without the lock.
+int copy_map_value_locked(const Map* m, void* dst, const void* src, bool lock_src);
+
 // Releases what the special fields of value hold (drops kptr objects, later
-// cancels timers) and zeroes them. No-op for a map without fields.
+// cancels timers) and zeroes them; a bpf_spin_lock is left as it is (a
+// program may hold it). No-op for a map without fields.
 void map_release_fields(Map* m, void* value);
 
 }  // namespace userbpf::maps

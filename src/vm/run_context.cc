@@ -3,6 +3,10 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+
+#include "maps/spin_lock.h"
+
 namespace userbpf::vm {
 namespace {
 thread_local RunContext* t_current = nullptr;
@@ -19,6 +23,19 @@ RunScope::RunScope(RunContext& rc) : rc_(rc) {
 
 RunScope::~RunScope() {
   t_current = rc_.outer;
+}
+
+Result<uint64_t> RunLoop::finish_slow(uint64_t r0) {
+  if (rc->spin_lock != nullptr) {
+    maps::spin_lock_release(rc->spin_lock);
+    rc->spin_lock = nullptr;
+    if (!stopped)
+      return make_error(EINVAL,
+                        "program '%s': returned holding a bpf_spin_lock (bpf_spin_unlock is "
+                        "missing); the lock was released",
+                        prog->name.c_str());
+  }
+  return stop_fn(*this, r0);
 }
 
 void stderr_print(void*, const char* data, size_t len) {

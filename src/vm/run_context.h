@@ -81,6 +81,14 @@ struct RunContext {
   Fault fault;
   bool faulted = false;
 
+  // The bpf_spin_lock word this run holds (helpers_spin_lock.cc), nullptr
+  // if none. A run that ends holding it releases it (RunLoop).
+  uint32_t* spin_lock = nullptr;
+  // The last lock word bpf_spin_lock found to be a lock field of a map of
+  // spin_lock_prog (the check is a search over the program's maps).
+  const uint32_t* spin_lock_checked = nullptr;
+  const Program* spin_lock_prog = nullptr;
+
   RunContext* outer = nullptr;  // enclosing run on this thread (re-entrancy)
 };
 
@@ -145,10 +153,15 @@ class RunLoop {
 
  private:
   Result<uint64_t> finish(uint64_t r0) {
-    if (!stopped) [[likely]]
+    if (!stopped && rc->spin_lock == nullptr) [[likely]]
       return r0;
-    return stop_fn(*this, r0);
+    return finish_slow(r0);
   }
+  // A run that stopped, or ended holding a bpf_spin_lock: the lock is
+  // released (a fault may come in the middle of the critical section; the
+  // kernel's verifier would have refused a program that returns holding
+  // it) and a return holding it is an EINVAL error.
+  Result<uint64_t> finish_slow(uint64_t r0);
 };
 
 // Empties rc's fault record. Only a run that faults writes it (and sets

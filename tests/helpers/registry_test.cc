@@ -30,7 +30,7 @@ TEST(Registry, TableAndFindHelperAgree) {
     EXPECT_TRUE(names.insert(table[id]->name).second) << "duplicate " << table[id]->name;
     EXPECT_FALSE(table[id]->sleepable_only) << table[id]->name;
   }
-  EXPECT_EQ(count, 40);          // Registry.KernelIdsAndNames lists them all
+  EXPECT_EQ(count, 42);          // Registry.KernelIdsAndNames lists them all
   EXPECT_EQ(table[0], nullptr);  // BPF_FUNC_unspec
 }
 
@@ -68,6 +68,8 @@ TEST(Registry, KernelIdsAndNames) {
       {BPF_FUNC_probe_read_str, "bpf_probe_read_str"},
       {BPF_FUNC_xdp_adjust_meta, "bpf_xdp_adjust_meta"},
       {BPF_FUNC_xdp_adjust_tail, "bpf_xdp_adjust_tail"},
+      {BPF_FUNC_spin_lock, "bpf_spin_lock"},
+      {BPF_FUNC_spin_unlock, "bpf_spin_unlock"},
       {BPF_FUNC_strtol, "bpf_strtol"},
       {BPF_FUNC_strtoul, "bpf_strtoul"},
       {BPF_FUNC_probe_read_user, "bpf_probe_read_user"},

@@ -253,17 +253,20 @@ TEST_P(HashRcu, SpecialFieldsZeroedAndReleased) {
   EXPECT_EQ(out[0], 0x1111u);
   EXPECT_EQ(out[1], 0xffffffff00000000ull);
   EXPECT_EQ(out[2], 0x3333u);
-  // Replacing releases the old element's field.
+  // Replacing releases the old element's fields; a spin lock holds nothing
+  // and stays as it is (a program may still hold it: the kernel's
+  // bpf_obj_free_fields), the element keeps its bytes for its readers.
   uint64_t in2[3] = {1, 2, 3};
   ASSERT_EQ(map->ops->update_elem(map, &key, in2, kBpfExist), 0);
-  EXPECT_EQ(__atomic_load_n(reinterpret_cast<uint32_t*>(p + 8), __ATOMIC_RELAXED), 0u);
+  EXPECT_EQ(__atomic_load_n(reinterpret_cast<uint32_t*>(p + 8), __ATOMIC_RELAXED), 0xabcdu);
   EXPECT_EQ(__atomic_load_n(reinterpret_cast<uint64_t*>(p), __ATOMIC_RELAXED), 0x1111u);
-  // Deleting releases the new one's.
+  // The new element's lock starts zeroed; deleting leaves it too.
   auto* p2 = static_cast<unsigned char*>(map->ops->lookup_elem(map, &key));
   ASSERT_NE(p2, nullptr);
+  EXPECT_EQ(__atomic_load_n(reinterpret_cast<uint32_t*>(p2 + 8), __ATOMIC_RELAXED), 0u);
   __atomic_store_n(reinterpret_cast<uint32_t*>(p2 + 8), 0x77u, __ATOMIC_RELAXED);
   ASSERT_EQ(map->ops->delete_elem(map, &key), 0);
-  EXPECT_EQ(__atomic_load_n(reinterpret_cast<uint32_t*>(p2 + 8), __ATOMIC_RELAXED), 0u);
+  EXPECT_EQ(__atomic_load_n(reinterpret_cast<uint32_t*>(p2 + 8), __ATOMIC_RELAXED), 0x77u);
   EXPECT_EQ(__atomic_load_n(reinterpret_cast<uint64_t*>(p2), __ATOMIC_RELAXED), 1u);
 }
 
@@ -292,6 +295,47 @@ TEST(HashRcuAccessOk, NoPreallocGridMatchesElements) {
   EXPECT_FALSE(map->ops->access_ok(map, 4096, 8, false));
   uint64_t local = 0;
   EXPECT_FALSE(map->ops->access_ok(map, reinterpret_cast<uintptr_t>(&local), 8, false));
+}
+
+// value_at (the interpreter caches a value found by address as a whole):
+// every byte of a value (per-CPU: of each copy) maps to its start, keys,
+// padding and headers to 0.
+TEST(HashValueAt, FindsTheValueOrCopyHoldingAnAddress) {
+  struct Case {
+    MapType type;
+    uint32_t flags;
+  };
+  for (const Case& c : {Case{MapType::kHASH, 0}, Case{MapType::kHASH, kBpfFNoPrealloc},
+                        Case{MapType::kPERCPU_HASH, 0}}) {
+    MapPtr m = must_create(make_attr(c.type, 4, 20, 64, c.flags));
+    ASSERT_TRUE(m);
+    Map* map = m.get();
+    ASSERT_NE(map->ops->value_at, nullptr);
+    for (uint32_t k = 0; k < 64; k++) {
+      uint64_t v[3] = {k, k, k};
+      ASSERT_EQ(map->ops->update_elem(map, &k, v, 0), 0) << k;
+    }
+    mem::SlotGuard g(mem::default_mem_domain().slots);
+    const uint32_t copies = map->ops->lookup_percpu_elem ? 2 : 1;
+    for (uint32_t k = 0; k < 64; k++) {
+      for (uint32_t cpu = 0; cpu < copies; cpu++) {
+        auto p = reinterpret_cast<uintptr_t>(map->ops->lookup_percpu_elem
+                                                 ? map->ops->lookup_percpu_elem(map, &k, cpu)
+                                                 : map->ops->lookup_elem(map, &k));
+        if (p == 0) continue;  // fewer CPUs than copies asked for
+        for (uint32_t i = 0; i < 20; i++) ASSERT_EQ(map->ops->value_at(map, p + i), p) << k;
+        ASSERT_EQ(map->ops->value_at(map, p + 20), 0u) << k;  // padding
+        ASSERT_EQ(map->ops->value_at(map, p - 1), 0u) << k;   // key or copy padding
+        if (cpu == 0) {
+          ASSERT_EQ(map->ops->value_at(map, p - 8), 0u) << k;  // the key
+        } else {
+          ASSERT_EQ(map->ops->value_at(map, p - 8), p - 24) << k;  // the copy before
+        }
+      }
+    }
+    uint64_t local = 0;
+    EXPECT_EQ(map->ops->value_at(map, reinterpret_cast<uintptr_t>(&local)), 0u);
+  }
 }
 
 }  // namespace

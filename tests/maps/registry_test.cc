@@ -22,17 +22,19 @@ TEST(MapRegistry, FindsImplementedTypes) {
   EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kARRAY)), &kArrayMapOps);
   EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kPERCPU_HASH)), &kPercpuHashMapOps);
   EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kPERCPU_ARRAY)), &kPercpuArrayMapOps);
+  EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kLRU_HASH)), &kLruHashMapOps);
+  EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kLRU_PERCPU_HASH)), &kLruPercpuHashMapOps);
   EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kUNSPEC)), nullptr);
-  EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kLRU_HASH)), nullptr);
+  EXPECT_EQ(find_map_ops(static_cast<uint32_t>(MapType::kSTACK_TRACE)), nullptr);
   EXPECT_EQ(find_map_ops(1000), nullptr);
   EXPECT_EQ(find_map_ops(UINT32_MAX), nullptr);
 }
 
 TEST(MapRegistry, UnimplementedTypeIsEinvalNamingTheType) {
   std::string msg;
-  EXPECT_EQ(create_errno(make_attr(MapType::kLRU_HASH, 4, 4, 1), &msg), EINVAL);
-  EXPECT_NE(msg.find("9"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("lru_hash"), std::string::npos) << msg;
+  EXPECT_EQ(create_errno(make_attr(MapType::kSTACK_TRACE, 4, 4, 1), &msg), EINVAL);
+  EXPECT_NE(msg.find("7"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("stack_trace"), std::string::npos) << msg;
   EXPECT_NE(msg.find("test_map"), std::string::npos) << msg;
 
   MapAttr a = make_attr(MapType::kHASH, 4, 4, 1);
