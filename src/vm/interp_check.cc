@@ -94,11 +94,19 @@ bool fixed_values(const maps::Map* m, maps::ArrayLayout* lay) {
   return m->ops != nullptr && m->ops->gen_lookup != nullptr && m->ops->gen_lookup(m, lay);
 }
 
-// A map value the program obtained (helper return): granted, or only cached
-// for arrays.
-void remember_value(InterpState& s, const maps::Map* m, const Region& r) {
+// Whether check_mem_slow finds every value of m by address and caches it
+// whole: array values (fixed_values) and maps with value_at (hash maps).
+bool found_by_address(const maps::Map* m) {
   maps::ArrayLayout lay;
-  if (fixed_values(m, &lay)) {
+  return fixed_values(m, &lay) || (m->ops != nullptr && m->ops->value_at != nullptr);
+}
+
+// A map value the program obtained (helper return): only cached when the
+// region logic finds such values by itself (found_by_address: they take no
+// grant slot, so they never push helper memory out of the grant list, on
+// either engine), else granted.
+void remember_value(InterpState& s, const maps::Map* m, const Region& r) {
+  if (found_by_address(m)) {
     s.hit = r;
   } else {
     add_grant(s, r);
@@ -185,6 +193,7 @@ bool check_mem_slow(InterpState& s, uint64_t addr, uint64_t size, bool write) {
       (addr - lay.base) / lay.elem_size < lay.max_entries) {
     value = lay.base + (addr - lay.base) / lay.elem_size * lay.elem_size;
   }
+  if (value == 0 && hit->ops->value_at != nullptr) value = hit->ops->value_at(hit, addr);
   if (value != 0) {
     const Region r = map_value_region(hit, value);
     if (r.span != 0 && r.contains(addr, size)) s.hit = r;

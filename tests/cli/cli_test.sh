@@ -139,6 +139,12 @@ out=$("$ub" map dump "$progs/percpu_maps.bpf.o" -m pcpu_array --json)
 check "map dump per-CPU --json copies" contains "$out" '"values":[{"cpu":0,"value":"0000000000000000","value_u64":0}'
 check "map dump per-CPU --json sum" contains "$out" '"sum":0}'
 check "map dump per-CPU --json num_cpus" grep -Eq '"num_cpus":[0-9]+' <<<"$out"
+# run --maps prints per-CPU maps the same way: 5 increments of key 3.
+out=$("$ub" run "$progs/percpu_maps.bpf.o" -p count --data 03000000000000000500000000000000 \
+  --maps); rc=$?
+check "run --maps per-CPU exits 0" test $rc -eq 0
+check "run --maps per-CPU prints each copy" contains "$out" "    cpu 0: "
+check "run --maps per-CPU sums the copies" contains "$out" "    sum: 5"
 out=$("$ub" map show "$progs/percpu_maps.bpf.o")
 check "map show per-CPU hash" grep -Eq "pcpu_hash .*type percpu_hash .*memory [0-9]+ bytes" <<<"$out"
 

@@ -11,6 +11,7 @@
 #include "isa/opcodes.h"
 #include "jit_test_util.h"
 #include "maps/registry.h"
+#include "mem/domain.h"
 
 namespace userbpf::test {
 namespace {
@@ -23,7 +24,8 @@ constexpr int kStackUsed = 64;
 class Gen {
  public:
   // calls: the program also looks up an ARRAY map (map 0, kMapEntries
-  // values of kValueSize bytes; the JIT inlines these), calls a helper that
+  // values of kValueSize bytes; the JIT inlines these) or a HASH map with the
+  // same keys and value size (map 2; called directly), calls a helper that
   // reads r1-r5 and a subprogram that reads the caller's registers and
   // leaves r1-r5 behind, keeps the context in r9 instead of r1, and folds
   // every register into r0 at the end (so a register write the JIT wrongly
@@ -111,9 +113,11 @@ class Gen {
         break;
       }
       case 0: {
+        // Map 0 (ARRAY, inlined) or map 2 (HASH with the same keys, called
+        // directly).
         const int16_t key_off = static_cast<int16_t>(-4 - 4 * static_cast<int>(pick(2)));
         a.st(kSizeW, 10, key_off, static_cast<int32_t>(pick(kMapEntries + 2)));
-        a.ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, key_off).call_helper(1);
+        a.ld_map(1, pick(2) * 2).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, key_off).call_helper(1);
         const uint32_t test = pick(3);
         if (test < 2) {
           a.jmp_imm(test == 0 ? kJmpJeq : kJmpJne, 0, 0,
@@ -311,18 +315,32 @@ TEST(JitFuzz, RandomProgramsWithCallsMatchTheInterpreter) {
   attr.max_entries = 1;
   Result<maps::Map*> gm = maps::create_map(attr);
   ASSERT_TRUE(gm.ok()) << gm.error().message;
+  attr.type = static_cast<uint32_t>(maps::MapType::kHASH);
+  attr.value_size = Gen::kValueSize;
+  attr.max_entries = Gen::kMapEntries;
+  Result<maps::Map*> hm = maps::create_map(attr);
+  ASSERT_TRUE(hm.ok()) << hm.error().message;
   const uint32_t zero = 0;
   auto* global = static_cast<uint8_t*>(gm.value()->ops->lookup_elem(gm.value(), &zero));
+  const uint8_t zeros[Gen::kValueSize] = {};
+  for (uint32_t k = 0; k < Gen::kMapEntries; ++k) {
+    ASSERT_EQ(hm.value()->ops->update_elem(hm.value(), &k, zeros, 0), 0);
+  }
+  // Values cleared in place: a folded value pointer must be the same on
+  // both engines (an update would move the hash values).
   auto clear = [&] {
-    for (uint32_t k = 0; k < Gen::kMapEntries; ++k)
+    mem::SlotGuard slot(mem::default_mem_domain().slots);
+    for (uint32_t k = 0; k < Gen::kMapEntries; ++k) {
       std::memset(m.value()->ops->lookup_elem(m.value(), &k), 0, Gen::kValueSize);
+      std::memset(hm.value()->ops->lookup_elem(hm.value(), &k), 0, Gen::kValueSize);
+    }
     std::memset(global, 0, Gen::kGlobalSize);
   };
   int ran = 0, stopped = 0, invalid = 0;
   for (int i = 0; i < iters; ++i) {
     Gen g(seed + static_cast<uint64_t>(i), true);
     Asm a = g.program();
-    TestProg t(a, {m.value(), gm.value()});
+    TestProg t(a, {m.value(), gm.value(), hm.value()});
     // A random forward jump may land in an ld_imm64's second slot.
     if (!t.prepared.ok()) {
       ++invalid;
@@ -339,6 +357,11 @@ TEST(JitFuzz, RandomProgramsWithCallsMatchTheInterpreter) {
         out.insert(out.end(), v, v + Gen::kValueSize);
       }
       out.insert(out.end(), global, global + Gen::kGlobalSize);
+      for (uint32_t k = 0; k < Gen::kMapEntries; ++k) {
+        uint8_t v[Gen::kValueSize];
+        EXPECT_EQ(hm.value()->ops->lookup_elem_copy(hm.value(), &k, v, 0), 0);
+        out.insert(out.end(), v, v + Gen::kValueSize);
+      }
       return out;
     };
     clear();
@@ -361,6 +384,7 @@ TEST(JitFuzz, RandomProgramsWithCallsMatchTheInterpreter) {
   }
   m.value()->ops->free(m.value());
   gm.value()->ops->free(gm.value());
+  hm.value()->ops->free(hm.value());
   std::printf("differential with calls: %d programs, %d ran to exit, %d stopped, %d invalid\n",
               iters, ran, stopped, invalid);
   EXPECT_GT(ran, iters / 10);

@@ -36,6 +36,10 @@ std::unique_ptr<Object> open_and_load(Runtime& rt, const std::string& path);
 // Prints every element of a map (hex key and value; u32/u64 values also as
 // numbers), or as a JSON array when json.
 void print_map(FILE* out, Map& map, bool json);
+// The same for per-CPU maps: each CPU's copy and the sum over CPUs.
+void print_percpu_map(FILE* out, Map& map, bool json);
+// print_percpu_map for per-CPU maps, print_map for the others.
+void print_any_map(FILE* out, Map& map, bool json);
 std::string json_escape(const std::string& s);
 
 }  // namespace userbpf::cli

@@ -118,12 +118,41 @@ std::string json_escape(const std::string& s) {
 
 namespace {
 
+// The sum over CPUs of per-CPU values: one number for 1/2/4/8-byte values
+// (the full sum, not wrapped at the value's width), one per 8-byte word for
+// other multiples of 8 (structs of u64 counters); nothing for other sizes.
+struct PercpuSum {
+  std::vector<uint64_t> words;
+  bool scalar = false;
+};
+
+PercpuSum sum_copies(const std::vector<uint8_t>& buf, uint32_t value_size, uint32_t stride,
+                     uint32_t ncpus) {
+  PercpuSum s;
+  const bool scalar = value_size == 1 || value_size == 2 || value_size == 4 || value_size == 8;
+  if (!scalar && value_size % 8) return s;
+  s.scalar = scalar;
+  s.words.assign(scalar ? 1 : value_size / 8, 0);
+  for (uint32_t c = 0; c < ncpus; c++) {
+    const uint8_t* v = buf.data() + size_t{stride} * c;
+    for (size_t w = 0; w < s.words.size(); w++) {
+      uint64_t x = 0;
+      std::memcpy(&x, v + w * 8, scalar ? value_size : 8);
+      s.words[w] += x;
+    }
+  }
+  return s;
+}
+
 // A number for 1/2/4/8-byte little-endian values, to make counters readable.
-bool as_number(const std::vector<uint8_t>& v, uint64_t& n) {
-  if (v.size() != 1 && v.size() != 2 && v.size() != 4 && v.size() != 8) return false;
+bool copy_number(const uint8_t* v, size_t size, uint64_t& n) {
+  if (size != 1 && size != 2 && size != 4 && size != 8) return false;
   n = 0;
-  std::memcpy(&n, v.data(), v.size());
+  std::memcpy(&n, v, size);
   return true;
+}
+bool as_number(const std::vector<uint8_t>& v, uint64_t& n) {
+  return copy_number(v.data(), v.size(), n);
 }
 
 }  // namespace
@@ -161,6 +190,78 @@ void print_map(FILE* out, Map& map, bool json) {
     std::fprintf(out, "]");
   else if (count == 0)
     std::fprintf(out, "  (empty)\n");
+}
+
+// Every element of a per-CPU map: the key, each CPU's copy and the sum, as
+// text or a JSON array.
+void print_percpu_map(FILE* out, Map& map, bool json) {
+  const uint32_t ncpus = map.num_cpus(), size = map.value_size(), stride = (size + 7) & ~7u;
+  std::vector<uint8_t> key(map.key_size()), next(map.key_size()), value(map.value_buffer_size());
+  const void* cur = nullptr;
+  size_t count = 0;
+  if (json) std::fprintf(out, "[");
+  while (map.get_next_key(cur, next.data()).ok()) {
+    key = next;
+    cur = key.data();
+    if (!map.lookup(key.data(), value.data()).ok()) continue;  // deleted meanwhile
+    uint64_t kn = 0;
+    const bool knum = copy_number(key.data(), map.key_size(), kn);
+    const PercpuSum sum = sum_copies(value, size, stride, ncpus);
+    if (json) {
+      std::fprintf(out, "%s{\"key\":\"%s\"", count ? "," : "",
+                   to_hex(key.data(), key.size(), false).c_str());
+      if (knum) std::fprintf(out, ",\"key_u%zu\":%" PRIu64, key.size() * 8, kn);
+      std::fprintf(out, ",\"values\":[");
+      for (uint32_t c = 0; c < ncpus; c++) {
+        const uint8_t* v = value.data() + size_t{stride} * c;
+        uint64_t vn = 0;
+        std::fprintf(out, "%s{\"cpu\":%u,\"value\":\"%s\"", c ? "," : "", c,
+                     to_hex(v, size, false).c_str());
+        if (copy_number(v, size, vn)) std::fprintf(out, ",\"value_u%u\":%" PRIu64, size * 8, vn);
+        std::fprintf(out, "}");
+      }
+      std::fprintf(out, "]");
+      if (sum.scalar) {
+        std::fprintf(out, ",\"sum\":%" PRIu64, sum.words[0]);
+      } else if (!sum.words.empty()) {
+        std::fprintf(out, ",\"sum_u64\":[");
+        for (size_t w = 0; w < sum.words.size(); w++)
+          std::fprintf(out, "%s%" PRIu64, w ? "," : "", sum.words[w]);
+        std::fprintf(out, "]");
+      }
+      std::fprintf(out, "}");
+    } else {
+      std::fprintf(out, "  key: %s", to_hex(key.data(), key.size()).c_str());
+      if (knum) std::fprintf(out, " (%" PRIu64 ")", kn);
+      std::fprintf(out, "\n");
+      for (uint32_t c = 0; c < ncpus; c++) {
+        const uint8_t* v = value.data() + size_t{stride} * c;
+        uint64_t vn = 0;
+        std::fprintf(out, "    cpu %u: %s", c, to_hex(v, size).c_str());
+        if (copy_number(v, size, vn)) std::fprintf(out, " (%" PRIu64 ")", vn);
+        std::fprintf(out, "\n");
+      }
+      if (sum.scalar) {
+        std::fprintf(out, "    sum: %" PRIu64 "\n", sum.words[0]);
+      } else if (!sum.words.empty()) {
+        std::fprintf(out, "    sum (u64 words):");
+        for (uint64_t w : sum.words) std::fprintf(out, " %" PRIu64, w);
+        std::fprintf(out, "\n");
+      }
+    }
+    count++;
+  }
+  if (json)
+    std::fprintf(out, "]");
+  else if (count == 0)
+    std::fprintf(out, "  (empty)\n");
+}
+
+void print_any_map(FILE* out, Map& map, bool json) {
+  if (map.is_percpu())
+    print_percpu_map(out, map, json);
+  else
+    print_map(out, map, json);
 }
 
 }  // namespace userbpf::cli

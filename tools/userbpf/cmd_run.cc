@@ -226,10 +226,10 @@ int cmd_run(const Args& args) {
     for (auto& m : obj->maps()) {
       if (json) {
         std::printf("%s\"%s\":", first ? "" : ",", json_escape(m.name()).c_str());
-        print_map(stdout, m, true);
+        print_any_map(stdout, m, true);
       } else {
         std::printf("map %s (%s):\n", m.name().c_str(), m.type_name());
-        print_map(stdout, m, false);
+        print_any_map(stdout, m, false);
       }
       first = false;
     }

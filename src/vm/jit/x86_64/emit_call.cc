@@ -84,7 +84,7 @@ void Emitter::emit_call(size_t pc, const Insn& in) {
   const HelperProto& proto =
       in.src == kPseudoCallHelper ? *prog_.helpers[in.imm] : *prog_.kfuncs[in.imm];
   if (in.src == kPseudoCallHelper && in.imm == kHelperMapLookupElem &&
-      emit_inline_lookup(pc, proto)) {
+      (emit_inline_lookup(pc, proto) || emit_hash_lookup(pc))) {
     return;
   }
   if (in.src == kPseudoCallHelper && in.imm == kHelperLoop && emit_inline_loop(pc, proto)) {
@@ -102,11 +102,6 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
   mov(ptr[r12 + kOffCurRbp], rbp);
   mov(r10, reinterpret_cast<uint64_t>(insns_ + pc));
   mov(ptr[r12 + kOffCallPc], r10);
-  const bool save = check || grant;
-  if (save) {
-    // regs[0..5] = r0..r5 at [rsp]; 48 bytes keep the alignment.
-    for (const Reg64& r : {r8, rcx, rdx, rsi, rdi, rax}) push(r);
-  }
   // Map helpers with a constant map of this program in r1 and their key and
   // value pointers inside the current frame chain pass check_helper_args
   // for sure: checked here, the C check only runs otherwise.
@@ -131,6 +126,12 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
     if (k != ArgKind::kMapKey && k != ArgKind::kMapValue) continue;
     const uint32_t size = k == ArgKind::kMapKey ? map->attr.key_size : map->attr.value_size;
     all_proven = size == 0 || proven(i, size);
+  }
+  // The C argument check and the grant read r0-r5 from the stack:
+  // regs[0..5] = r0..r5 at [rsp]; 48 bytes keep the alignment.
+  const bool save = (check && !all_proven) || grant;
+  if (save) {
+    for (const Reg64& r : {r8, rcx, rdx, rsi, rdi, rax}) push(r);
   }
   const Lbl checked = new_label();
   if (fast && !all_proven) {
@@ -315,6 +316,34 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
   return true;
 }
 
+// bpf_map_lookup_elem of a constant hash map with its key in the frame: a
+// direct call of the map's lookup (the helper's whole body), nothing else
+// of the helper protocol (the lookup reads no run state, moves no packet,
+// cannot fault or stop the run). Its values take no grant slot on either
+// engine (interp::remember_value, MapOps::value_at); like an array value the
+// result becomes the hit region only if some access through it is not proven
+// by the facts. r1 and r2 are not read (the refined liveness may have
+// dropped their set-up): the map and key offset are constants.
+bool Emitter::emit_hash_lookup(size_t pc) {
+  const maps::Map* m = nullptr;
+  if (!is_hash_lookup(pc, &m) || !inline_lookup_known_key(pc)) return false;
+  mov(ptr[r12 + kOffBudget], r9);  // r9 (the budget) is caller-saved
+  mov(rdi, reinterpret_cast<uint64_t>(m));
+  lea(rsi, ptr[rbp + key_off_[pc]]);
+  call_abs(reinterpret_cast<const void*>(m->ops->lookup_elem));
+  mov(r9, ptr[r12 + kOffBudget]);
+  if (lookup_caches_value_[pc]) {
+    const Lbl null_value = new_label();
+    test(rax, rax);
+    jcc(Cond::kZ, null_value);
+    mov(r11d, (m->attr.map_flags & maps::kBpfFRdonlyProg) ? 0 : 1);
+    emit_set_hit(m->attr.value_size, rax);
+    bind(null_value);
+  }
+  emit_clobber(live_out_[pc]);
+  return true;
+}
+
 // The hit region cache = [lo, lo + span), writable if r11b.
 void Emitter::emit_set_hit(uint32_t span, const Reg64& lo) {
   mov(ptr[r12 + kOffHitLo], lo);
@@ -386,9 +415,11 @@ void Emitter::emit_known_map_grant(const maps::Map* m) {
   xor_(r11d, r11d);
   bind(granted);
   mov(rax, ptr[rsp]);
-  // interp::remember_value: array values are cached, other values granted.
+  // interp::remember_value: values found by address are cached, others
+  // granted.
   maps::ArrayLayout lay;
-  if (m->ops->gen_lookup != nullptr && m->ops->gen_lookup(m, &lay)) {
+  if ((m->ops->gen_lookup != nullptr && m->ops->gen_lookup(m, &lay)) ||
+      m->ops->value_at != nullptr) {
     emit_set_hit(size, rax);
   } else {
     emit_add_grant(size, rax);

@@ -123,6 +123,28 @@ bool Emitter::is_array_lookup(size_t pc, const maps::Map** map) const {
   return true;
 }
 
+bool Emitter::is_hash_lookup(size_t pc, const maps::Map** map) const {
+  const Insn& in = insns_[pc];
+  if (in.code != kCall || in.src != kPseudoCallHelper || in.imm != kHelperMapLookupElem) {
+    return false;
+  }
+  const maps::Map* m = r1_map_[pc];
+  if (m == nullptr || m->ops == nullptr || m->ops->lookup_elem == nullptr ||
+      m->ops->value_at == nullptr || m->ops->access_ok == nullptr ||
+      m->ops->gen_lookup != nullptr || m->ops->gen_lookup_percpu != nullptr ||
+      m->attr.key_size == 0 || m->attr.key_size > kFrame || m->attr.value_size == 0 ||
+      m->attr.value_size > INT32_MAX) {
+    return false;
+  }
+  const HelperProto& proto = *prog_.helpers[in.imm];
+  if (proto.args[0] != ArgKind::kConstMapPtr || proto.args[1] != ArgKind::kMapKey ||
+      proto.ret != RetKind::kMapValueOrNull) {
+    return false;
+  }
+  *map = m;
+  return true;
+}
+
 void Emitter::find_safe_accesses(const std::vector<bool>& target) {
   access_.assign(n_, AccessFact{});
   key_off_.assign(n_, kNoKeyOff);
@@ -338,12 +360,18 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
         loop_callback_[pc] = static_cast<int32_t>(f[2].off);
       }
       const maps::Map* m = nullptr;
-      const bool lookup = is_array_lookup(pc, &m);
-      if (lookup && f[2].kind == Fact::kStack && f[2].off >= -kFrame && f[2].off + 4 <= 0) {
+      const bool array = is_array_lookup(pc, &m);
+      // A hash lookup is only direct (and its value followed) with its key
+      // in the frame.
+      const bool hash = !array && is_hash_lookup(pc, &m) && f[2].kind == Fact::kStack &&
+                        f[2].off >= -kFrame && f[2].off + m->attr.key_size <= 0;
+      const uint32_t key_size = array ? 4 : hash ? m->attr.key_size : 0;
+      if (key_size != 0 && f[2].kind == Fact::kStack && f[2].off >= -kFrame &&
+          f[2].off + key_size <= 0) {
         key_off_[pc] = static_cast<int32_t>(f[2].off);
       }
       forget_call();
-      if (lookup) f[0] = Fact{Fact::kValueOrNull, m, 0, static_cast<uint32_t>(pc)};
+      if (array || hash) f[0] = Fact{Fact::kValueOrNull, m, 0, static_cast<uint32_t>(pc)};
       continue;
     }
     if (code == kCallx) {

@@ -168,6 +168,7 @@ class Emitter : public CodeGenerator {
   void emit_zero_frame();
   void emit_helper_call(size_t pc, const HelperProto& proto);
   bool emit_inline_lookup(size_t pc, const HelperProto& proto);
+  bool emit_hash_lookup(size_t pc);
   bool emit_inline_loop(size_t pc, const HelperProto& proto);
   void emit_add_grant(uint32_t span, const Reg64& lo);
   void emit_set_hit(uint32_t span, const Reg64& lo);
@@ -179,6 +180,10 @@ class Emitter : public CodeGenerator {
   void find_const_r1_maps(const std::vector<bool>& target);
   void find_safe_accesses(const std::vector<bool>& target);
   bool is_array_lookup(size_t pc, const maps::Map** map) const;
+  // Whether bpf_map_lookup_elem of a constant map whose values the region
+  // logic finds by address (MapOps::value_at: hash maps) is called directly
+  // with its key proven in the frame (emit_hash_lookup).
+  bool is_hash_lookup(size_t pc, const maps::Map** map) const;
   // Register liveness (emit_live.cc). Registers as bit masks (bit r: rR).
   struct UseDef {
     uint16_t use;  // registers the instruction (or a callee) may read
