@@ -39,6 +39,12 @@ constexpr HelperEntry def(uint32_t id, const char* name, vm::HelperFn fn, RetKin
   return e;
 }
 
+// A helper that may change the packet bounds (HelperProto::moves_packet).
+constexpr HelperEntry moving_packet(HelperEntry e) {
+  e.proto.moves_packet = true;
+  return e;
+}
+
 // A kFixedSizeMem argument's size.
 constexpr HelperEntry with_arg_size(HelperEntry e, int arg, uint32_t size) {
   e.proto.arg_size[arg] = size;
@@ -70,10 +76,10 @@ constexpr HelperEntry kHelpers[] = {
     USERBPF_HELPER(28, bpf_csum_diff, kInteger, kMem, kConstSizeOrZero, kMem, kConstSizeOrZero,
                    kAnything),
     USERBPF_HELPER(42, bpf_get_numa_node_id, kInteger),
-    USERBPF_HELPER(44, bpf_xdp_adjust_head, kInteger, kCtx, kAnything),
+    moving_packet(USERBPF_HELPER(44, bpf_xdp_adjust_head, kInteger, kCtx, kAnything)),
     USERBPF_HELPER(45, bpf_probe_read_str, kInteger, kUninitMem, kConstSizeOrZero, kAnything),
-    USERBPF_HELPER(54, bpf_xdp_adjust_meta, kInteger, kCtx, kAnything),
-    USERBPF_HELPER(65, bpf_xdp_adjust_tail, kInteger, kCtx, kAnything),
+    moving_packet(USERBPF_HELPER(54, bpf_xdp_adjust_meta, kInteger, kCtx, kAnything)),
+    moving_packet(USERBPF_HELPER(65, bpf_xdp_adjust_tail, kInteger, kCtx, kAnything)),
     // The lock (ARG_PTR_TO_SPIN_LOCK) is checked by the helper.
     USERBPF_HELPER(93, bpf_spin_lock, kVoid, kAnything),
     USERBPF_HELPER(94, bpf_spin_unlock, kVoid, kAnything),

@@ -49,7 +49,21 @@ struct HelperProto {
   // that argument's value (e.g. bpf_ringbuf_reserve's size).
   uint32_t ret_size = 0;
   int8_t ret_size_arg = -1;
+  // May change the packet bounds (data_meta, data, data_end).
+  bool moves_packet = false;
 };
+
+// Whether memory a run could reach before the call may have moved by the
+// time it returns: the packet, by the helper itself or by a callback of the
+// program it runs (which may call such helpers). The engines then forget
+// their cached last region; after any other call it stays valid.
+inline bool call_may_move_packet(const HelperProto& p) {
+  if (p.moves_packet) return true;
+  for (ArgKind k : p.args) {
+    if (k == ArgKind::kFunc) return true;
+  }
+  return false;
+}
 
 // Helper ids are the kernel's (enum bpf_func_id); the table is indexed by id.
 inline constexpr uint32_t kMaxHelperId = 256;

@@ -418,8 +418,7 @@ call:
     s.call_pc = pc;
     if (!check_helper_args(s, proto, reg)) goto stopped;
     reg[0] = proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
-    // The helper may have moved the packet or run callbacks that faulted.
-    s.hit = Region{};
+    if (call_may_move_packet(proto)) s.hit = Region{};
     if (proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) {
       grant_return(s, proto, reg + 1, reg[0]);  // also caches it: the next access is likely there
     }

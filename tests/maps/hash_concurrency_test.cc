@@ -87,6 +87,15 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> bad_rc{0}, torn_copy{0}, torn_ptr{0}, copies{0}, ptr_reads{0},
       recycled_reads{0}, updates{0}, deletes{0}, batch_torn{0};
+  // The first unexpected return code and its operation, for the report.
+  std::atomic<uint64_t> nomem{0};
+  std::atomic<long> first_bad{0};
+  std::atomic<const char*> first_bad_op{""};
+  auto bad = [&](const char* op, long rc) {
+    long none = 0;
+    if (first_bad.compare_exchange_strong(none, rc)) first_bad_op = op;
+    bad_rc++;
+  };
 
   auto updater = [&](uint32_t seed) {
     std::mt19937 rng(seed);
@@ -94,7 +103,15 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
       uint32_t k = rng() % cfg.keys;
       Value v = Value::of((uint64_t{rng()} << 32) | rng());
       long rc = map->ops->update_elem(map, &k, &v, 0);
-      if (rc != 0 && rc != -E2BIG) bad_rc++;
+      // NO_PREALLOC: free objects can sit in the caches of CPU slots other
+      // threads hold (preempted, on an oversubscribed machine) while this
+      // map's memory is all in use; the kernel's bpf_mem_alloc may fail the
+      // same way. Counted, not an error.
+      if (rc == -ENOMEM && (cfg.flags & kBpfFNoPrealloc)) {
+        nomem++;
+      } else if (rc != 0 && rc != -E2BIG) {
+        bad("update", rc);
+      }
       updates++;
     }
   };
@@ -108,7 +125,7 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
         if (r == 0 && !v.consistent()) torn_copy++;
         return r;
       }();
-      if (rc != 0 && rc != -ENOENT) bad_rc++;
+      if (rc != 0 && rc != -ENOENT) bad("delete", rc);
       deletes++;
     }
   };
@@ -119,7 +136,7 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
       Value v;
       int rc = map->ops->lookup_elem_copy(map, &k, &v, 0);
       if (rc == 0 && !v.consistent()) torn_copy++;
-      if (rc != 0 && rc != -ENOENT) bad_rc++;
+      if (rc != 0 && rc != -ENOENT) bad("copy", rc);
       copies++;
     }
   };
@@ -158,7 +175,7 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
           if (!values[i].consistent()) batch_torn++;
         first = false;
       } while (rc == 0);
-      if (rc != -ENOENT) bad_rc++;
+      if (rc != -ENOENT) bad("lookup_batch", rc);
       uint32_t next, cur;
       const void* prev = nullptr;
       for (int i = 0; i < 1000 && map->ops->get_next_key(map, prev, &next) == 0; i++) {
@@ -180,7 +197,7 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
   stop = true;
   for (auto& t : threads) t.join();
 
-  EXPECT_EQ(bad_rc.load(), 0u);
+  EXPECT_EQ(bad_rc.load(), 0u) << "first: " << first_bad_op.load() << " " << first_bad.load();
   EXPECT_EQ(torn_copy.load(), 0u);
   EXPECT_EQ(torn_ptr.load(), 0u);
   EXPECT_EQ(batch_torn.load(), 0u);
@@ -189,12 +206,17 @@ TEST_P(HashStress, ValuesNeverTornAndCountsConsistent) {
   EXPECT_GT(deletes.load(), 1000u);
   EXPECT_GT(copies.load(), 1000u);
   EXPECT_GT(ptr_reads.load(), 1000u);
-  std::printf("[ stress  ] updates %llu deletes %llu copies %llu ptr reads %llu (recycled %llu)\n",
-              static_cast<unsigned long long>(updates.load()),
-              static_cast<unsigned long long>(deletes.load()),
-              static_cast<unsigned long long>(copies.load()),
-              static_cast<unsigned long long>(ptr_reads.load()),
-              static_cast<unsigned long long>(recycled_reads.load()));
+  // Most updates succeed even so.
+  EXPECT_LT(nomem.load(), updates.load() / 2);
+  std::printf(
+      "[ stress  ] updates %llu (ENOMEM %llu) deletes %llu copies %llu ptr reads %llu (recycled "
+      "%llu)\n",
+      static_cast<unsigned long long>(updates.load()),
+      static_cast<unsigned long long>(nomem.load()),
+      static_cast<unsigned long long>(deletes.load()),
+      static_cast<unsigned long long>(copies.load()),
+      static_cast<unsigned long long>(ptr_reads.load()),
+      static_cast<unsigned long long>(recycled_reads.load()));
 
   // Quiescent: every key at most once, values whole, count within limits.
   std::vector<int> seen(cfg.keys);

@@ -180,7 +180,7 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
     call_abs(reinterpret_cast<const void*>(proto.fn));
   }
   // The helper may have moved the packet: forget the cached region.
-  mov(qword[r12 + kOffHitSpan], 0);
+  if (call_may_move_packet(proto)) mov(qword[r12 + kOffHitSpan], 0);
   // The map of a map-value return, when r1 is a known map and the only map
   // argument (grant_return's search would find it): granted inline, without
   // the search.
