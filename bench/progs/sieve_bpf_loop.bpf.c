@@ -35,7 +35,7 @@ static int count_prime(__u32 idx, void *ctx) {
 }
 
 SEC("xdp")
-int sieve(struct xdp_md *ctx) {
+int sieve_bpf_loop(struct xdp_md *ctx) {
   volatile __u64 *words = (volatile __u64 *)composite;  // volatile: no memset call
   for (__u32 i = 0; i < N / 8; i++) words[i] = 0;
   bpf_loop(N, next_prime, 0, 0);

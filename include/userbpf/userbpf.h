@@ -126,7 +126,7 @@ class Map {
   // bytes); batch strides follow the kernel (per-CPU hash: value_size;
   // per-CPU array: round_up(value_size, 8)).
   uint32_t value_buffer_size() const;
-  // Per-CPU map (PERCPU_ARRAY, PERCPU_HASH): a program sees the copy of the
+  // Per-CPU map (PERCPU_ARRAY, PERCPU_HASH, LRU_PERCPU_HASH): a program sees the copy of the
   // CPU slot its run holds; the host sees every copy.
   bool is_percpu() const;
   // Copies of a value: the runtime's CPU slots (Runtime::num_cpus()) for

@@ -229,12 +229,13 @@ long percpu_array_for_each_elem(Map* map, ForEachCallback cb, void* cb_ctx, uint
 
 // Inside one value of one CPU's copies (any CPU: bpf_map_lookup_percpu_elem
 // hands out other CPUs' copies, writable as in the kernel).
-bool percpu_array_access_ok(const Map* map, uintptr_t addr, size_t size, bool write) {
-  const PercpuArrayMap* a = to_pcpu_array(map);
+// Where [addr, addr + size) starts inside a value copy of this map: its
+// offset in that copy, or false (outside the copies, in a CPU block's tail
+// or between values).
+bool percpu_array_locate(const PercpuArrayMap* a, uintptr_t addr, size_t size, uint64_t* in_value) {
   uint64_t off = addr - reinterpret_cast<uintptr_t>(a->values);
   const uint64_t total = a->cpu_stride * a->ncpus;
   if (off >= total || size > total - off) return false;
-  if (write && (map->attr.map_flags & kBpfFRdonlyProg)) return false;
   uint64_t in_cpu;
   if (a->stride_mask) [[likely]]
     in_cpu = off & a->stride_mask;
@@ -250,7 +251,23 @@ bool percpu_array_access_ok(const Map* map, uintptr_t addr, size_t size, bool wr
     in_elem = in_cpu - fastdiv(in_cpu, a->elem_magic) * a->elem_size;
   else
     in_elem = in_cpu % a->elem_size;
-  return in_elem + size <= a->attr.value_size;
+  if (in_elem >= a->attr.value_size) return false;
+  *in_value = in_elem;
+  return true;
+}
+
+bool percpu_array_access_ok(const Map* map, uintptr_t addr, size_t size, bool write) {
+  const PercpuArrayMap* a = to_pcpu_array(map);
+  uint64_t in_value;
+  if (!percpu_array_locate(a, addr, size, &in_value)) return false;
+  if (write && (map->attr.map_flags & kBpfFRdonlyProg)) return false;
+  return size <= a->attr.value_size - in_value;
+}
+
+// The start of the value copy holding addr, or 0.
+uintptr_t percpu_array_value_at(const Map* map, uintptr_t addr) {
+  uint64_t in_value;
+  return percpu_array_locate(to_pcpu_array(map), addr, 1, &in_value) ? addr - in_value : 0;
 }
 
 bool percpu_array_gen_lookup_percpu(const Map* map, ArrayLayout* out) {
@@ -319,6 +336,7 @@ extern const MapOps kPercpuArrayMapOps = {
     .delete_elem = percpu_array_delete_elem,
     .for_each_elem = percpu_array_for_each_elem,
     .access_ok = percpu_array_access_ok,
+    .value_at = percpu_array_value_at,
     .direct_value_addr = nullptr,  // kernel: only plain single-element arrays
     .gen_lookup = nullptr,         // the copy depends on the CPU: gen_lookup_percpu
     .gen_lookup_percpu = percpu_array_gen_lookup_percpu,

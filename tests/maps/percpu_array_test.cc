@@ -330,5 +330,26 @@ TEST(PercpuArray, InlineLayoutMatchesLookup) {
   }
 }
 
+// value_at: every byte of every copy maps to the copy's start (so a found
+// value needs no grant slot); a 12-byte value's padding to 0.
+TEST(PercpuArray, ValueAtFindsEachCopy) {
+  PercpuFixture f(kCpus);
+  Map* m = f.create(f.attr(MapType::kPERCPU_ARRAY, 4, 12, 3));
+  ASSERT_TRUE(m);
+  ASSERT_NE(m->ops->value_at, nullptr);
+  for (uint32_t k = 0; k < 3; k++) {
+    for (uint32_t c = 0; c < kCpus; c++) {
+      auto p = reinterpret_cast<uintptr_t>(m->ops->lookup_percpu_elem(m, &k, c));
+      ASSERT_NE(p, 0u);
+      for (uint32_t i = 0; i < 12; i++) EXPECT_EQ(m->ops->value_at(m, p + i), p) << k << " " << c;
+      EXPECT_EQ(m->ops->value_at(m, p + 12), 0u) << k << " " << c;  // padding to 16
+      EXPECT_TRUE(m->ops->access_ok(m, p, 12, true));
+      EXPECT_FALSE(m->ops->access_ok(m, p + 4, 12, false));
+    }
+  }
+  uint64_t local = 0;
+  EXPECT_EQ(m->ops->value_at(m, reinterpret_cast<uintptr_t>(&local)), 0u);
+}
+
 }  // namespace
 }  // namespace userbpf::maps

@@ -272,12 +272,14 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
   }
   if (lay.cpu_stride != 0) {
     // Per-CPU array: the copy of the run's CPU slot (RunContext::cpu, what
-    // the map's own lookup picks from the held slot), granted as the helper
-    // path grants it so both engines keep the same grant list.
+    // the map's own lookup picks from the held slot).
     mov(r10, ptr[r12 + kOffRc]);
     mov(r10d, dword[r10 + static_cast<int32_t>(offsetof(RunContext, cpu))]);
     shl(r10, static_cast<uint8_t>(std::countr_zero(lay.cpu_stride)));
     add(rax, r10);
+  }
+  if (lay.cpu_stride != 0 && m->ops->value_at == nullptr) {
+    // Copies the region logic cannot place take a grant, as the helper path.
     mov(r11d, rdonly ? 0 : 1);
     emit_add_grant(m->attr.value_size, rax);
   } else if (lookup_caches_value_[pc]) {
