@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "loader/object.h"
+#include "signal_kicker.h"
 #include "mem/domain.h"
 #include "vm/jit/jit.h"
 #include "vm/run_context.h"
@@ -130,11 +131,8 @@ void stress(bool jit) {
   }
   const uint64_t base = w.dom.global_ma.stats().in_use;
 
-  struct sigaction sa{}, old{};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_signal);
+  ASSERT_TRUE(handler_scope.ok());
   g_world = &w;
 
   const char* env = std::getenv("USERBPF_STRESS_MS");
@@ -152,19 +150,12 @@ void stress(bool jit) {
     });
   }
   while (started.load() < kThreads) std::this_thread::yield();
-  std::thread timer([&] {
-    uint64_t n = 0;
-    while (!w.stop.load(std::memory_order_relaxed)) {
-      pthread_kill(ids[n++ % kThreads], SIGUSR2);
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  });
+  userbpf::test::SignalKicker kicker(ids, SIGUSR2, std::chrono::microseconds(200));
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   w.stop.store(true);
-  timer.join();
+  kicker.stop();
   for (auto& t : threads) t.join();
   g_world = nullptr;
-  sigaction(SIGUSR2, &old, nullptr);
 
   std::printf("[ kptr    ] %s: runs %llu, in handlers %llu, misses %llu, null allocs %llu\n",
               jit ? "jit" : "interp", (unsigned long long)w.runs.load(),

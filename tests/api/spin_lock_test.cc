@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "loader/object.h"
+#include "signal_kicker.h"
 #include "maps/map.h"
 #include "mem/domain.h"
 #include "userbpf/userbpf.h"
@@ -342,11 +343,8 @@ void signal_stress(bool jit) {
   s.w = &w;
   s.ok[0] = 0;
   s.ok[1] = 0;
-  struct sigaction sa{}, old{};
-  sa.sa_handler = on_stress_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_stress_signal);
+  ASSERT_TRUE(handler_scope.ok());
   g_stress = &s;
 
   const char* env = std::getenv("USERBPF_STRESS_MS");
@@ -371,18 +369,12 @@ void signal_stress(bool jit) {
     });
   }
   while (started.load() < kThreads) std::this_thread::yield();
-  std::thread timer([&] {
-    for (uint64_t n = 0; !s.stop.load(std::memory_order_relaxed); n++) {
-      pthread_kill(ids[n % kThreads], SIGUSR2);
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-  });
+  userbpf::test::SignalKicker kicker(ids, SIGUSR2, std::chrono::microseconds(100));
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   s.stop.store(true);
-  timer.join();
+  kicker.stop();
   for (auto& t : threads) t.join();
   g_stress = nullptr;
-  sigaction(SIGUSR2, &old, nullptr);
 
   std::printf(
       "[ spin    ] %s: ok %llu + %llu, handler runs %llu (EDEADLK %llu, EBUSY %llu, miss %llu)\n",
@@ -438,10 +430,8 @@ void crossed(bool jit) {
   load_world(w, jit);
   Crossed c;
   c.w = &w;
-  struct sigaction sa{}, old{};
-  sa.sa_handler = on_crossed_signal;
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_crossed_signal);
+  ASSERT_TRUE(handler_scope.ok());
   g_crossed = &c;
 
   uint32_t k0 = 0;
@@ -490,7 +480,6 @@ void crossed(bool jit) {
   __atomic_store_n(go, 1, __ATOMIC_RELEASE);
   for (auto& t : threads) t.join();
   g_crossed = nullptr;
-  sigaction(SIGUSR2, &old, nullptr);
   EXPECT_EQ(results[0], 0);
   EXPECT_EQ(results[1], 0);
   for (uint32_t key : {0u, 1u}) {

@@ -103,6 +103,41 @@ struct UserObject {
   }
 };
 
+int err_of(const userbpf::Status& st) {
+  return st.ok() ? 0 : st.error().code;
+}
+
+// One host operation with a u32 key on the kernel's map (bpf(2)) and on
+// userbpf's (the API): the errnos must match, and the values read where
+// both succeed. step numbers the operations in failure messages.
+struct HostPair {
+  int fd;
+  userbpf::Map& um;
+  int step = 0;
+
+  void update(uint32_t key, const void* value, uint64_t flags) {
+    int ke = bpf_map_update_elem(fd, &key, value, flags) ? errno : 0;
+    int ue = err_of(um.update(&key, value, flags));
+    EXPECT_EQ(ue, ke) << "step " << step << ": update key " << key << " flags " << flags;
+    step++;
+  }
+  // bytes: the value buffer's size (both sides' buffers start as 0xa5).
+  void lookup(uint32_t key, size_t bytes, uint64_t flags, bool and_delete) {
+    std::vector<uint8_t> kv(bytes, 0xa5), uv(bytes, 0xa5);
+    int ke, ue;
+    if (and_delete) {
+      ke = bpf_map_lookup_and_delete_elem_flags(fd, &key, kv.data(), flags) ? errno : 0;
+      ue = err_of(um.lookup_and_delete(&key, uv.data(), flags));
+    } else {
+      ke = bpf_map_lookup_elem_flags(fd, &key, kv.data(), flags) ? errno : 0;
+      ue = err_of(um.lookup(&key, uv.data(), flags));
+    }
+    EXPECT_EQ(ue, ke) << "step " << step << ": lookup key " << key << " flags " << flags;
+    if (ke == 0 && ue == 0) EXPECT_EQ(uv, kv) << "step " << step << ": value of key " << key;
+    step++;
+  }
+};
+
 TEST(KernelDiff, PacketMathMatchesKernel) {
   const std::string path = prog_path("diff_packet");
   KernelObject k(path);
@@ -233,7 +268,6 @@ TEST(KernelDiff, PercpuMapsMatchKernel) {
       std::memcpy(kb.data(), &key, t.key_size);
       return kb;
     };
-    auto err_of = [](const userbpf::Status& st) { return st.ok() ? 0 : st.error().code; };
     int step = 0;
     // update: a value per CPU, padding bytes included.
     auto update = [&](uint64_t key, uint64_t flags, uint8_t fill) {
@@ -374,7 +408,6 @@ TEST(KernelDiff, LruMapsMatchKernel) {
   UserObject uo(path, static_cast<uint32_t>(ncpus));  // the kernel's CPUs
   ASSERT_TRUE(uo.obj);
   userbpf::Object* u = uo.obj.get();
-  auto err_of = [](const userbpf::Status& st) { return st.ok() ? 0 : st.error().code; };
 
   // Runs a program on both with a packet; the return values must match.
   auto run_both = [&](const char* prog, const std::vector<uint8_t>& pkt) {
@@ -458,7 +491,7 @@ TEST(KernelDiff, LruMapsMatchKernel) {
     ASSERT_TRUE(um.ok());
     const size_t vbytes = um->value_buffer_size();
     ASSERT_EQ(vbytes, (which & 1) ? 8u * ncpus : 8u);
-    int step = 0;
+    HostPair ops{fd, um.value()};
     // Empties the map on both sides.
     for (uint32_t key : key_set(map).first) {
       bpf_map_delete_elem(fd, &key);
@@ -471,25 +504,10 @@ TEST(KernelDiff, LruMapsMatchKernel) {
       return v;
     };
     auto update = [&](uint32_t key, uint64_t flags, uint64_t salt = 0) {
-      auto v = value_for(key, salt);
-      int ke = bpf_map_update_elem(fd, &key, v.data(), flags) ? errno : 0;
-      int ue = err_of(um->update(&key, v.data(), flags));
-      EXPECT_EQ(ue, ke) << "step " << step << ": update key " << key << " flags " << flags;
-      step++;
+      ops.update(key, value_for(key, salt).data(), flags);
     };
     auto lookup = [&](uint32_t key, uint64_t flags, bool and_delete = false) {
-      std::vector<uint8_t> kv(vbytes, 0xa5), uv(vbytes, 0xa5);
-      int ke, ue;
-      if (and_delete) {
-        ke = bpf_map_lookup_and_delete_elem_flags(fd, &key, kv.data(), flags) ? errno : 0;
-        ue = err_of(um->lookup_and_delete(&key, uv.data(), flags));
-      } else {
-        ke = bpf_map_lookup_elem_flags(fd, &key, kv.data(), flags) ? errno : 0;
-        ue = err_of(um->lookup(&key, uv.data(), flags));
-      }
-      EXPECT_EQ(ue, ke) << "step " << step << ": lookup key " << key << " flags " << flags;
-      if (ke == 0 && ue == 0) EXPECT_EQ(uv, kv) << "step " << step << ": value of key " << key;
-      step++;
+      ops.lookup(key, vbytes, flags, and_delete);
     };
     auto keys_pkt = [&](std::vector<uint32_t> keys) {
       std::vector<uint32_t> w = {which, static_cast<uint32_t>(keys.size())};
@@ -573,7 +591,6 @@ TEST(KernelDiff, SpinLockMatchesKernel) {
   UserObject u(path);
   ASSERT_TRUE(u.obj);
   constexpr uint64_t kLock = BPF_F_LOCK;
-  auto err_of = [](const userbpf::Status& st) { return st.ok() ? 0 : st.error().code; };
 
   // Program side.
   std::vector<uint8_t> pkt(64, 0);
@@ -616,29 +633,15 @@ TEST(KernelDiff, SpinLockMatchesKernel) {
     ASSERT_GE(fd, 0);
     auto um = u.obj->find_map(t.map);
     ASSERT_TRUE(um.ok());
-    int step = 0;
+    HostPair ops{fd, um.value()};
     auto update = [&](uint32_t key, uint64_t flags, uint8_t fill) {
       // Every byte set, the lock word's too: neither side may store it.
       std::vector<uint8_t> v(t.value_size);
       for (size_t i = 0; i < v.size(); i++) v[i] = static_cast<uint8_t>(fill + i);
-      int ke = bpf_map_update_elem(fd, &key, v.data(), flags) ? errno : 0;
-      int ue = err_of(um->update(&key, v.data(), flags));
-      EXPECT_EQ(ue, ke) << "step " << step << ": update key " << key << " flags " << flags;
-      step++;
+      ops.update(key, v.data(), flags);
     };
     auto lookup = [&](uint32_t key, uint64_t flags, bool and_delete = false) {
-      std::vector<uint8_t> kv(t.value_size, 0xa5), uv(t.value_size, 0xa5);
-      int ke, ue;
-      if (and_delete) {
-        ke = bpf_map_lookup_and_delete_elem_flags(fd, &key, kv.data(), flags) ? errno : 0;
-        ue = err_of(um->lookup_and_delete(&key, uv.data(), flags));
-      } else {
-        ke = bpf_map_lookup_elem_flags(fd, &key, kv.data(), flags) ? errno : 0;
-        ue = err_of(um->lookup(&key, uv.data(), flags));
-      }
-      EXPECT_EQ(ue, ke) << "step " << step << ": lookup key " << key << " flags " << flags;
-      if (ke == 0 && ue == 0) EXPECT_EQ(uv, kv) << "step " << step << ": value of key " << key;
-      step++;
+      ops.lookup(key, t.value_size, flags, and_delete);
     };
     for (uint32_t key : {0u, 1u, 2u}) {
       update(key, kLock, 0x10);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "map_test_util.h"
+#include "signal_kicker.h"
 #include "maps/hash_map.h"
 #include "maps/hash_map_internal.h"
 #include "mem/domain.h"
@@ -99,11 +100,8 @@ TEST_P(HashSignalRcuStress, CountMatchesWalk) {
   g_s.dom = h->dom;
   g_s.handler_runs = g_s.handler_misses = g_s.bad = g_s.ops = 0;
 
-  struct sigaction sa{}, old{};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_signal);
+  ASSERT_TRUE(handler_scope.ok());
 
   std::atomic<bool> stop{false};
   auto worker = [&](uint32_t seed) {
@@ -140,18 +138,11 @@ TEST_P(HashSignalRcuStress, CountMatchesWalk) {
   for (int i = 0; i < kThreads; i++) threads.emplace_back(worker, 100 + i);
   std::vector<pthread_t> ids;
   for (auto& t : threads) ids.push_back(t.native_handle());
-  std::thread kicker([&] {
-    uint32_t i = 0;
-    while (!stop.load(std::memory_order_relaxed)) {
-      pthread_kill(ids[i++ % ids.size()], SIGUSR2);
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
-  });
+  userbpf::test::SignalKicker kicker(ids, SIGUSR2, std::chrono::microseconds(50));
   std::this_thread::sleep_for(std::chrono::duration<double>(stress_seconds()));
   stop = true;
-  kicker.join();
+  kicker.stop();
   for (auto& t : threads) t.join();
-  ASSERT_EQ(sigaction(SIGUSR2, &old, nullptr), 0);
 
   EXPECT_EQ(g_s.bad.load(), 0u);
   EXPECT_GT(g_s.handler_runs.load(), 0u);

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "maps/hash_map.h"
+#include "signal_kicker.h"
 #include "maps/hash_map_internal.h"
 #include "maps/map_internal.h"
 #include "maps/percpu_maps.h"
@@ -778,11 +779,8 @@ TEST_P(LruHashStress, ProgramsHostAndSignalsKeepListsAndTableInStep) {
   g_stress.nomem = 0;
   const uint32_t ncpus = map_num_cpus(m);
 
-  struct sigaction sa{}, old{};
-  sa.sa_handler = on_stress_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_stress_signal);
+  ASSERT_TRUE(handler_scope.ok());
 
   std::atomic<bool> stop{false};
   auto count_rc = [](long rc) {
@@ -878,18 +876,11 @@ TEST_P(LruHashStress, ProgramsHostAndSignalsKeepListsAndTableInStep) {
   threads.emplace_back(staller);
   std::vector<pthread_t> ids;
   for (auto& t : threads) ids.push_back(t.native_handle());
-  std::thread kicker([&] {
-    uint32_t i = 0;
-    while (!stop.load(std::memory_order_relaxed)) {
-      pthread_kill(ids[i++ % ids.size()], SIGUSR2);
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
-  });
+  userbpf::test::SignalKicker kicker(ids, SIGUSR2, std::chrono::microseconds(50));
   std::this_thread::sleep_for(std::chrono::duration<double>(stress_seconds()));
   stop = true;
-  kicker.join();
+  kicker.stop();
   for (auto& t : threads) t.join();
-  ASSERT_EQ(sigaction(SIGUSR2, &old, nullptr), 0);
 
   EXPECT_EQ(g_stress.bad.load(), 0u);
   EXPECT_GT(g_stress.handler_runs.load(), 0u);

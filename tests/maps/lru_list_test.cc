@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "maps/elem_pool.h"
+#include "signal_kicker.h"
 #include "maps/lru_list.h"
 #include "maps/map_lock.h"
 #include "mem/domain.h"
@@ -771,11 +772,8 @@ TEST_P(LruStress, SignalsInterruptingOperations) {
   g_ss.t = &t;
   g_ss.dom = &dom;
   g_ss.bad = g_ss.nomem = g_ss.handler_runs = 0;
-  struct sigaction sa{}, old{};
-  sa.sa_handler = stress_handler;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
+  userbpf::test::ScopedSignal handler_scope(SIGUSR2, stress_handler);
+  ASSERT_TRUE(handler_scope.ok());
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> runs{0};
   auto worker = [&](uint64_t seed) {
@@ -791,18 +789,11 @@ TEST_P(LruStress, SignalsInterruptingOperations) {
   for (uint32_t i = 0; i < kThreads; i++) threads.emplace_back(worker, i + 7);
   std::vector<pthread_t> ids;
   for (auto& th : threads) ids.push_back(th.native_handle());
-  std::thread kicker([&] {
-    uint32_t i = 0;
-    while (!stop.load(std::memory_order_relaxed)) {
-      pthread_kill(ids[i++ % ids.size()], SIGUSR2);
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-    }
-  });
+  userbpf::test::SignalKicker kicker(ids, SIGUSR2, std::chrono::microseconds(20));
   std::this_thread::sleep_for(std::chrono::duration<double>(stress_seconds()));
   stop = true;
-  kicker.join();
+  kicker.stop();
   for (auto& th : threads) th.join();
-  ASSERT_EQ(sigaction(SIGUSR2, &old, nullptr), 0);
   print_stress(runs.load(), g_ss.handler_runs.load(), t, g_ss.nomem.load());
   EXPECT_EQ(g_ss.bad.load(), 0u);
   EXPECT_GT(g_ss.handler_runs.load(), 0u);

@@ -206,13 +206,7 @@ TEST(PercpuArray, ForEachPassesTheHeldSlotsCopies) {
   }
   on_slot(f.dom(), 2, [&] {
     uint64_t sum = 0;
-    long n = m->ops->for_each_elem(
-        m,
-        [](void* ctx, Map*, const void*, void* value) -> uint64_t {
-          *static_cast<uint64_t*>(ctx) += *static_cast<uint64_t*>(value);
-          return 0;
-        },
-        &sum, 0);
+    long n = test::for_each_sum(m, &sum);
     EXPECT_EQ(n, 3);
     EXPECT_EQ(sum, (0u + 2) + (10u + 2) + (20u + 2));
   });

@@ -208,13 +208,7 @@ TEST_P(PercpuHash, ForEachPassesTheHeldSlotsCopies) {
   }
   on_slot(f.dom(), 1, [&] {
     uint64_t sum = 0;
-    long n = m->ops->for_each_elem(
-        m,
-        [](void* ctx, Map*, const void*, void* value) -> uint64_t {
-          *static_cast<uint64_t*>(ctx) += *static_cast<uint64_t*>(value);
-          return 0;
-        },
-        &sum, 0);
+    long n = test::for_each_sum(m, &sum);
     EXPECT_EQ(n, 5);
     EXPECT_EQ(sum, 0u + 10 + 20 + 30 + 40 + 5 * 1);
   });

@@ -62,6 +62,19 @@ inline long host_update(Map* m, const void* key, const void* value, uint64_t fla
 inline int host_lookup(Map* m, const void* key, void* value, uint64_t flags = 0) {
   return m->ops->lookup_elem_copy(m, key, value, flags);
 }
+// for_each_elem over m with a callback summing u64 values (the copies a
+// program would see); *sum gets the sum, the return is for_each_elem's.
+inline long for_each_sum(Map* m, uint64_t* sum) {
+  *sum = 0;
+  return m->ops->for_each_elem(
+      m,
+      [](void* ctx, Map*, const void*, void* value) -> uint64_t {
+        *static_cast<uint64_t*>(ctx) += *static_cast<uint64_t*>(value);
+        return 0;
+      },
+      sum, 0);
+}
+
 inline uint64_t cpu_flags(uint32_t cpu, uint64_t extra = 0) {
   return kBpfFCpu | (uint64_t{cpu} << 32) | extra;
 }
