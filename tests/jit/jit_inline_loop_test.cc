@@ -39,6 +39,29 @@ Asm sum_loop(int32_t nr, int32_t flags, int32_t stop_at) {
   return a;
 }
 
+// may_goto inside an inlined callback spends the run's budget (the JIT's
+// r15 is neither saved nor zeroed around the callback): every fall-through
+// is counted once, in r6 or in the callback's *ctx, so r6 ends at exactly
+// the budget, as in the interpreter.
+TEST(JitInlineLoop, MayGotoInCallbackSpendsTheRunsBudget) {
+  Asm a;
+  a.mov64_imm(6, 0);
+  a.label("loop").may_goto("out").alu64_imm(kAluAdd, 6, 1).st(kSizeDw, 10, -8, 0);
+  a.mov64_imm(1, 3).ld_func(2, "cb").mov64_reg(3, 10).alu64_imm(kAluAdd, 3, -8);
+  a.mov64_imm(4, 0).call_helper(kBpfLoop);
+  a.ldx(kSizeDw, 1, 10, -8).alu64_reg(kAluAdd, 6, 1).ja("loop");
+  a.label("out").mov64_reg(0, 6).exit();
+  a.label("cb").mov64_imm(3, 0);
+  a.label("again").jmp_imm(kJmpJge, 3, 2, "done").may_goto("done");
+  a.alu64_imm(kAluAdd, 3, 1).ja("again");
+  a.label("done").ldx(kSizeDw, 4, 2, 0).alu64_reg(kAluAdd, 4, 3).stx(kSizeDw, 2, 4, 0);
+  a.mov64_imm(0, 0).exit();
+  LoopProg p(a);
+  EngineRun j = expect_same(p.prog, {}, 1ull << 32, "may_goto");
+  EXPECT_TRUE(j.ok) << j.message;
+  EXPECT_EQ(j.r0, 8u * 1024 * 1024);
+}
+
 TEST(JitInlineLoop, ResultsAndEarlyStop) {
   struct Case {
     int32_t nr, flags, stop_at;

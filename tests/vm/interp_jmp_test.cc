@@ -126,6 +126,55 @@ TEST(InterpJmp, MayGotoFallsThroughUntilBudgetSpent) {
   EXPECT_EQ(p.run().r0, 8u * 1024 * 1024);
 }
 
+// A function at label fn whose r0 counts its may_goto fall-throughs, at
+// most limit of them (again, done: labels of its own; Asm keeps the
+// pointers).
+void add_counting_fn(Asm& a, const char* fn, const char* again, const char* done, int32_t limit) {
+  a.label(fn).mov64_imm(0, 0);
+  a.label(again).jmp_imm(kJmpJge, 0, limit, done).may_goto(done);
+  a.alu64_imm(kAluAdd, 0, 1).ja(again);
+  a.label(done).exit();
+}
+
+// Runs a program whose r0 is the number of may_goto fall-throughs of its
+// run: every run spends exactly the budget.
+void expect_budget_spent(const Asm& a) {
+  TestProg p(a);
+  ASSERT_TRUE(p.prepared.ok()) << p.prepared.error().message;
+  for (int run = 0; run < 2; ++run) {  // a second run starts afresh
+    RunOutcome o = p.run();
+    ASSERT_TRUE(o.ok) << o.error.message;
+    EXPECT_EQ(o.r0, 8u * 1024 * 1024) << "run " << run;
+  }
+}
+
+// The may_goto budget is the run's, not a frame's: fall-throughs in a
+// callee count against it and stay counted after the callee returns (the
+// JIT keeps it in a register, which bpf-to-bpf returns must not restore).
+// Every fall-through adds one to r6 (main's) or to the callee's r0.
+TEST(InterpJmp, MayGotoBudgetIsSharedAcrossCalls) {
+  Asm a;
+  a.mov64_imm(6, 0);
+  a.label("loop").may_goto("out").alu64_imm(kAluAdd, 6, 1).call_local("sub");
+  a.alu64_reg(kAluAdd, 6, 0).ja("loop");
+  a.label("out").mov64_reg(0, 6).exit();
+  add_counting_fn(a, "sub", "sub_again", "sub_done", 3);
+  expect_budget_spent(a);
+}
+
+// The same through callbacks a helper runs from C (the fake bpf_loop sums
+// their r0).
+TEST(InterpJmp, MayGotoBudgetIsSharedWithCallbacks) {
+  Asm a;
+  a.mov64_imm(7, 0);
+  a.label("loop").may_goto("out").alu64_imm(kAluAdd, 7, 1);
+  a.mov64_imm(1, 2).ld_func(2, "cb").mov64_imm(3, 0).call_helper(kHelperLoop);
+  a.alu64_reg(kAluAdd, 7, 0).ja("loop");
+  a.label("out").mov64_reg(0, 7).exit();
+  add_counting_fn(a, "cb", "cb_again", "cb_done", 5);
+  expect_budget_spent(a);
+}
+
 TEST(InterpJmp, RunawayLoopExhaustsBudget) {
   Asm a;
   a.mov64_imm(0, 0).label("loop").alu64_imm(kAluAdd, 0, 1).ja("loop").exit();

@@ -150,10 +150,21 @@ bool Emitter::patch_fixups() {
 // (so the function's exit restores them and returns here, which the return
 // predictor has seen), zeroes r6-r9 and jumps to the body. A fault reloads
 // them from that frame, at fixed offsets below the entry stack pointer.
+//
+// With the may_goto budget in r15 (may_goto_reg_), the host's r15 is saved
+// here rather than by the function frames: r15 holds s.may_goto_left from
+// entry to exit, frames push it (their layout stays) but exits drop that
+// copy instead of restoring it, so the count survives bpf-to-bpf returns;
+// it goes back to memory on return and around every call out that may run
+// program code (sync_may_goto_out/in). A fault abandons it (the run stops).
 void Emitter::emit_entry() {
   const Lbl setup = new_label();
   push(rbp);
   push(r12);
+  if (may_goto_reg_) {
+    push(r15);
+    sub(rsp, 8);
+  }
   mov(r12, rsi);
   push(qword[r12 + kOffEntryRsp]);
   mov(ptr[r12 + kOffEntryRsp], rsp);
@@ -161,6 +172,7 @@ void Emitter::emit_entry() {
   mov(r11, rdi);
   mov(r10, rcx);
   mov(r9, ptr[r12 + kOffBudget]);
+  sync_may_goto_in();
   mov(rdi, ptr[r10]);
   mov(rsi, ptr[r10 + 8]);
   mov(rdx, ptr[r10 + 16]);
@@ -168,8 +180,13 @@ void Emitter::emit_entry() {
   mov(r8, ptr[r10 + 32]);
   call_to(setup);
   mov(ptr[r12 + kOffBudget], r9);
+  sync_may_goto_out();
   bind(unwind_);
   pop(qword[r12 + kOffEntryRsp]);
+  if (may_goto_reg_) {
+    add(rsp, 8);
+    pop(r15);
+  }
   pop(r12);
   pop(rbp);
   ret();
@@ -179,7 +196,7 @@ void Emitter::emit_entry() {
   xor_(ebx, ebx);
   xor_(r13d, r13d);
   xor_(r14d, r14d);
-  xor_(r15d, r15d);
+  if (!may_goto_reg_) xor_(r15d, r15d);
   jmp(r11);
   // A fault anywhere below this entry: the C caller sees s.stop.
   bind(fault_exit_);
@@ -206,6 +223,19 @@ void Emitter::emit_prologue() {
   push(r15);
   sub(rsp, 8);
   if (getSize() - start != kPrologueBytes) prologue_size_ok_ = false;
+}
+
+bool Emitter::find_may_goto_reg() const {
+  bool may_goto = false;
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const Insn& in = insns_[pc];
+    // dst and src name registers in every instruction that has them; where
+    // src is a pseudo kind (calls, ld_imm64) it is never 9.
+    if (in.dst == 9 || in.src == 9) return false;
+    if (in.code == (kClassJmp | kJmpJcond)) may_goto = true;
+    if (in.code == kLdImm64) ++pc;
+  }
+  return may_goto;
 }
 
 bool Emitter::emit_all() {
@@ -288,8 +318,12 @@ void Emitter::emit_insn(size_t pc, bool func_entry) {
       emit_call(pc, in);
       return;
     case kExit:
-      add(rsp, 8);
-      pop(r15);
+      if (may_goto_reg_) {
+        add(rsp, 16);  // the frame's r15 copy is dropped (emit_entry)
+      } else {
+        add(rsp, 8);
+        pop(r15);
+      }
       pop(r14);
       pop(r13);
       pop(rbx);
@@ -387,6 +421,12 @@ void Emitter::emit_jmp(size_t pc, const Insn& in) {
   if (in.code == (kClassJmp | kJmpJcond)) {
     // may_goto: falls through while the run's loop budget lasts.
     static constexpr Cond kSpent = Cond::kEq;
+    if (may_goto_reg_) {
+      test(r15, r15);
+      emit_branch(pc, in.off, &kSpent);
+      dec(r15);
+      return;
+    }
     cmp(qword[r12 + kOffMayGoto], 0);
     emit_branch(pc, in.off, &kSpent);
     dec(qword[r12 + kOffMayGoto]);

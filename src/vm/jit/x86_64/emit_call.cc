@@ -177,7 +177,10 @@ void Emitter::emit_helper_call(size_t pc, const HelperProto& proto) {
   if (direct_lookup) {
     call_abs(reinterpret_cast<const void*>(map->ops->lookup_elem));
   } else {
+    // Callbacks (bpf_loop, for_each_map_elem...) run program code from C.
+    sync_may_goto_out();
     call_abs(reinterpret_cast<const void*>(proto.fn));
+    sync_may_goto_in();
   }
   // The helper may have moved the packet: forget the cached region.
   if (call_may_move_packet(proto)) mov(qword[r12 + kOffHitSpan], 0);
@@ -489,7 +492,7 @@ bool Emitter::emit_inline_loop(size_t pc, const HelperProto& proto) {
   xor_(ebx, ebx);
   xor_(r13d, r13d);
   xor_(r14d, r14d);
-  xor_(r15d, r15d);
+  if (!may_goto_reg_) xor_(r15d, r15d);  // else the run's may_goto budget
   sub(rbp, kFrame);
   call_to(func_lbl(static_cast<size_t>(fn)));
   add(rbp, kFrame);
@@ -498,8 +501,12 @@ bool Emitter::emit_inline_loop(size_t pc, const HelperProto& proto) {
   jcc(Cond::kZ, next);
   mov(rax, ptr[rsp]);  // i + 1
   bind(done);
-  add(rsp, 32);
-  pop(r15);
+  if (may_goto_reg_) {
+    add(rsp, 40);  // r15 carries the may_goto budget on
+  } else {
+    add(rsp, 32);
+    pop(r15);
+  }
   pop(r14);
   pop(r13);
   pop(rbx);

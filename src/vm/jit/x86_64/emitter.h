@@ -140,6 +140,7 @@ class Emitter : public CodeGenerator {
     compute_liveness(false);
     find_safe_accesses(target);
     compute_liveness(true);
+    may_goto_reg_ = find_may_goto_reg();
   }
 
   // Emits the whole image; false if xbyak reported an error (buffer too small).
@@ -290,6 +291,19 @@ class Emitter : public CodeGenerator {
   std::vector<ExtableEntry> extable_;
   Lbl unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
   bool prologue_size_ok_ = true;  // every prologue is kPrologueBytes long
+  // The run's may_goto budget lives in r15 instead of s.may_goto_left (a
+  // memory counter would chain every can_loop iteration through a store and
+  // a load): the program has may_goto and never names BPF r9, so r15 is free
+  // in every function. emit.cc (emit_entry) says how it is kept.
+  bool may_goto_reg_ = false;
+  bool find_may_goto_reg() const;
+  // s.may_goto_left <-> r15 around C code that may run program code.
+  void sync_may_goto_out() {
+    if (may_goto_reg_) mov(ptr[r12 + kOffMayGoto], r15);
+  }
+  void sync_may_goto_in() {
+    if (may_goto_reg_) mov(r15, ptr[r12 + kOffMayGoto]);
+  }
 };
 
 }  // namespace userbpf::vm::jit

@@ -6,13 +6,16 @@
 //   r0 rax  r1 rdi  r2 rsi  r3 rdx  r4 rcx  r5 r8
 //   r6 rbx  r7 r13  r8 r14  r9 r15  r10 rbp (frame pointer of the BPF stack)
 //   r12 = JitState*, r9 = instruction budget left, r10/r11 scratch.
+//   A program with may_goto that never names BPF r9 keeps the run's may_goto
+//   budget (s.may_goto_left) in r15 instead (emit.cc, emit_entry).
 //
 // JitState invariants (one run on one thread, like InterpState, which it
 // embeds so the interpreter's region and fault logic is reused unchanged):
 //   - the BPF stack is a separate 8 x 512-byte array; the current frame chain
 //     is [rbp - 512, stack_top); a frame below zeroed_lo has not been cleared.
 //   - s.budget is exact whenever C code runs (the JIT stores r9 before every
-//     call out and reloads it after); s.depth is derived from cur_rbp.
+//     call out and reloads it after); s.may_goto_left too whenever C code
+//     that may run program code runs; s.depth is derived from cur_rbp.
 //   - entry_rsp is the native stack pointer of the innermost entry from C
 //     (run or callback); a fault restores it (and the host's rbx, r13-r15,
 //     saved by the entry function's frame just below it) and returns 0 to
