@@ -115,6 +115,31 @@ u64 bpf_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64) {
   return obj_drop("bpf_obj_drop_impl", domain_arg(domain), p, false);
 }
 
+namespace {
+
+int run_slot(mem::MemDomain& d, int32_t* slot) {
+  if (*slot == vm::kSlotUnknown) [[unlikely]]
+    *slot = d.slots.held_slot();
+  return *slot;
+}
+
+}  // namespace
+
+u64 bpf_obj_new_in_slot(u64 size, u64 domain, int32_t* slot) {
+  mem::MemDomain& d = domain_arg(domain);
+  return reinterpret_cast<u64>(
+      maps::obj_new_in_slot(d, static_cast<uint32_t>(size), run_slot(d, slot)));
+}
+
+u64 bpf_obj_drop_in_slot(u64 p, u64 domain, int32_t* slot) {
+  if (!p) return 0;
+  mem::MemDomain& d = domain_arg(domain);
+  const maps::ObjError e = maps::obj_drop_in_slot(d, reinterpret_cast<void*>(p), run_slot(d, slot));
+  if (e != maps::ObjError::kOk) [[unlikely]]
+    drop_fault("bpf_obj_drop_impl", p, e);
+  return 0;
+}
+
 u64 bpf_percpu_obj_new_resolved(u64 size, u64 domain, u64, u64, u64) {
   return reinterpret_cast<u64>(
       maps::percpu_obj_new(domain_arg(domain), static_cast<uint32_t>(size)));

@@ -16,4 +16,9 @@ u64 bpf_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64);
 u64 bpf_percpu_obj_new_resolved(u64 size, u64 domain, u64, u64, u64);
 u64 bpf_percpu_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64);
 
+// Their HelperProto::slot_fn: the same with the run's slot of the domain
+// cached by the engine in *slot (vm::kSlotUnknown: not looked up yet).
+u64 bpf_obj_new_in_slot(u64 size, u64 domain, int32_t* slot);
+u64 bpf_obj_drop_in_slot(u64 p, u64 domain, int32_t* slot);
+
 }  // namespace userbpf::helpers

@@ -164,16 +164,18 @@ namespace {
 
 }  // namespace
 
-void* obj_new(mem::MemDomain& d, uint32_t size) {
-  if (size == 0 || size > kObjMaxSize) return nullptr;
+void* obj_new_in_slot(mem::MemDomain& d, uint32_t size, int slot) {
+  if (size == 0 || size > kObjMaxSize || slot < 0) return nullptr;
   const int cls = mem::size_class_for(size + 8);  // >= 0 for these sizes
-  const int slot = d.slots.held_slot();
-  if (slot < 0) return nullptr;
   // No call on the fast path (the slow one is a tail call).
   auto* o = static_cast<char*>(d.global_ma.try_alloc_class(slot, static_cast<uint32_t>(cls)));
   if (!o) [[unlikely]]
     return obj_new_slow(d, size, slot, static_cast<uint32_t>(cls));
   return init_obj(d, o, size, slot);
+}
+
+void* obj_new(mem::MemDomain& d, uint32_t size) {
+  return obj_new_in_slot(d, size, d.slots.held_slot());
 }
 
 void* percpu_obj_new(mem::MemDomain& d, uint32_t size) {
@@ -200,7 +202,7 @@ namespace {
 
 // bpf_obj_drop of a plain object: the page cache says which object of which
 // class p is, one compare of the state word says the caller's run owns it.
-ObjError obj_drop_plain(mem::MemDomain& d, void* p) {
+ObjError obj_drop_plain(mem::MemDomain& d, void* p, int slot) {
   mem::MemAlloc& ma = d.global_ma;
   const auto a = reinterpret_cast<uintptr_t>(p);
   uintptr_t o;
@@ -213,7 +215,6 @@ ObjError obj_drop_plain(mem::MemDomain& d, void* p) {
   o = a - 8;
   std::atomic<uint64_t>& sw = state_word(o);
   const uint64_t w = sw.load(std::memory_order_relaxed);
-  const int slot = d.slots.held_slot();
   // Tag, state and owner at once; size and published may be anything.
   const uint64_t want = tag_of(&ma) | kStOwned << 14 | uint64_t(uint16_t(slot)) << 16;
   if (slot < 0 || (w & ~(kPublished | kSizeMask)) != want) [[unlikely]]
@@ -228,9 +229,13 @@ ObjError obj_drop_plain(mem::MemDomain& d, void* p) {
 
 }  // namespace
 
+ObjError obj_drop_in_slot(mem::MemDomain& d, void* p, int slot) {
+  return obj_drop_plain(d, p, slot);
+}
+
 ObjError obj_drop(mem::MemDomain& d, void* p, bool percpu) {
   if (!percpu) [[likely]]
-    return obj_drop_plain(d, p);
+    return obj_drop_plain(d, p, d.slots.held_slot());
   Found f;
   if (!locate_exact(d, p, percpu, &f)) return ObjError::kNotObject;
   std::atomic<uint64_t>& sw = state_word(f.o);

@@ -64,6 +64,9 @@ int percpu_obj_class(uint32_t size);
 // A zeroed object of size bytes (1..kObjMaxSize), owned by the caller, or
 // nullptr (empty cache, no slot held, bad size).
 void* obj_new(mem::MemDomain& d, uint32_t size);
+// obj_new for a caller that knows it holds slot of d's table (the JIT keeps
+// its run's slot): skips the search of the thread's held slots.
+void* obj_new_in_slot(mem::MemDomain& d, uint32_t size, int slot);
 // A zeroed per-CPU object (every copy), or nullptr. The per-CPU allocator of
 // its class must exist (MemDomain::percpu_ma, created at load).
 void* percpu_obj_new(mem::MemDomain& d, uint32_t size);
@@ -79,6 +82,8 @@ const char* obj_error_name(ObjError e);
 
 // bpf_obj_drop / bpf_percpu_obj_drop of an object the caller owns.
 ObjError obj_drop(mem::MemDomain& d, void* p, bool percpu);
+// bpf_obj_drop of a plain object by the holder of slot (as obj_new_in_slot).
+ObjError obj_drop_in_slot(mem::MemDomain& d, void* p, int slot);
 
 // bpf_kptr_xchg on a kptr field (the caller checked that field is one):
 // stores p (nullptr or an owned object of obj_size bytes, 0: any size) and

@@ -51,7 +51,14 @@ struct HelperProto {
   int8_t ret_size_arg = -1;
   // May change the packet bounds (data_meta, data, data_end).
   bool moves_packet = false;
+  // The same call for engines that keep the run's CPU slot of r2's memory
+  // domain in *slot (kSlotUnknown when a run starts; the first call looks it
+  // up): the loader's resolved bpf_obj_new / bpf_obj_drop, whose r2 is that
+  // domain. Saves the search of the thread's held slots on every call.
+  uint64_t (*slot_fn)(uint64_t r1, uint64_t r2, int32_t* slot) = nullptr;
 };
+
+inline constexpr int32_t kSlotUnknown = -2;
 
 // Whether memory a run could reach before the call may have moved by the
 // time it returns: the packet, by the helper itself or by a callback of the

@@ -417,7 +417,8 @@ call:
     s.budget = budget;
     s.call_pc = pc;
     if (!check_helper_args(s, proto, reg)) goto stopped;
-    reg[0] = proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
+    reg[0] = proto.slot_fn ? proto.slot_fn(reg[1], reg[2], &s.obj_slot)
+                           : proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
     if (call_may_move_packet(proto)) s.hit = Region{};
     if (proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) {
       grant_return(s, proto, reg + 1, reg[0]);  // also caches it: the next access is likely there
@@ -677,6 +678,7 @@ uint64_t interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
     s.zeroed = l.stack_stays_zeroed ? 1 : 0;
     s.budget = rc.insn_budget;
     s.may_goto_left = interp::kMayGotoBudget;
+    s.obj_slot = kSlotUnknown;
     s.call_pc = nullptr;
     s.hit.span = 0;
     s.hit_map = nullptr;

@@ -64,6 +64,7 @@ struct InterpState {
   uint64_t may_goto_left = kMayGotoBudget;
   uint64_t user_base_hi = 0;           // addr_space_cast as0 -> as1 upper half
   const isa::Insn* call_pc = nullptr;  // helper call in progress (fault pc in callbacks)
+  int32_t obj_slot = kSlotUnknown;     // HelperProto::slot_fn's cache, per run
 
   Region hit{};  // last non-stack region an access hit (span 0: none)
   const maps::Map* hit_map = nullptr;

@@ -58,6 +58,42 @@ TEST_P(RunLoopTest, ReadOnlyProgramSeesZeroStack) {
   }
 }
 
+// HelperProto::slot_fn's cache: what the fake kfunc finds in *slot (then it
+// "looks the slot up": g_fake_slot). Every run starts with kSlotUnknown, so
+// a run never uses the slot an earlier run of the loop held.
+int32_t g_fake_slot = 0;
+uint64_t fake_slot_fn(uint64_t, uint64_t, int32_t* slot) {
+  const int32_t found = *slot;
+  if (*slot == vm::kSlotUnknown) *slot = g_fake_slot;
+  return static_cast<uint32_t>(found);
+}
+uint64_t fake_slot_plain(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t) {
+  return 0xbad;  // never called: the engines call slot_fn
+}
+
+TEST_P(RunLoopTest, SlotCacheStartsUnknownInEveryRun) {
+  vm::HelperProto proto{
+      "fake_slot", fake_slot_plain, {vm::ArgKind::kAnything, vm::ArgKind::kAnything}};
+  proto.slot_fn = fake_slot_fn;
+  // r0 = first call's finding << 32 | second call's.
+  Asm a;
+  a.call_kfunc(0).mov64_reg(6, 0).alu64_imm(kAluLsh, 6, 32).call_kfunc(0);
+  a.alu64_reg(kAluOr, 0, 6).exit();
+  TestProg t(a);
+  t.prog.kfuncs = {&proto};
+  ASSERT_TRUE(t.prepared.ok());
+  vm::RunContext rc;
+  vm::RunLoop loop;
+  ASSERT_TRUE(begin(loop, t.prog, rc).ok());
+  for (int32_t run = 0; run < 3; ++run) {
+    g_fake_slot = 10 + run;
+    Result<uint64_t> r = loop.run();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    const uint64_t unknown = static_cast<uint32_t>(vm::kSlotUnknown);
+    EXPECT_EQ(r.value(), unknown << 32 | static_cast<uint32_t>(10 + run)) << "run " << run;
+  }
+}
+
 // A fault in one run is reported for that run only; the next run starts clean.
 TEST_P(RunLoopTest, FaultDoesNotLeakIntoNextRun) {
   Asm a;

@@ -90,7 +90,38 @@ void Emitter::emit_call(size_t pc, const Insn& in) {
   if (in.src == kPseudoCallHelper && in.imm == kHelperLoop && emit_inline_loop(pc, proto)) {
     return;
   }
+  if (proto.slot_fn != nullptr) {
+    emit_slot_call(pc, proto);
+    return;
+  }
   emit_helper_call(pc, proto);
+}
+
+// A call with HelperProto::slot_fn (the loader's resolved bpf_obj_new and
+// bpf_obj_drop): a direct call with the run's slot cache, none of the helper
+// protocol they do not need (they check no argument the interpreter checks,
+// run no program code, move no packet). What the interpreter does around
+// them is kept: the grant of a returned object (inline), the fault stop (a
+// bad drop), the call pc and frame for its message.
+void Emitter::emit_slot_call(size_t pc, const HelperProto& proto) {
+  mov(ptr[r12 + kOffBudget], r9);
+  mov(ptr[r12 + kOffCurRbp], rbp);
+  mov(r10, reinterpret_cast<uint64_t>(insns_ + pc));
+  mov(ptr[r12 + kOffCallPc], r10);
+  lea(rdx, ptr[r12 + kOffObjSlot]);
+  call_abs(reinterpret_cast<const void*>(proto.slot_fn));
+  mov(r9, ptr[r12 + kOffBudget]);
+  if (proto.ret == RetKind::kMemOrNull && proto.ret_size != 0) {
+    const Lbl none = new_label();
+    test(rax, rax);
+    jcc(Cond::kZ, none);
+    mov(r11d, 1);
+    emit_add_grant(proto.ret_size, rax);
+    bind(none);
+  }
+  cmp(byte[r12 + kOffStop], 0);
+  jcc(Cond::kNe, fault_exit_synced_);
+  emit_clobber(live_out_[pc]);
 }
 
 // A helper or kfunc: a direct call to proto.fn, with the interpreter's

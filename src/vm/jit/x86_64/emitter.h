@@ -57,6 +57,7 @@ constexpr int32_t kFrame = kStackSize;
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Winvalid-offsetof"
 constexpr int32_t kOffBudget = offsetof(JitState, s) + offsetof(interp::InterpState, budget);
+constexpr int32_t kOffObjSlot = offsetof(JitState, s) + offsetof(interp::InterpState, obj_slot);
 constexpr int32_t kOffMayGoto =
     offsetof(JitState, s) + offsetof(interp::InterpState, may_goto_left);
 constexpr int32_t kOffUserBaseHi =
@@ -171,6 +172,7 @@ class Emitter : public CodeGenerator {
   bool emit_inline_lookup(size_t pc, const HelperProto& proto);
   bool emit_hash_lookup(size_t pc);
   bool emit_inline_loop(size_t pc, const HelperProto& proto);
+  void emit_slot_call(size_t pc, const HelperProto& proto);
   void emit_add_grant(uint32_t span, const Reg64& lo);
   void emit_set_hit(uint32_t span, const Reg64& lo);
   // r1-r5 after a call: kClobberedReg in those of live (a live_out_ mask).
