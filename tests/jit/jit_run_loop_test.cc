@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include "jit_test_util.h"
+#include "maps/map_internal.h"
+#include "maps/registry.h"
 #include "vm/jit/jit.h"
 
 namespace userbpf::test {
@@ -92,6 +94,44 @@ TEST_P(RunLoopTest, SlotCacheStartsUnknownInEveryRun) {
     const uint64_t unknown = static_cast<uint32_t>(vm::kSlotUnknown);
     EXPECT_EQ(r.value(), unknown << 32 | static_cast<uint32_t>(10 + run)) << "run " << run;
   }
+}
+
+// The JIT's inlined per-CPU array lookup takes the copy of each run's CPU
+// (RunContext::cpu, which the host loop may change between runs). The
+// interpreter calls the map's lookup, which follows the held slot (equal to
+// rc.cpu in real runs; this test holds none).
+TEST_P(RunLoopTest, PercpuArrayCopyFollowsTheRunsCpu) {
+  if (!jit()) GTEST_SKIP() << "the interpreter's lookup follows the held slot";
+  maps::MapAttr attr;
+  attr.type = static_cast<uint32_t>(maps::MapType::kPERCPU_ARRAY);
+  attr.key_size = 4;
+  attr.value_size = 8;
+  attr.max_entries = 1;
+  Result<maps::Map*> m = maps::create_map(attr);
+  ASSERT_TRUE(m.ok()) << m.error().message;
+  const uint32_t ncpus = maps::map_num_cpus(m.value());
+  ASSERT_GE(ncpus, 2u);
+  // v = lookup(&0); *v += 1
+  Asm a;
+  a.st(kSizeW, 10, -4, 0).ld_map(1, 0).mov64_reg(2, 10).alu64_imm(kAluAdd, 2, -4).call_helper(1);
+  a.jmp_imm(kJmpJeq, 0, 0, "out").ldx(kSizeDw, 1, 0, 0).alu64_imm(kAluAdd, 1, 1);
+  a.stx(kSizeDw, 0, 1, 0).label("out").mov64_imm(0, 0).exit();
+  TestProg t(a, {m.value()});
+  ASSERT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+  vm::RunContext rc;
+  vm::RunLoop loop;
+  ASSERT_TRUE(begin(loop, t.prog, rc).ok());
+  const uint32_t cpus[] = {0, 1, 1, 0, 1};
+  for (uint32_t c : cpus) {
+    rc.cpu = c;
+    ASSERT_TRUE(loop.run().ok());
+  }
+  std::vector<uint64_t> copies(ncpus);
+  const uint32_t key = 0;
+  ASSERT_EQ(m.value()->ops->lookup_elem_copy(m.value(), &key, copies.data(), 0), 0);
+  EXPECT_EQ(copies[0], 2u);
+  EXPECT_EQ(copies[1], 3u);
+  m.value()->ops->free(m.value());
 }
 
 // A fault in one run is reported for that run only; the next run starts clean.

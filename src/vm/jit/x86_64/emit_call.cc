@@ -306,9 +306,9 @@ bool Emitter::emit_inline_lookup(size_t pc, const HelperProto& proto) {
   }
   if (lay.cpu_stride != 0) {
     // Per-CPU array: the copy of the run's CPU slot (RunContext::cpu, what
-    // the map's own lookup picks from the held slot).
-    mov(r10, ptr[r12 + kOffRc]);
-    mov(r10d, dword[r10 + static_cast<int32_t>(offsetof(RunContext, cpu))]);
+    // the map's own lookup picks from the held slot; JitState::cpu holds it
+    // for the run: one load, not two).
+    mov(r10, ptr[r12 + kOffCpu]);
     shl(r10, static_cast<uint8_t>(std::countr_zero(lay.cpu_stride)));
     add(rax, r10);
   }

@@ -42,6 +42,7 @@ struct JitState {
   uintptr_t entry_rsp;
   uintptr_t cur_rbp;  // r10 at the call out in progress
   const JitImage* image;
+  uint64_t cpu = 0;  // RunContext::cpu of the run (per-CPU array copies)
 };
 
 // One exception-table entry: a probe access at [start, end) of the code;

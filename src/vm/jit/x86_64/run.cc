@@ -113,6 +113,7 @@ static_assert(sizeof(JitLoop) <= RunLoop::kStateBytes);
   s.budget = rc.insn_budget;
   s.may_goto_left = interp::kMayGotoBudget;
   s.obj_slot = kSlotUnknown;
+  j.cpu = rc.cpu;
   s.call_pc = nullptr;
   s.hit.span = 0;
   s.hit_map = nullptr;
