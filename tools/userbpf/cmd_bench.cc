@@ -18,6 +18,7 @@ namespace {
 constexpr const char* kOpsSymbol = "userbpf_bench_ops";
 constexpr double kTargetRoundNs = 20e6;  // calibrated repeat: ~20 ms per round
 constexpr uint32_t kCalibrationRepeat = 16;
+constexpr double kCalibrationNs = 2e6;  // a calibration round long enough to scale from
 constexpr uint32_t kMaxRepeat = 10'000'000;
 constexpr size_t kPacketSize =
     64;  // zeroed packet for xdp/tc/socket programs (as the kernel runner)
@@ -26,7 +27,7 @@ void usage() {
   std::printf(
       "usage: userbpf bench FILE [options]\n"
       "  Runs each program like BPF_PROG_TEST_RUN with a repeat count: one warm-up\n"
-      "  round (it also calibrates the repeat count), then R timed rounds. Prints\n"
+      "  round, calibration rounds (unless --repeat), then R timed rounds. Prints\n"
       "  the median ns per run, the spread (max - min over the rounds, in %% of the\n"
       "  median) and, when the object declares USERBPF_BENCH_OPS(n)\n"
       "  (<userbpf/bpf/userbpf_bpf.h>), ns per op = ns per run / n; the check column\n"
@@ -80,12 +81,22 @@ void measure(const Program& prog, RunOptions opts, uint32_t repeat, uint32_t rou
   }
   double ns = 0;
   uint64_t retval = 0;
-  // Warm-up: fills what programs fill on their first run, warms caches and
-  // calibrates the repeat count when none was given.
+  // Warm-up: fills what programs fill on their first run (and compiles them
+  // for the JIT), warms caches.
   Status st = timed_run(prog, opts, repeat ? repeat : kCalibrationRepeat, ns, retval);
-  if (st.ok() && !repeat)
+  if (st.ok() && !repeat) {
+    // Calibration on warm code: rounds grow until one takes kCalibrationNs
+    // (the call's own set-up, a few hundred ns, then weighs little), and the
+    // repeat count is scaled from there to kTargetRoundNs. Calibrating on the
+    // warm-up would count the compile and give short rounds that the set-up
+    // and timer noise dominate.
+    for (uint32_t r = kCalibrationRepeat;; r = std::min(r * 8, kMaxRepeat)) {
+      st = timed_run(prog, opts, r, ns, retval);
+      if (!st.ok() || ns * r >= kCalibrationNs || r == kMaxRepeat) break;
+    }
     repeat = static_cast<uint32_t>(
         std::clamp<double>(kTargetRoundNs / std::max(ns, 1.0), 1, kMaxRepeat));
+  }
   std::vector<double> per_round;
   for (uint32_t i = 0; st.ok() && i < rounds; i++) {
     st = timed_run(prog, opts, repeat, ns, retval);
