@@ -207,7 +207,10 @@ Status resolve_obj_new_calls(vm::Program& prog, const Btf* btf, mem::MemDomain& 
       if (it == drop_proto_for.end()) {
         auto p = std::make_unique<vm::HelperProto>(*kf);
         p->fn = percpu ? &helpers::bpf_percpu_obj_drop_resolved : &helpers::bpf_obj_drop_resolved;
-        if (!percpu) p->slot_fn = &helpers::bpf_obj_drop_in_slot;
+        if (!percpu) {
+          p->slot_fn = &helpers::bpf_obj_drop_in_slot;
+          p->obj_call = vm::HelperProto::ObjCall::kDrop;
+        }
         prog.kfuncs.push_back(p.get());
         prog.own_kfuncs.push_back(std::move(p));
         it = drop_proto_for.emplace(idx, static_cast<uint32_t>(prog.kfuncs.size() - 1)).first;
@@ -260,7 +263,10 @@ Status resolve_obj_new_calls(vm::Program& prog, const Btf* btf, mem::MemDomain& 
     if (it == proto_for.end()) {
       auto p = std::make_unique<vm::HelperProto>(*kf);
       p->fn = percpu ? &helpers::bpf_percpu_obj_new_resolved : &helpers::bpf_obj_new_resolved;
-      if (!percpu) p->slot_fn = &helpers::bpf_obj_new_in_slot;
+      if (!percpu) {
+        p->slot_fn = &helpers::bpf_obj_new_in_slot;
+        p->obj_call = vm::HelperProto::ObjCall::kNew;
+      }
       if (!percpu) {  // a per-CPU object is reached through bpf_this_cpu_ptr
         p->ret = vm::RetKind::kMemOrNull;
         p->ret_size = size;

@@ -22,6 +22,7 @@ constexpr uint64_t kSizeMask = 0x1fff;
 constexpr uint64_t kPublished = 1u << 13;
 constexpr uint64_t kStateMask = uint64_t{3} << 14;
 constexpr uint64_t kSlotMask = uint64_t{0xffff} << 16;
+static_assert(kSlotMask == uint64_t{0xffff} << kObjSlotShift);
 
 uint64_t make_secret() {
   uint64_t s = 0;
@@ -123,6 +124,18 @@ void give_back(mem::MemDomain& d, const Found& f, bool published, int slot) {
 }
 
 }  // namespace
+
+int obj_class(uint32_t size) {
+  return size == 0 || size > kObjMaxSize ? -1 : mem::size_class_for(size + 8);
+}
+
+uint64_t obj_owned_state(mem::MemDomain& d, uint32_t size) {
+  return make_state(&d.global_ma, kStOwned, size);
+}
+
+uint64_t obj_free_state(mem::MemDomain& d, uint32_t size) {
+  return make_state(&d.global_ma, kStFree, size);
+}
 
 int percpu_obj_class(uint32_t size) {
   if (size == 0 || size > kPercpuObjMaxSize) return -1;

@@ -80,6 +80,18 @@ enum class ObjError : uint8_t {
 };
 const char* obj_error_name(ObjError e);
 
+// For engines that inline obj_new / obj_drop of plain objects (the JIT):
+// objects of size bytes come from class obj_class(size) of d.global_ma; the
+// state word of a fresh object owned by slot is
+// obj_owned_state(d, size) | slot << kObjSlotShift, that of a dropped one
+// obj_free_state(d, size). An inlined drop may take the fast path only for
+// an object whose state word equals the owned word exactly (not published:
+// freed for immediate reuse); anything else goes to obj_drop.
+inline constexpr unsigned kObjSlotShift = 16;
+int obj_class(uint32_t size);
+uint64_t obj_owned_state(mem::MemDomain& d, uint32_t size);
+uint64_t obj_free_state(mem::MemDomain& d, uint32_t size);
+
 // bpf_obj_drop / bpf_percpu_obj_drop of an object the caller owns.
 ObjError obj_drop(mem::MemDomain& d, void* p, bool percpu);
 // bpf_obj_drop of a plain object by the holder of slot (as obj_new_in_slot).

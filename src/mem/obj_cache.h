@@ -196,6 +196,31 @@ class MemAlloc {
   // are blocks of the page pool. Lets an owner with a pool of its own tell
   // whether an address lies inside one of its objects (hash map access_ok).
   uint32_t unit_bytes() const { return classes_[0].unit; }
+
+  // For engines that inline the program-side fast paths (the JIT's
+  // bpf_obj_new / bpf_obj_drop): slot s's list of class c is the cache at
+  // caches + s * slot_stride + c * cache_stride, whose fields lie at the
+  // offsets below; an allocated object's header holds class_word(c). Code
+  // that inlines them must do exactly what unit_try_alloc / unit_try_free
+  // do (the `active` bracket first, the watermark tests it cannot decide
+  // left to the out-of-line paths). After init; valid for the allocator's
+  // life.
+  struct InlineLayout {
+    uintptr_t caches;
+    uint32_t slot_stride, cache_stride;
+    int32_t head, cnt, active, low, high;
+  };
+  InlineLayout inline_layout() const {
+    return InlineLayout{reinterpret_cast<uintptr_t>(caches_.get()),
+                        static_cast<uint32_t>(nclasses_ * sizeof(SlotCache)),
+                        static_cast<uint32_t>(sizeof(SlotCache)),
+                        static_cast<int32_t>(offsetof(SlotCache, free_head)),
+                        static_cast<int32_t>(offsetof(SlotCache, free_cnt)),
+                        static_cast<int32_t>(offsetof(SlotCache, active)),
+                        static_cast<int32_t>(offsetof(SlotCache, wm) + offsetof(Watermarks, low)),
+                        static_cast<int32_t>(offsetof(SlotCache, wm) + offsetof(Watermarks, high))};
+  }
+  uintptr_t class_word(uint32_t cls) const { return reinterpret_cast<uintptr_t>(&classes_[cls]); }
   uint64_t slab_bytes() const { return PagePool::kPageSize << classes_[0].slab_order; }
   uint32_t objs_per_slab() const { return classes_[0].objs_per_slab; }
 

@@ -56,6 +56,10 @@ struct HelperProto {
   // up): the loader's resolved bpf_obj_new / bpf_obj_drop, whose r2 is that
   // domain. Saves the search of the thread's held slots on every call.
   uint64_t (*slot_fn)(uint64_t r1, uint64_t r2, int32_t* slot) = nullptr;
+  // Which of those it is: an engine may inline them for plain objects of
+  // the program's memory domain (maps/bpf_obj.h says how), kNew with the
+  // object's size in ret_size.
+  enum class ObjCall : uint8_t { kNone, kNew, kDrop } obj_call = ObjCall::kNone;
 };
 
 inline constexpr int32_t kSlotUnknown = -2;

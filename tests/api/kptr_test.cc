@@ -113,6 +113,20 @@ TEST_P(KptrTest, NewWriteReadDrop) {
   EXPECT_EQ(in_use(), base);
 }
 
+// Many runs of many new/drop pairs: the slot's list crosses its watermarks
+// (the worker refills and trims it) while the JIT's inlined paths and the
+// calls take turns; results, zeroing and the allocation count stay exact.
+TEST_P(KptrTest, ManyNewDropPairs) {
+  for (int run = 0; run < 300; run++) {
+    Args a{0, 0, 0, 0};
+    ASSERT_EQ(run_ok("new_drop_many", a), 0) << "run " << run;
+    EXPECT_EQ(a.out, 3u * (63u * 64u / 2u)) << "run " << run;
+    Args b{0, 0, 0, 0};
+    ASSERT_EQ(run_ok("new_drop_unchecked", b), 0) << "run " << run;
+  }
+  EXPECT_EQ(in_use(), base);
+}
+
 TEST_P(KptrTest, HashKptrSurvivesRunsAndIsDroppedOnDeleteAndReplace) {
   Args a{3, 0, 7, 0};
   ASSERT_EQ(run_ok("stash_hash", a), 0);  // no previous object

@@ -90,11 +90,23 @@ void Emitter::emit_call(size_t pc, const Insn& in) {
   if (in.src == kPseudoCallHelper && in.imm == kHelperLoop && emit_inline_loop(pc, proto)) {
     return;
   }
+  if (emit_obj_new(pc, proto) || emit_obj_drop(pc, proto)) return;
   if (proto.slot_fn != nullptr) {
     emit_slot_call(pc, proto);
     return;
   }
   emit_helper_call(pc, proto);
+}
+
+// The call of proto.slot_fn alone (r1 and r2 as the program set them).
+void Emitter::emit_slot_fn_call(size_t pc, const HelperProto& proto) {
+  mov(ptr[r12 + kOffBudget], r9);
+  mov(ptr[r12 + kOffCurRbp], rbp);
+  mov(r10, reinterpret_cast<uint64_t>(insns_ + pc));
+  mov(ptr[r12 + kOffCallPc], r10);
+  lea(rdx, ptr[r12 + kOffObjSlot]);
+  call_abs(reinterpret_cast<const void*>(proto.slot_fn));
+  mov(r9, ptr[r12 + kOffBudget]);
 }
 
 // A call with HelperProto::slot_fn (the loader's resolved bpf_obj_new and
@@ -104,13 +116,7 @@ void Emitter::emit_call(size_t pc, const Insn& in) {
 // them is kept: the grant of a returned object (inline), the fault stop (a
 // bad drop), the call pc and frame for its message.
 void Emitter::emit_slot_call(size_t pc, const HelperProto& proto) {
-  mov(ptr[r12 + kOffBudget], r9);
-  mov(ptr[r12 + kOffCurRbp], rbp);
-  mov(r10, reinterpret_cast<uint64_t>(insns_ + pc));
-  mov(ptr[r12 + kOffCallPc], r10);
-  lea(rdx, ptr[r12 + kOffObjSlot]);
-  call_abs(reinterpret_cast<const void*>(proto.slot_fn));
-  mov(r9, ptr[r12 + kOffBudget]);
+  emit_slot_fn_call(pc, proto);
   if (proto.ret == RetKind::kMemOrNull && proto.ret_size != 0) {
     const Lbl none = new_label();
     test(rax, rax);

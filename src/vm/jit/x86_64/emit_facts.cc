@@ -151,15 +151,29 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
   arg_stack_off_.assign(n_, {kNoKeyOff, kNoKeyOff, kNoKeyOff, kNoKeyOff});
   loop_callback_.assign(n_, -1);
   lookup_caches_value_.assign(n_, false);
+  drop_obj_size_.assign(n_, 0);
   // kValueIndexed: a value plus off plus register idx (whatever it holds).
+  // kObjOrNull / kObj: an object of `size` bytes a bpf_obj_new of this run
+  // returned, plus off; it dies at any call (one could publish or drop it),
+  // so while it lives the object is this run's and never published.
   // kNone: a number (or an untracked pointer) of at most umax, unsigned.
   struct Fact {
-    enum Kind : uint8_t { kNone, kStack, kValueOrNull, kValue, kValueIndexed, kFunc } kind = kNone;
+    enum Kind : uint8_t {
+      kNone,
+      kStack,
+      kValueOrNull,
+      kValue,
+      kValueIndexed,
+      kFunc,
+      kObjOrNull,
+      kObj
+    } kind = kNone;
     const maps::Map* map = nullptr;
     int64_t off = 0;
     uint32_t origin = kNoOrigin;  // value facts: the pc of the lookup that returned it
     uint8_t idx = 0;
     uint64_t umax = UINT64_MAX;
+    uint32_t size = 0;  // object facts
   };
   // The bound of dst after an ALU instruction the pointer facts do not
   // follow (the mask of `idx & (N - 1)`, 32-bit results, shifts, constants).
@@ -188,6 +202,9 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
   };
   auto forget_call = [&] {
     for (int r = 0; r <= 5; ++r) f[r] = Fact{};
+    for (Fact& x : f) {
+      if (x.kind == Fact::kObjOrNull || x.kind == Fact::kObj) x = Fact{};
+    }
   };
   auto is_value = [&](int r) {
     return f[r].kind == Fact::kValueOrNull || f[r].kind == Fact::kValue;
@@ -209,6 +226,10 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
     if (b.kind == Fact::kStack) {
       if (lo >= -kFrame && lo + size <= 0 && (!atomic || lo % size == 0)) {
         access_[pc] = AccessFact{AccessFact::kStack, nullptr};
+      }
+    } else if (b.kind == Fact::kObj && !atomic) {
+      if (lo >= 0 && lo + size <= static_cast<int64_t>(b.size)) {
+        access_[pc] = AccessFact{AccessFact::kObject, nullptr};
       }
     } else if ((b.kind == Fact::kValue || b.kind == Fact::kValueIndexed) && !atomic) {
       // Writes: unless read-only to programs (a frozen map stays writable).
@@ -370,8 +391,21 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
           f[2].off + key_size <= 0) {
         key_off_[pc] = static_cast<int32_t>(f[2].off);
       }
+      const HelperProto* proto = in.src == kPseudoCallHelper ? prog_.helpers[in.imm]
+                                 : in.src == kPseudoKfuncCall
+                                     ? prog_.kfuncs[static_cast<size_t>(in.imm)]
+                                     : nullptr;
+      const auto obj_call = proto ? proto->obj_call : HelperProto::ObjCall::kNone;
+      if (obj_call == HelperProto::ObjCall::kDrop &&
+          (f[1].kind == Fact::kObj || f[1].kind == Fact::kObjOrNull) && f[1].off == 0) {
+        drop_obj_size_[pc] = f[1].size;
+      }
       forget_call();
       if (array || hash) f[0] = Fact{Fact::kValueOrNull, m, 0, static_cast<uint32_t>(pc)};
+      if (obj_call == HelperProto::ObjCall::kNew && proto->ret_size != 0) {
+        f[0] = Fact{Fact::kObjOrNull};
+        f[0].size = proto->ret_size;
+      }
       continue;
     }
     if (code == kCallx) {
@@ -387,8 +421,10 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
     // result is null (off 0) or a small number, not a pointer.
     const int64_t off = code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
     const int64_t to = static_cast<int64_t>(pc) + 1 + off;
-    const bool null_test = code == (kClassJmp | kSrcK | kJmpJeq) && in.imm == 0 &&
-                           f[in.dst].kind == Fact::kValueOrNull && f[in.dst].off == 0;
+    const bool null_test =
+        code == (kClassJmp | kSrcK | kJmpJeq) && in.imm == 0 &&
+        (f[in.dst].kind == Fact::kValueOrNull || f[in.dst].kind == Fact::kObjOrNull) &&
+        f[in.dst].off == 0;
     if (to >= 0 && static_cast<size_t>(to) < n_) {
       escape_live(live_in_[to], null_test ? f[in.dst].origin : UINT32_MAX);
     }
@@ -397,7 +433,9 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
       continue;
     }
     // `if rX == 0 goto`: rX is not null where it falls through.
-    if (null_test) f[in.dst].kind = Fact::kValue;
+    if (null_test) {
+      f[in.dst].kind = f[in.dst].kind == Fact::kObjOrNull ? Fact::kObj : Fact::kValue;
+    }
   }
 }
 

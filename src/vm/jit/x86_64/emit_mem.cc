@@ -16,6 +16,7 @@ RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool wr
   switch (fact.kind) {
     case AccessFact::kStack:
     case AccessFact::kValue:
+    case AccessFact::kObject:
       return kReg[base] + off;  // proven in bounds (emit_facts.cc)
     case AccessFact::kValueIndexed:
       // Inside the value iff idx <= limit; else the full check, which also

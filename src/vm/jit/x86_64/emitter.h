@@ -174,6 +174,14 @@ class Emitter : public CodeGenerator {
   bool emit_hash_lookup(size_t pc);
   bool emit_inline_loop(size_t pc, const HelperProto& proto);
   void emit_slot_call(size_t pc, const HelperProto& proto);
+  void emit_slot_fn_call(size_t pc, const HelperProto& proto);
+  // emit_obj.cc: bpf_obj_new / bpf_obj_drop inlined (false: not inlined).
+  bool can_inline_obj(uint32_t size) const;
+  void emit_obj_cache(uint32_t cls, Lbl slow);
+  void emit_obj_slow(size_t pc, const HelperProto& proto, Lbl busy, Lbl slow, Lbl back,
+                     bool can_fault);
+  bool emit_obj_new(size_t pc, const HelperProto& proto);
+  bool emit_obj_drop(size_t pc, const HelperProto& proto);
   void emit_add_grant(uint32_t span, const Reg64& lo);
   void emit_set_hit(uint32_t span, const Reg64& lo);
   // r1-r5 after a call: kClobberedReg in those of live (a live_out_ mask).
@@ -263,7 +271,7 @@ class Emitter : public CodeGenerator {
   // a value of an ARRAY map, or inside one if the index register idx is at
   // most limit (unsigned), a value plus a register (kValueIndexed).
   struct AccessFact {
-    enum Kind : uint8_t { kChecked, kStack, kValue, kValueIndexed } kind = kChecked;
+    enum Kind : uint8_t { kChecked, kStack, kValue, kValueIndexed, kObject } kind = kChecked;
     const maps::Map* map = nullptr;
     uint8_t idx = 0;
     uint32_t limit = 0;
@@ -276,6 +284,9 @@ class Emitter : public CodeGenerator {
   // Per call pc: r2-r5's offsets from r10 when they surely point into the
   // current frame (kNoKeyOff: not known).
   std::vector<std::array<int32_t, 4>> arg_stack_off_;
+  // Per bpf_obj_drop call pc: the size of the object r1 surely holds (or
+  // null), fresh from a bpf_obj_new of this straight-line code; 0: unknown.
+  std::vector<uint32_t> drop_obj_size_;
   // Per bpf_loop call pc: the function r2 surely names (its pc), or -1.
   std::vector<int32_t> loop_callback_;
   // Per inlined array lookup pc: whether its value reaches an access the
