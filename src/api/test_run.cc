@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "vm/jit/jit.h"
@@ -18,6 +19,10 @@ namespace {
 
 constexpr size_t kHeadroom = 256;  // XDP_PACKET_HEADROOM
 constexpr size_t kTailroom = 256;  // room for bpf_xdp_adjust_tail growth
+// The kernel's XDP test frame: one page, less the headroom and the
+// skb_shared_info tailroom (SKB_DATA_ALIGN: 320 bytes on x86-64), is what a
+// linear frame may grow to (bpf_prog_test_run_xdp, bpf_xdp_adjust_tail).
+constexpr size_t kXdpMaxLinear = 4096 - kHeadroom - 320;
 constexpr size_t kMaxPacket = 64 * 1024;
 
 uint64_t now_ns() {
@@ -65,8 +70,10 @@ class PacketBuffer {
       munmap(start_, cap_);
     }
   }
-  Status init(const void* packet, size_t len) {
-    size_t need = kHeadroom + len + kTailroom;
+  // tailroom: how far bpf_xdp_adjust_tail may grow the packet.
+  Status init(const void* packet, size_t len, size_t tailroom) {
+    tailroom_ = tailroom;
+    size_t need = kHeadroom + len + tailroom;
     if (need > cap_) {
       if (start_) munmap(start_, cap_);
       start_ = nullptr;
@@ -80,12 +87,14 @@ class PacketBuffer {
     }
     std::memset(start_, 0, kHeadroom);
     if (len) std::memcpy(start_ + kHeadroom, packet, len);
-    std::memset(start_ + kHeadroom + len, 0, kTailroom);
+    // (bpf_xdp_adjust_tail clears what it grows into; the skb helpers may
+    // expose up to kTailroom bytes)
+    std::memset(start_ + kHeadroom + len, 0, std::min(tailroom, kTailroom));
     len_ = len;
     return Status::Ok();
   }
   uint8_t* start() const { return start_; }
-  uint8_t* end() const { return start_ + kHeadroom + len_ + kTailroom; }
+  uint8_t* end() const { return start_ + kHeadroom + len_ + tailroom_; }
   uint8_t* data() const { return start_ + kHeadroom; }
   size_t len() const { return len_; }
 
@@ -96,6 +105,7 @@ class PacketBuffer {
   uint8_t* start_ = nullptr;
   size_t cap_ = 0;
   size_t len_ = 0;
+  size_t tailroom_ = 0;
   bool cached_ = false;
 };
 
@@ -156,7 +166,11 @@ Result<RunResult> test_run(RuntimeImpl& rt, vm::Program& prog, const RunOptions&
     if (opts.ctx_size)
       return make_error(EINVAL, "program %s (%s): pass a packet, not a context blob",
                         prog.name.c_str(), vm::prog_type_name(prog.type));
-    USERBPF_TRY(pkt.init(opts.packet, opts.packet_size));
+    // XDP: the kernel's linear frame (larger packets, which the kernel
+    // splits into fragments, keep kTailroom); skb programs: kTailroom.
+    const size_t tailroom =
+        xdp && opts.packet_size <= kXdpMaxLinear ? kXdpMaxLinear - opts.packet_size : kTailroom;
+    USERBPF_TRY(pkt.init(opts.packet, opts.packet_size, tailroom));
     uint8_t* data = pkt.data();
     uint8_t* data_end = data + pkt.len();
     proto.data_meta = data;

@@ -181,6 +181,41 @@ TEST(KernelDiff, PacketMathMatchesKernel) {
   }
 }
 
+// bpf_xdp_adjust_tail's limits: a linear frame grows to the kernel's 3520
+// bytes and shrinks to the Ethernet header, never further.
+TEST(KernelDiff, XdpTailLimitsMatchKernel) {
+  const std::string path = prog_path("diff_xdp_tail");
+  KernelObject k(path);
+  SKIP_OR_FAIL_ON_KERNEL(k);
+  UserObject u(path);
+  ASSERT_TRUE(u.obj);
+  auto prog = u.obj->find_program("xdp_tail");
+  ASSERT_TRUE(prog.ok());
+  const int kfd = k.prog_fd("xdp_tail");
+  ASSERT_GE(kfd, 0);
+  for (int32_t len : {18, 64, 1500, 3000, 3520}) {
+    for (int32_t delta : {0, 1, 100, 3520 - len, 3520 - len + 1, 3520 - len + 8, 4096, -1, 14 - len,
+                          13 - len, -len}) {
+      std::vector<uint8_t> pkt(static_cast<size_t>(len), 0x5a);
+      std::memcpy(pkt.data() + 14, &delta, sizeof(delta));
+      std::vector<uint8_t> kout(8192);
+      bpf_test_run_opts topts = xdp_opts(pkt);
+      topts.data_out = kout.data();
+      topts.data_size_out = static_cast<uint32_t>(kout.size());
+      ASSERT_EQ(bpf_prog_test_run_opts(kfd, &topts), 0) << std::strerror(errno);
+      kout.resize(topts.data_size_out);
+      userbpf::RunOptions ro;
+      ro.packet = pkt.data();
+      ro.packet_size = pkt.size();
+      auto ur = prog->run(ro);
+      ASSERT_TRUE(ur.ok()) << ur.error().message;
+      EXPECT_EQ(static_cast<int32_t>(ur->retval), static_cast<int32_t>(topts.retval))
+          << "len " << len << " delta " << delta;
+      EXPECT_EQ(ur->packet_out, kout) << "len " << len << " delta " << delta;
+    }
+  }
+}
+
 TEST(KernelDiff, MapErrnosMatchKernel) {
   const std::string path = prog_path("diff_maps");
   KernelObject k(path);
