@@ -138,6 +138,25 @@ struct HostPair {
   }
 };
 
+// One XDP run of pkt in the kernel (prog fd kfd) and in userbpf (prog):
+// r0 and the packet out of each must be equal. what names the case.
+void expect_same_xdp_run(int kfd, userbpf::Program& prog, const std::vector<uint8_t>& pkt,
+                         const std::string& what) {
+  std::vector<uint8_t> kout(pkt.size() + 8192);
+  bpf_test_run_opts topts = xdp_opts(pkt);
+  topts.data_out = kout.data();
+  topts.data_size_out = static_cast<uint32_t>(kout.size());
+  ASSERT_EQ(bpf_prog_test_run_opts(kfd, &topts), 0) << std::strerror(errno);
+  kout.resize(topts.data_size_out);
+  userbpf::RunOptions ro;
+  ro.packet = pkt.data();
+  ro.packet_size = pkt.size();
+  auto ur = prog.run(ro);
+  ASSERT_TRUE(ur.ok()) << ur.error().message;
+  EXPECT_EQ(static_cast<int32_t>(ur->retval), static_cast<int32_t>(topts.retval)) << what;
+  EXPECT_EQ(ur->packet_out, kout) << what;
+}
+
 TEST(KernelDiff, PacketMathMatchesKernel) {
   const std::string path = prog_path("diff_packet");
   KernelObject k(path);
@@ -157,21 +176,7 @@ TEST(KernelDiff, PacketMathMatchesKernel) {
     std::vector<uint8_t> pkt(14 + rng() % 300);
     for (auto& b : pkt) b = static_cast<uint8_t>(rng());
 
-    std::vector<uint8_t> kout(pkt.size() + 512);
-    bpf_test_run_opts topts = xdp_opts(pkt);
-    topts.data_out = kout.data();
-    topts.data_size_out = static_cast<uint32_t>(kout.size());
-    ASSERT_EQ(bpf_prog_test_run_opts(kfd, &topts), 0) << std::strerror(errno);
-    kout.resize(topts.data_size_out);
-
-    userbpf::RunOptions ro;
-    ro.packet = pkt.data();
-    ro.packet_size = pkt.size();
-    auto ur = prog->run(ro);
-    ASSERT_TRUE(ur.ok()) << ur.error().message;
-
-    EXPECT_EQ(ur->retval, topts.retval) << "round " << round;
-    EXPECT_EQ(ur->packet_out, kout) << "round " << round;
+    expect_same_xdp_run(kfd, *prog, pkt, "round " + std::to_string(round));
     for (uint32_t i = 0; i < 16; i++) {
       uint64_t kv = 0, uv = 0;
       ASSERT_EQ(bpf_map_lookup_elem(kmap, &i, &kv), 0);
@@ -198,20 +203,8 @@ TEST(KernelDiff, XdpTailLimitsMatchKernel) {
                           13 - len, -len}) {
       std::vector<uint8_t> pkt(static_cast<size_t>(len), 0x5a);
       std::memcpy(pkt.data() + 14, &delta, sizeof(delta));
-      std::vector<uint8_t> kout(8192);
-      bpf_test_run_opts topts = xdp_opts(pkt);
-      topts.data_out = kout.data();
-      topts.data_size_out = static_cast<uint32_t>(kout.size());
-      ASSERT_EQ(bpf_prog_test_run_opts(kfd, &topts), 0) << std::strerror(errno);
-      kout.resize(topts.data_size_out);
-      userbpf::RunOptions ro;
-      ro.packet = pkt.data();
-      ro.packet_size = pkt.size();
-      auto ur = prog->run(ro);
-      ASSERT_TRUE(ur.ok()) << ur.error().message;
-      EXPECT_EQ(static_cast<int32_t>(ur->retval), static_cast<int32_t>(topts.retval))
-          << "len " << len << " delta " << delta;
-      EXPECT_EQ(ur->packet_out, kout) << "len " << len << " delta " << delta;
+      expect_same_xdp_run(kfd, *prog, pkt,
+                          "len " + std::to_string(len) + " delta " + std::to_string(delta));
     }
   }
 }
