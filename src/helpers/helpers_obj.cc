@@ -46,11 +46,26 @@ mem::MemDomain& domain_arg(u64 domain) {
                               maps::obj_error_name(e));
 }
 
+// The current run's ObjRunState::held (adjusted by delta), if a run is on.
+void count_held(int delta) {
+  vm::RunContext* rc = vm::current_run();
+  if (rc == nullptr || rc->engine_state == nullptr) return;
+  static_cast<vm::interp::InterpState*>(rc->engine_state)->obj.held += delta;
+}
+
+u64 obj_new_counted(void* o) {
+  if (o) count_held(1);
+  return reinterpret_cast<u64>(o);
+}
+
 u64 obj_drop(const char* name, mem::MemDomain& d, u64 p, bool percpu) {
   if (!p) return 0;
   const maps::ObjError e = maps::obj_drop(d, reinterpret_cast<void*>(p), percpu);
-  if (e != maps::ObjError::kOk) [[unlikely]]
+  if (e != maps::ObjError::kOk) [[unlikely]] {
     drop_fault(name, p, e);
+    return 0;
+  }
+  count_held(-1);
   return 0;
 }
 
@@ -88,7 +103,7 @@ const maps::SpecialField* find_kptr_field(const vm::Program& prog, uintptr_t add
 u64 bpf_obj_new_impl(u64 type_id, u64, u64, u64, u64) {
   vm::RunContext* rc = vm::current_run();
   const uint32_t size = obj_size_of(rc, type_id);
-  return size ? reinterpret_cast<u64>(maps::obj_new(domain_of(rc), size)) : 0;
+  return size ? obj_new_counted(maps::obj_new(domain_of(rc), size)) : 0;
 }
 
 u64 bpf_obj_drop_impl(u64 p, u64, u64, u64, u64) {
@@ -98,7 +113,7 @@ u64 bpf_obj_drop_impl(u64 p, u64, u64, u64, u64) {
 u64 bpf_percpu_obj_new_impl(u64 type_id, u64, u64, u64, u64) {
   vm::RunContext* rc = vm::current_run();
   const uint32_t size = obj_size_of(rc, type_id);
-  return size ? reinterpret_cast<u64>(maps::percpu_obj_new(domain_of(rc), size)) : 0;
+  return size ? obj_new_counted(maps::percpu_obj_new(domain_of(rc), size)) : 0;
 }
 
 u64 bpf_percpu_obj_drop_impl(u64 p, u64, u64, u64, u64) {
@@ -108,7 +123,7 @@ u64 bpf_percpu_obj_drop_impl(u64 p, u64, u64, u64, u64) {
 // The loader's rewritten calls: size and domain are constants of the call
 // site, so a bad value cannot come from the program.
 u64 bpf_obj_new_resolved(u64 size, u64 domain, u64, u64, u64) {
-  return reinterpret_cast<u64>(maps::obj_new(domain_arg(domain), static_cast<uint32_t>(size)));
+  return obj_new_counted(maps::obj_new(domain_arg(domain), static_cast<uint32_t>(size)));
 }
 
 u64 bpf_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64) {
@@ -117,32 +132,35 @@ u64 bpf_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64) {
 
 namespace {
 
-int run_slot(mem::MemDomain& d, int32_t* slot) {
-  if (*slot == vm::kSlotUnknown) [[unlikely]]
-    *slot = d.slots.held_slot();
-  return *slot;
+int run_slot(mem::MemDomain& d, vm::ObjRunState* run) {
+  if (run->slot == vm::kSlotUnknown) [[unlikely]]
+    run->slot = d.slots.held_slot();
+  return run->slot;
 }
 
 }  // namespace
 
-u64 bpf_obj_new_in_slot(u64 size, u64 domain, int32_t* slot) {
+u64 bpf_obj_new_in_slot(u64 size, u64 domain, vm::ObjRunState* run) {
   mem::MemDomain& d = domain_arg(domain);
-  return reinterpret_cast<u64>(
-      maps::obj_new_in_slot(d, static_cast<uint32_t>(size), run_slot(d, slot)));
+  void* o = maps::obj_new_in_slot(d, static_cast<uint32_t>(size), run_slot(d, run));
+  if (o) run->held++;
+  return reinterpret_cast<u64>(o);
 }
 
-u64 bpf_obj_drop_in_slot(u64 p, u64 domain, int32_t* slot) {
+u64 bpf_obj_drop_in_slot(u64 p, u64 domain, vm::ObjRunState* run) {
   if (!p) return 0;
   mem::MemDomain& d = domain_arg(domain);
-  const maps::ObjError e = maps::obj_drop_in_slot(d, reinterpret_cast<void*>(p), run_slot(d, slot));
-  if (e != maps::ObjError::kOk) [[unlikely]]
+  const maps::ObjError e = maps::obj_drop_in_slot(d, reinterpret_cast<void*>(p), run_slot(d, run));
+  if (e != maps::ObjError::kOk) [[unlikely]] {
     drop_fault("bpf_obj_drop_impl", p, e);
+    return 0;
+  }
+  run->held--;
   return 0;
 }
 
 u64 bpf_percpu_obj_new_resolved(u64 size, u64 domain, u64, u64, u64) {
-  return reinterpret_cast<u64>(
-      maps::percpu_obj_new(domain_arg(domain), static_cast<uint32_t>(size)));
+  return obj_new_counted(maps::percpu_obj_new(domain_arg(domain), static_cast<uint32_t>(size)));
 }
 
 u64 bpf_percpu_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64) {
@@ -170,6 +188,8 @@ u64 bpf_kptr_xchg(u64 dst, u64 ptr, u64, u64, u64) {
                                 maps::obj_error_name(e), m->attr.name.c_str());
     return 0;
   }
+  // The run gave ptr to the map and took old out of it.
+  count_held((old ? 1 : 0) - (ptr ? 1 : 0));
   return reinterpret_cast<u64>(old);
 }
 

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "helpers/helper_fns.h"
+#include "vm/helper_proto.h"
 
 namespace userbpf::helpers {
 
@@ -16,9 +17,9 @@ u64 bpf_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64);
 u64 bpf_percpu_obj_new_resolved(u64 size, u64 domain, u64, u64, u64);
 u64 bpf_percpu_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64);
 
-// Their HelperProto::slot_fn: the same with the run's slot of the domain
-// cached by the engine in *slot (vm::kSlotUnknown: not looked up yet).
-u64 bpf_obj_new_in_slot(u64 size, u64 domain, int32_t* slot);
-u64 bpf_obj_drop_in_slot(u64 p, u64 domain, int32_t* slot);
+// Their HelperProto::slot_fn: the same with the run's ObjRunState (its
+// slot of the domain cached, the objects it holds counted).
+u64 bpf_obj_new_in_slot(u64 size, u64 domain, vm::ObjRunState* run);
+u64 bpf_obj_drop_in_slot(u64 p, u64 domain, vm::ObjRunState* run);
 
 }  // namespace userbpf::helpers

@@ -51,11 +51,10 @@ struct HelperProto {
   int8_t ret_size_arg = -1;
   // May change the packet bounds (data_meta, data, data_end).
   bool moves_packet = false;
-  // The same call for engines that keep the run's CPU slot of r2's memory
-  // domain in *slot (kSlotUnknown when a run starts; the first call looks it
-  // up): the loader's resolved bpf_obj_new / bpf_obj_drop, whose r2 is that
+  // The same call for engines that keep the run's ObjRunState (below): the
+  // loader's resolved bpf_obj_new / bpf_obj_drop, whose r2 is the memory
   // domain. Saves the search of the thread's held slots on every call.
-  uint64_t (*slot_fn)(uint64_t r1, uint64_t r2, int32_t* slot) = nullptr;
+  uint64_t (*slot_fn)(uint64_t r1, uint64_t r2, struct ObjRunState* run) = nullptr;
   // Which of those it is: an engine may inline them for plain objects of
   // the program's memory domain (maps/bpf_obj.h says how), kNew with the
   // object's size in ret_size.
@@ -63,6 +62,17 @@ struct HelperProto {
 };
 
 inline constexpr int32_t kSlotUnknown = -2;
+
+// What a run keeps about program-allocated objects (reset when a run
+// starts): the run's CPU slot of the program's memory domain (kSlotUnknown
+// until the first bpf_obj_new/drop looks it up) and how many objects the
+// run holds (from bpf_obj_new or taken out of a map with bpf_kptr_xchg, not
+// dropped or stored since). A run that returns holding some is refused, as
+// the kernel's verifier refuses such a program (unreleased reference).
+struct ObjRunState {
+  int32_t slot = kSlotUnknown;
+  uint32_t held = 0;
+};
 
 // Whether memory a run could reach before the call may have moved by the
 // time it returns: the packet, by the helper itself or by a callback of the

@@ -417,7 +417,7 @@ call:
     s.budget = budget;
     s.call_pc = pc;
     if (!check_helper_args(s, proto, reg)) goto stopped;
-    reg[0] = proto.slot_fn ? proto.slot_fn(reg[1], reg[2], &s.obj_slot)
+    reg[0] = proto.slot_fn ? proto.slot_fn(reg[1], reg[2], &s.obj)
                            : proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
     if (call_may_move_packet(proto)) s.hit = Region{};
     if (proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) {
@@ -678,7 +678,7 @@ uint64_t interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
     s.zeroed = l.stack_stays_zeroed ? 1 : 0;
     s.budget = rc.insn_budget;
     s.may_goto_left = interp::kMayGotoBudget;
-    s.obj_slot = kSlotUnknown;
+    s.obj = ObjRunState{};
     s.call_pc = nullptr;
     s.hit.span = 0;
     s.hit_map = nullptr;
@@ -687,6 +687,8 @@ uint64_t interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
     if (rc.faulted) clear_fault(rc);
   }
   const uint64_t r0 = interp::run_frames(s, entry, args);
+  if (s.obj.held != 0 && s.stop == interp::Stop::kRunning) [[unlikely]]
+    interp::fault_held_objects(s);
   rc.insn_budget = s.budget;
   loop.stopped = s.stop != interp::Stop::kRunning;
   return r0;

@@ -344,6 +344,14 @@ void fault_access(InterpState& s, const isa::Insn* pc, uint64_t addr, uint64_t s
   }
 }
 
+void fault_held_objects(InterpState& s) {
+  set_fault(s, EINVAL, nullptr, 0,
+            "returned holding %u object(s) from bpf_obj_new or bpf_kptr_xchg (drop them or "
+            "store them in a map; the kernel's verifier refuses this: unreleased reference)",
+            s.obj.held);
+  s.fault_pc = kNoFaultPc;
+}
+
 Result<uint64_t> run_result(const InterpState& s, uint64_t r0) {
   switch (s.stop) {
     case Stop::kRunning:
@@ -363,6 +371,8 @@ Result<uint64_t> run_result(const InterpState& s, uint64_t r0) {
     return make_error(EFAULT, "program '%s': pc %u: %s at 0x%" PRIx64, prog.name.c_str(),
                       s.fault_pc, s.what, s.fault_addr);
   }
+  if (s.fault_pc == kNoFaultPc)
+    return make_error(s.err, "program '%s': %s", prog.name.c_str(), s.what);
   return make_error(s.err, "program '%s': pc %u: %s", prog.name.c_str(), s.fault_pc, s.what);
 }
 

@@ -64,7 +64,7 @@ struct InterpState {
   uint64_t may_goto_left = kMayGotoBudget;
   uint64_t user_base_hi = 0;           // addr_space_cast as0 -> as1 upper half
   const isa::Insn* call_pc = nullptr;  // helper call in progress (fault pc in callbacks)
-  int32_t obj_slot = kSlotUnknown;     // HelperProto::slot_fn's cache, per run
+  ObjRunState obj;                     // per run (helper_proto.h)
 
   Region hit{};  // last non-stack region an access hit (span 0: none)
   const maps::Map* hit_map = nullptr;
@@ -125,6 +125,13 @@ void grant_map_value(InterpState& s, const maps::Map* m, uint64_t r0);
 // A rejected load/store/atomic of size bytes at addr.
 [[gnu::cold]] void fault_access(InterpState& s, const isa::Insn* pc, uint64_t addr, uint64_t size,
                                 bool write, bool atomic);
+
+// A run that returned (stop still kRunning) while holding objects
+// (ObjRunState::held != 0) faults with EINVAL: the kernel's verifier refuses
+// such a program (unreleased reference). The fault has no pc (kNoFaultPc).
+// Either engine, once the run is over.
+inline constexpr uint32_t kNoFaultPc = UINT32_MAX;
+[[gnu::cold]] void fault_held_objects(InterpState& s);
 
 // The outcome of a run that returned r0 with state s (either engine): r0, 0
 // for an aborted legacy packet load, or the fault as an Error naming

@@ -28,7 +28,7 @@ inline PrintSink default_print_sink() {
 
 // Why a run stopped early. Engines fill it and return an Error naming it.
 struct Fault {
-  uint32_t pc = 0;
+  uint32_t pc = 0;  // interp::kNoFaultPc: none (a run that returned holding objects)
   uint64_t addr = 0;
   std::string what;  // "out-of-bounds load of 4 bytes", "instruction budget exhausted", ...
 };

@@ -227,6 +227,16 @@ TEST_P(KptrTest, MisusesStopTheRun) {
                {"bpf_obj_drop_impl", "not an object"});
   expect_fault("drop_forged", Args{0, 0, 0x10, 0}, EINVAL, {"not an object"});
   expect_fault("past_object", Args{0, 0, 2, 0}, EFAULT, {"out-of-bounds store of 8 bytes"});
+  // Returning while holding objects (new, or taken out of a map).
+  leaked = in_use();
+  expect_fault("new_leak", Args{0, 0, 5, 0}, EINVAL,
+               {"'new_leak'", "returned holding 1 object", "unreleased reference"});
+  EXPECT_EQ(in_use(), leaked + 1);  // the kernel would not run it at all: nothing to free
+  a = {2, 0, 6, 0};
+  ASSERT_EQ(run_ok("stash_array", a), 0);
+  expect_fault("take_leak", Args{2, 0, 0, 0}, EINVAL, {"returned holding 1 object"});
+  Args empty{2, 0, 0, 0};
+  EXPECT_EQ(run_ok("take_leak", empty), 0);  // nothing left to take: a clean return
 }
 
 TEST_P(KptrTest, PercpuObjects) {

@@ -60,13 +60,13 @@ TEST_P(RunLoopTest, ReadOnlyProgramSeesZeroStack) {
   }
 }
 
-// HelperProto::slot_fn's cache: what the fake kfunc finds in *slot (then it
+// HelperProto::slot_fn's cache: what the fake kfunc finds in run->slot (then it
 // "looks the slot up": g_fake_slot). Every run starts with kSlotUnknown, so
 // a run never uses the slot an earlier run of the loop held.
 int32_t g_fake_slot = 0;
-uint64_t fake_slot_fn(uint64_t, uint64_t, int32_t* slot) {
-  const int32_t found = *slot;
-  if (*slot == vm::kSlotUnknown) *slot = g_fake_slot;
+uint64_t fake_slot_fn(uint64_t, uint64_t, vm::ObjRunState* run) {
+  const int32_t found = run->slot;
+  if (run->slot == vm::kSlotUnknown) run->slot = g_fake_slot;
   return static_cast<uint32_t>(found);
 }
 uint64_t fake_slot_plain(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t) {

@@ -195,6 +195,25 @@ int take_array(struct args* a) {
 }
 
 // Misuses: each stops the run.
+
+// Returns holding a new object (the kernel's verifier: unreleased reference).
+SEC("syscall")
+int new_leak(struct args* a) {
+  struct node* n = bpf_obj_new(struct node);
+  if (!n) return -1;
+  n->a = a->val;
+  return 0;
+}
+
+// Returns holding the object it took out of the array element.
+SEC("syscall")
+int take_leak(struct args* a) {
+  struct val* v = bpf_map_lookup_elem(&kptr_array, &a->key);
+  if (!v) return -2;
+  struct node* old = bpf_kptr_xchg(&v->ptr, 0);
+  return old ? 1 : 0;
+}
+
 SEC("syscall")
 int xchg_plain_field(struct args* a) {
   struct val* v = bpf_map_lookup_elem(&kptr_array, &a->key);

@@ -104,7 +104,7 @@ void Emitter::emit_slot_fn_call(size_t pc, const HelperProto& proto) {
   mov(ptr[r12 + kOffCurRbp], rbp);
   mov(r10, reinterpret_cast<uint64_t>(insns_ + pc));
   mov(ptr[r12 + kOffCallPc], r10);
-  lea(rdx, ptr[r12 + kOffObjSlot]);
+  lea(rdx, ptr[r12 + kOffObjRun]);
   call_abs(reinterpret_cast<const void*>(proto.slot_fn));
   mov(r9, ptr[r12 + kOffBudget]);
 }

@@ -13,7 +13,8 @@
 // unit_try_free does. Anything else (the slot not known yet, the list busy
 // or at a watermark, an unexpected state word) is the call, whose C code
 // decides, faults included. Both keep the interpreter's bookkeeping: the
-// new object's grant, r0, the clobbered argument registers.
+// new object's grant, the count of objects the run holds (ObjRunState),
+// r0, the clobbered argument registers.
 #include "maps/bpf_obj.h"
 #include "mem/domain.h"
 #include "vm/jit/x86_64/emitter.h"
@@ -92,6 +93,7 @@ bool Emitter::emit_obj_new(size_t pc, const HelperProto& proto) {
   or_(r11, r10);
   mov(qword[rax + 8], r11);
   add(rax, 16);
+  inc(dword[r12 + kOffObjHeld]);
   bind(done);
   const Lbl none = new_label();
   test(rax, rax);
@@ -137,6 +139,7 @@ bool Emitter::emit_obj_drop(size_t pc, const HelperProto& proto) {
   mov(qword[r10 + lay.head], rax);
   mov(dword[r10 + lay.cnt], r11d);
   mov(byte[r10 + lay.active], 0);
+  dec(dword[r12 + kOffObjHeld]);
   bind(done);
   xor_(eax, eax);
   bind(out);

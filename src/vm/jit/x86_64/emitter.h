@@ -58,7 +58,11 @@ constexpr int32_t kFrame = kStackSize;
 #pragma clang diagnostic ignored "-Winvalid-offsetof"
 constexpr int32_t kOffBudget = offsetof(JitState, s) + offsetof(interp::InterpState, budget);
 constexpr int32_t kOffCpu = offsetof(JitState, cpu);
-constexpr int32_t kOffObjSlot = offsetof(JitState, s) + offsetof(interp::InterpState, obj_slot);
+constexpr int32_t kOffObjRun = offsetof(JitState, s) + offsetof(interp::InterpState, obj);
+constexpr int32_t kOffObjSlot =
+    offsetof(JitState, s) + offsetof(interp::InterpState, obj) + offsetof(ObjRunState, slot);
+constexpr int32_t kOffObjHeld =
+    offsetof(JitState, s) + offsetof(interp::InterpState, obj) + offsetof(ObjRunState, held);
 constexpr int32_t kOffMayGoto =
     offsetof(JitState, s) + offsetof(interp::InterpState, may_goto_left);
 constexpr int32_t kOffUserBaseHi =
