@@ -1,13 +1,17 @@
-// Element storage for hash maps: reservation, on-demand commit, lock-free
-// free list, reuse after grace periods (see elem_pool.h).
+// Element storage for hash maps: reservation, on-demand commit, slot
+// caches, lock-free shared lists, reuse after grace periods (see
+// elem_pool.h).
 #include "maps/elem_pool.h"
 
+#include <linux/membarrier.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <new>
 
 #include "base/assert.h"
 #include "base/bits.h"
@@ -20,9 +24,22 @@ namespace {
 // Growth doubles the committed size, by at most this much at a time.
 constexpr uint64_t kMaxGrowStep = 8ull << 20;
 
+// Whether this process may use membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+// (registered on the first call; host).
+bool membarrier_registered() {
+  static const bool ok = [] {
+    const int saved_errno = errno;
+    const bool r = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    errno = saved_errno;
+    return r;
+  }();
+  return ok;
+}
+
 }  // namespace
 
 ElemPool::~ElemPool() {
+  if (cache_bytes_) map_uncharge(owner_, cache_bytes_);
   if (!base_) return;
   munmap(reinterpret_cast<void*>(base_), reserved_bytes_);
   map_uncharge(owner_, committed_bytes_.load(std::memory_order_relaxed));
@@ -65,6 +82,223 @@ Status ElemPool::init(Map* owner, uint32_t elem_size, uint32_t link_offset, uint
   return Status::Ok();
 }
 
+void ElemPool::set_rcu(mem::RcuDomain* rcu, mem::RcuFlavor flavor) {
+  USERBPF_ASSERT(owner_ && !nslots_);  // after init, once
+  rcu_ = rcu;
+  flavor_ = flavor;
+  if (!rcu) return;
+  mem::SlotTable& t = rcu->slots();
+  const uint32_t n = t.total_slots();
+  const uint64_t bytes = uint64_t{n} * sizeof(SlotCache);
+  if (!map_charge(owner_, bytes)) return;
+  caches_.reset(new (std::nothrow) SlotCache[n]);
+  if (!caches_) {
+    map_uncharge(owner_, bytes);
+    return;
+  }
+  cache_bytes_ = bytes;
+  slots_ = &t;
+  switch (flavor) {
+    case mem::RcuFlavor::kNormal:
+      flavor_first_ = 0, flavor_end_ = t.num_slots();
+      break;
+    case mem::RcuFlavor::kTasksTrace:
+      flavor_first_ = t.num_slots(), flavor_end_ = n;
+      break;
+    case mem::RcuFlavor::kBoth:
+      flavor_first_ = 0, flavor_end_ = n;
+      break;
+  }
+  light_fence_ = membarrier_registered();
+  nslots_ = n;
+}
+
+void ElemPool::append(Chain& c, uint32_t head, uint32_t tail, uint32_t cnt) const {
+  if (!head) return;
+  if (c.tail)
+    link(c.tail - 1)->store(head, std::memory_order_relaxed);
+  else
+    c.head = head;
+  c.tail = tail;
+  c.cnt += cnt;
+}
+
+// ---- slot caches, owner side (fast paths in the header) ----
+
+bool ElemPool::gp_over(int slot, uint64_t cookie) const {
+  // Our own slot is one a grace period waits for: while it is held from
+  // before the cookie, nothing is over, and poll_gp need not scan.
+  const auto s = static_cast<uint32_t>(slot);
+  if (s >= flavor_first_ && s < flavor_end_) {
+    const uint64_t e = slots_->slot_state(s);
+    if (e != 0 && e < cookie) return false;
+  }
+  return rcu_->poll_gp(cookie, flavor_);
+}
+
+void* ElemPool::pop_and_leave(SlotCache& c, uint32_t cnt) {
+  void* e = elem(c.free_head - 1);
+  c.free_head = link_of(e)->load(std::memory_order_relaxed);
+  c.free_cnt.store(cnt - 1, std::memory_order_relaxed);
+  cache_leave(c);
+  return e;
+}
+
+void* ElemPool::alloc_refill(int slot, SlotCache& c) {
+  // Our oldest batch (cookies grow along the ring).
+  const uint8_t n = c.ring_n.load(std::memory_order_relaxed);
+  if (n && gp_over(slot, c.ring[c.ring_first].cookie)) {
+    const SlotBatch& b = c.ring[c.ring_first];
+    c.free_head = b.head;
+    c.free_tail = b.tail;
+    c.ring_first = static_cast<uint8_t>((c.ring_first + 1) & (kSlotRing - 1));
+    c.ring_n.store(static_cast<uint8_t>(n - 1), std::memory_order_relaxed);
+    c.ring_cookie.store(n > 1 ? c.ring[c.ring_first].cookie : 0, std::memory_order_relaxed);
+    return pop_and_leave(c, kSlotBatch);
+  }
+  // The shared ring's oldest batch, if over: peeked at before the lock.
+  const uint64_t cookie = ring_head_cookie_.load(std::memory_order_relaxed);
+  if (cookie && gp_over(slot, cookie) && try_lock_recycle()) {
+    uint32_t got = 0;
+    if (ring_n_ && rcu_->poll_gp(ring_[ring_first_].cookie, flavor_)) {
+      const Batch b = ring_pop_locked();
+      if (b.cnt <= kSlotFreeMax) {
+        c.free_head = b.head;
+        c.free_tail = b.tail;
+        got = b.cnt;
+      } else {
+        push_free_chain(b.head, b.tail);
+      }
+    }
+    if ((pending_.load(std::memory_order_relaxed) >> 32) >= kSealBatch) seal_locked();
+    unlock_recycle();
+    if (got) return pop_and_leave(c, got);
+  }
+  cache_leave(c);
+  return alloc_shared_or_steal(slot);
+}
+
+void ElemPool::seal_slot(SlotCache& c) {
+  // The frees happened before start_gp's read-modify-write: a grace period
+  // started now covers every reader that could have seen these elements.
+  const SlotBatch b{rcu_->start_gp(), c.pend_head, c.pend_tail};
+  c.pend_head = c.pend_tail = 0;
+  c.pend_cnt.store(0, std::memory_order_relaxed);
+  uint8_t n = c.ring_n.load(std::memory_order_relaxed);
+  SlotBatch out{};
+  if (n == kSlotRing) {  // full: the oldest goes to the shared ring
+    out = c.ring[c.ring_first];
+    c.ring_first = static_cast<uint8_t>((c.ring_first + 1) & (kSlotRing - 1));
+    n--;
+  }
+  c.ring[(c.ring_first + n) & (kSlotRing - 1)] = b;
+  c.ring_n.store(static_cast<uint8_t>(n + 1), std::memory_order_relaxed);
+  c.ring_cookie.store(c.ring[c.ring_first].cookie, std::memory_order_relaxed);
+  // Handed over before leaving: reclaim_host, which waits for an active
+  // cache, never misses a batch in transit.
+  if (out.head) give_batch(Batch{out.cookie, out.head, out.tail, kSlotBatch});
+  cache_leave(c);
+}
+
+// ---- thieves ----
+
+void ElemPool::heavy_fence() const {
+  if (light_fence_) {
+    const int saved_errno = errno;  // may run in a signal handler
+    const long rc = syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    errno = saved_errno;
+    USERBPF_ASSERT(rc == 0);  // registered before light_fence_ was set
+    return;
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+bool ElemPool::worth_stealing(uint32_t s) const {
+  const SlotCache& c = caches_[s];
+  if (c.free_cnt.load(std::memory_order_relaxed)) return true;
+  const uint64_t cookie = c.ring_cookie.load(std::memory_order_relaxed);
+  if (cookie && rcu_->poll_gp(cookie, flavor_)) return true;
+  return c.pend_cnt.load(std::memory_order_relaxed) && slots_->slot_state(s) == 0;
+}
+
+void ElemPool::take_cache(SlotCache& c, Taken& t) {
+  append(t.ready, c.free_head, c.free_tail, c.free_cnt.load(std::memory_order_relaxed));
+  const uint8_t n = c.ring_n.load(std::memory_order_relaxed);
+  for (uint32_t k = 0; k < n; k++) {
+    const SlotBatch& b = c.ring[(c.ring_first + k) & (kSlotRing - 1)];
+    if (rcu_->poll_gp(b.cookie, flavor_))
+      append(t.ready, b.head, b.tail, kSlotBatch);
+    else
+      t.sealed[t.n_sealed++] = b;
+  }
+  append(t.pending, c.pend_head, c.pend_tail, c.pend_cnt.load(std::memory_order_relaxed));
+  c.free_head = c.free_tail = c.pend_head = c.pend_tail = 0;
+  c.ring_first = 0;
+  c.ring_n.store(0, std::memory_order_relaxed);
+  c.ring_cookie.store(0, std::memory_order_relaxed);
+  c.free_cnt.store(0, std::memory_order_relaxed);
+  c.pend_cnt.store(0, std::memory_order_relaxed);
+}
+
+void ElemPool::give_taken(Taken& t) {
+  if (t.ready.head) push_free_chain(t.ready.head, t.ready.tail);
+  for (uint32_t k = 0; k < t.n_sealed; k++)
+    give_batch(Batch{t.sealed[k].cookie, t.sealed[k].head, t.sealed[k].tail, kSlotBatch});
+  if (t.pending.head) push_pending_chain(t.pending.head, t.pending.tail, t.pending.cnt);
+}
+
+bool ElemPool::steal_caches(int self, bool all, bool wait) {
+  bool took = false;
+  // 64 caches per heavy fence: one bit each.
+  for (uint32_t base = 0; base < nslots_; base += 64) {
+    const uint32_t end = std::min(nslots_, base + 64);
+    uint64_t todo = 0;
+    bool worth = all;
+    for (uint32_t s = base; s < end; s++) {
+      const SlotCache& c = caches_[s];
+      if (static_cast<int>(s) == self) continue;
+      if (!c.free_cnt.load(std::memory_order_relaxed) &&
+          !c.pend_cnt.load(std::memory_order_relaxed) && !c.ring_n.load(std::memory_order_relaxed))
+        continue;
+      todo |= uint64_t{1} << (s - base);
+      worth = worth || worth_stealing(s);
+    }
+    // Once a fence is paid for, every non-empty cache is taken.
+    if (!worth) continue;
+    while (todo) {
+      uint64_t won = 0;
+      for (uint64_t m = todo; m; m &= m - 1) {
+        const uint32_t s = base + static_cast<uint32_t>(__builtin_ctzll(m));
+        uint8_t zero = 0;
+        if (caches_[s].steal.compare_exchange_strong(zero, 1, std::memory_order_seq_cst))
+          won |= m & -m;
+      }
+      if (won) {
+        heavy_fence();
+        for (uint64_t m = won; m; m &= m - 1) {
+          const uint32_t s = base + static_cast<uint32_t>(__builtin_ctzll(m));
+          SlotCache& c = caches_[s];
+          const bool idle = !c.active.load(std::memory_order_seq_cst);
+          if (idle) {
+            // Handed over before letting go, as seal_slot does.
+            Taken t;
+            take_cache(c, t);
+            give_taken(t);
+            todo &= ~(m & -m);
+            took = true;
+          }
+          c.steal.store(0, std::memory_order_release);
+        }
+      }
+      if (!wait || !todo) break;
+      sched_yield();  // owners finish their operation; other thieves let go
+    }
+  }
+  return took;
+}
+
+// ---- shared paths ----
+
 void* ElemPool::pop_free() {
   uint64_t head = free_head_.load(std::memory_order_acquire);
   while (static_cast<uint32_t>(head) != 0) {
@@ -80,7 +314,7 @@ void* ElemPool::pop_free() {
   return nullptr;
 }
 
-void* ElemPool::alloc() {
+void* ElemPool::alloc_shared() {
   if (void* e = pop_free()) return e;
   bool recycled = false;
   uint64_t c = carved_.load(std::memory_order_relaxed);
@@ -91,7 +325,7 @@ void* ElemPool::alloc() {
     }
     // The committed front is used up: elements whose grace period is over
     // come first, then more memory.
-    if (!recycled && rcu_ && waiting()) {
+    if (!recycled && rcu_ && shared_waiting()) {
       recycled = true;
       if (try_lock_recycle()) {
         bool moved = recycle_locked();
@@ -105,6 +339,26 @@ void* ElemPool::alloc() {
     if (!grow(c + 1)) return nullptr;
     c = carved_.load(std::memory_order_relaxed);
   }
+}
+
+void* ElemPool::alloc_shared_or_steal(int slot) {
+  if (void* e = alloc_shared()) return e;
+  if (!nslots_) return nullptr;
+  // One thief at a time: the others retry the shared list it fills.
+  if (steal_lock_.load(std::memory_order_relaxed) ||
+      steal_lock_.exchange(1, std::memory_order_acquire))
+    return pop_free();
+  const bool took = steal_caches(slot, false, false);
+  steal_lock_.store(0, std::memory_order_release);
+  if (!took) return nullptr;
+  if (void* e = pop_free()) return e;
+  // Taken batches may be over by now; taken pending elements are sealed.
+  if (try_lock_recycle()) {
+    recycle_locked();
+    seal_locked();
+    unlock_recycle();
+  }
+  return pop_free();
 }
 
 void ElemPool::push_free_chain(uint32_t head, uint32_t tail) {
@@ -123,25 +377,30 @@ void ElemPool::free(void* e) {
   push_free_chain(static_cast<uint32_t>(idx + 1), static_cast<uint32_t>(idx + 1));
 }
 
-void ElemPool::free_rcu(void* e) {
-  if (!rcu_) return free(e);
-  uint64_t idx = index_of(e);
-  USERBPF_DEBUG_ASSERT(idx < carved_.load(std::memory_order_relaxed));
+void ElemPool::push_pending_chain(uint32_t head, uint32_t tail, uint32_t cnt) {
   uint64_t old = pending_.load(std::memory_order_relaxed);
   uint64_t neu;
   do {
-    link(idx)->store(static_cast<uint32_t>(old), std::memory_order_relaxed);
-    neu = (((old >> 32) + 1) << 32) | (idx + 1);
+    link(tail - 1)->store(static_cast<uint32_t>(old), std::memory_order_relaxed);
+    neu = (((old >> 32) + cnt) << 32) | head;
   } while (!pending_.compare_exchange_weak(old, neu, std::memory_order_release,
                                            std::memory_order_relaxed));
-  uint64_t n = neu >> 32;
   // Seal in batches, so the grace period of these elements starts now and
   // has usually passed by the time the free list runs dry.
-  if (n >= kSealBatch && try_lock_recycle()) {
+  if ((neu >> 32) >= kSealBatch && try_lock_recycle()) {
     recycle_locked();
     seal_locked();
     unlock_recycle();
   }
+}
+
+void ElemPool::give_batch(const Batch& b) {
+  if (try_lock_recycle()) {
+    ring_insert_locked(b);
+    unlock_recycle();
+    return;
+  }
+  push_pending_chain(b.head, b.tail, b.cnt);  // sealed again, with a later cookie
 }
 
 void ElemPool::seal_locked() {
@@ -151,32 +410,43 @@ void ElemPool::seal_locked() {
   uint32_t cnt = static_cast<uint32_t>(taken >> 32);
   uint32_t tail = head;
   for (uint32_t n; (n = link(tail - 1)->load(std::memory_order_relaxed)) != 0;) tail = n;
-  ring_waiting_.fetch_add(cnt, std::memory_order_relaxed);
   // The frees happened before our exchange: a grace period started now covers
   // every reader that could have seen these elements.
-  uint64_t cookie = rcu_->start_gp();
+  ring_insert_locked(Batch{rcu_->start_gp(), head, tail, cnt});
+}
+
+void ElemPool::ring_insert_locked(const Batch& b) {
+  ring_waiting_.fetch_add(b.cnt, std::memory_order_relaxed);
   if (ring_n_ == kRing) {
-    // Ring full: join the newest batch, which then waits for our cookie.
-    Batch& b = ring_[(ring_first_ + ring_n_ - 1) % kRing];
-    link(b.tail - 1)->store(head, std::memory_order_relaxed);
-    b.tail = tail;
-    b.cnt += cnt;
-    b.cookie = cookie;
-    return;
+    // Full: join the newest batch, which then waits for the later cookie.
+    Batch& last = ring_[(ring_first_ + ring_n_ - 1) % kRing];
+    link(last.tail - 1)->store(b.head, std::memory_order_relaxed);
+    last.tail = b.tail;
+    last.cnt += b.cnt;
+    last.cookie = std::max(last.cookie, b.cookie);
+  } else {
+    ring_[(ring_first_ + ring_n_) % kRing] = b;
+    ring_n_++;
   }
-  ring_[(ring_first_ + ring_n_) % kRing] = Batch{cookie, head, tail, cnt};
-  ring_n_++;
+  ring_head_cookie_.store(ring_[ring_first_].cookie, std::memory_order_relaxed);
+}
+
+ElemPool::Batch ElemPool::ring_pop_locked() {
+  const Batch b = ring_[ring_first_];
+  ring_waiting_.fetch_sub(b.cnt, std::memory_order_relaxed);
+  ring_first_ = (ring_first_ + 1) % kRing;
+  ring_n_--;
+  ring_head_cookie_.store(ring_n_ ? ring_[ring_first_].cookie : 0, std::memory_order_relaxed);
+  return b;
 }
 
 bool ElemPool::recycle_locked() {
   bool moved = false;
-  // Cookies grow along the ring: once one batch must wait, later ones must too.
+  // Cookies mostly grow along the ring (a batch a slot hands over may be
+  // older than the newest): stop at the first that must wait.
   while (ring_n_ && rcu_->poll_gp(ring_[ring_first_].cookie, flavor_)) {
-    Batch& b = ring_[ring_first_];
+    const Batch b = ring_pop_locked();
     push_free_chain(b.head, b.tail);
-    ring_waiting_.fetch_sub(b.cnt, std::memory_order_relaxed);
-    ring_first_ = (ring_first_ + 1) % kRing;
-    ring_n_--;
     moved = true;
   }
   return moved;
@@ -184,6 +454,9 @@ bool ElemPool::recycle_locked() {
 
 void ElemPool::reclaim_host() {
   if (!rcu_) return;
+  // Slot caches first, whoever holds their slots; a thread that holds a
+  // slot itself (a misuse) gets one pass, not a wait for its own operation.
+  if (nslots_) steal_caches(-1, true, !mem::SlotTable::thread_in_slot());
   auto lock = [this] {
     while (!try_lock_recycle()) sched_yield();
   };
@@ -194,6 +467,32 @@ void ElemPool::reclaim_host() {
   lock();
   recycle_locked();
   unlock_recycle();
+}
+
+uint64_t ElemPool::waiting() const {
+  uint64_t n = shared_waiting();
+  for (uint32_t s = 0; s < nslots_; s++)
+    n += caches_[s].pend_cnt.load(std::memory_order_relaxed) +
+         uint64_t{caches_[s].ring_n.load(std::memory_order_relaxed)} * kSlotBatch;
+  return n;
+}
+
+uint64_t ElemPool::cached() const {
+  uint64_t n = 0;
+  for (uint32_t s = 0; s < nslots_; s++)
+    n += caches_[s].free_cnt.load(std::memory_order_relaxed) +
+         caches_[s].pend_cnt.load(std::memory_order_relaxed) +
+         uint64_t{caches_[s].ring_n.load(std::memory_order_relaxed)} * kSlotBatch;
+  return n;
+}
+
+uint64_t ElemPool::free_elems() const {
+  uint64_t n = 0;
+  for (auto i = static_cast<uint32_t>(free_head_.load(std::memory_order_acquire)); i;
+       i = link(i - 1)->load(std::memory_order_relaxed))
+    n++;
+  for (uint32_t s = 0; s < nslots_; s++) n += caches_[s].free_cnt.load(std::memory_order_relaxed);
+  return n;
 }
 
 bool ElemPool::grow(uint64_t min_elems) {

@@ -70,19 +70,25 @@ HashElem* htab_lookup_locked_sized(HashMap* h, uint32_t bucket, const void* key,
   return nullptr;
 }
 
-}  // namespace
-
 // ---- element memory ----------------------------------------------------------
+
+// Host refill of a no-prealloc map's cache: out of line, so the program
+// paths need no frame for it.
+[[gnu::noinline]] HashElem* htab_ma_alloc_host(HashMap* h, int slot) {
+  KeepErrno keep_errno;
+  return static_cast<HashElem*>(h->ma->alloc_host(slot, 0));
+}
+
+}  // namespace
 
 // Program context (host == false) never refills inline: an empty cache is
 // ENOMEM, as bpf_mem_alloc's NULL is in the kernel.
 HashElem* htab_alloc_elem(HashMap* h, int slot, bool host) {
   if (h->ma) {
     if (!host) return static_cast<HashElem*>(h->ma->alloc(slot, 0));
-    KeepErrno keep_errno;
-    return static_cast<HashElem*>(h->ma->alloc_host(slot, 0));
+    return htab_ma_alloc_host(h, slot);
   }
-  return static_cast<HashElem*>(h->pool.alloc());
+  return static_cast<HashElem*>(h->pool.alloc(slot));
 }
 
 namespace {
@@ -91,7 +97,7 @@ void htab_free_elem_rcu(HashMap* h, int slot, HashElem* e) {
   if (h->ma)
     h->ma->free_rcu(slot, e);
   else
-    h->pool.free_rcu(e);
+    h->pool.free_rcu(slot, e);
 }
 
 }  // namespace
@@ -125,22 +131,38 @@ void htab_release_value(HashMap* h, HashElem* e) {
   for (uint32_t c = 0; c < h->ncpus; c++) map_release_fields(h, v + uint64_t{h->pcpu_size} * c);
 }
 
+namespace {
+
 // seq is odd meanwhile (reuse is visible to tests and to readers outside a
-// section).
-void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value, uint32_t hash) {
+// section). kSize: the key size when known at compile time (4, 8), else 0.
+template <uint32_t kSize>
+[[gnu::always_inline]] inline void htab_init_elem_sized(HashMap* h, HashElem* e, const void* key,
+                                                        const void* value, uint32_t hash) {
   uint32_t s = e->seq.load(std::memory_order_relaxed);
   e->seq.store(s + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   e->hash.store(hash, std::memory_order_relaxed);
-  store_padded(elem_key(e), key, h->key_size);
+  store_padded(elem_key(e), key, kSize ? kSize : h->key_size);
   void* v = elem_value(h, e);
   if (!map_fields(h)) [[likely]] {
-    copy_to_map(v, value, h->value_size);
+    // An 8-byte value (a counter) is the commonest: one store.
+    if (h->value_size == 8)
+      copy_to_map(v, value, 8);
+    else
+      copy_to_map(v, value, h->value_size);
   } else {
     htab_zero_fields(h, v);
     copy_map_value_in(h, v, value, h->value_size);
   }
   e->seq.store(s + 2, std::memory_order_release);
+}
+
+}  // namespace
+
+void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value, uint32_t hash) {
+  if (h->key_size == 4) return htab_init_elem_sized<4>(h, e, key, value, hash);
+  if (h->key_size == 8) return htab_init_elem_sized<8>(h, e, key, value, hash);
+  htab_init_elem_sized<0>(h, e, key, value, hash);
 }
 
 // ---- attribute checks and creation (host) --------------------------------
@@ -406,14 +428,18 @@ void* htab_map_lookup_elem(Map* map, const void* key) {
 }
 
 // Inside a section holding slot; host: refill allocator caches inline.
-long htab_update(HashMap* h, const void* key, const void* value, uint64_t flags, int slot,
-                 bool host) {
-  uint32_t hash = htab_hash(h, key);
-  uint32_t bucket = htab_bucket_index(h, hash);
+// kSize: the key size when known at compile time (4, 8; one copy each, with
+// the search and the key store folded to a word), else 0.
+template <uint32_t kSize>
+long htab_update_sized(HashMap* h, const void* key, const void* value, uint64_t flags, int slot,
+                       bool host) {
+  const uint32_t hash = hash_key(key, kSize ? kSize : h->key_size, h->secret);
+  const uint32_t bucket = htab_bucket_index(h, hash);
   if (int err = htab_lock_bucket(h, bucket)) return err;
-  if (auto hook = g_bucket_locked_hook.load(std::memory_order_relaxed)) hook(h);
+  if (auto hook = g_bucket_locked_hook.load(std::memory_order_relaxed)) [[unlikely]]
+    hook(h);
 
-  HashElem* old = htab_lookup_locked(h, bucket, key, hash);
+  HashElem* old = htab_lookup_locked_sized<kSize>(h, bucket, key, hash);
   uint64_t op = flags & ~kBpfFLock;
   long err = 0;
   if (old && op == kBpfNoexist) {
@@ -438,17 +464,32 @@ long htab_update(HashMap* h, const void* key, const void* value, uint64_t flags,
     htab_unlock_bucket(h, bucket);
     return err;
   }
-  htab_init_elem(h, e, key, value, hash);
+  htab_init_elem_sized<kSize>(h, e, key, value, hash);
   // New element first, so concurrent lookups find it before the old one.
-  e->next.store(htab_first(h, bucket), std::memory_order_relaxed);
+  const uintptr_t first = htab_first(h, bucket);
+  e->next.store(first, std::memory_order_relaxed);
   h->buckets[bucket].head.store(reinterpret_cast<uintptr_t>(e), std::memory_order_release);
-  if (old) htab_unlink_locked(h, bucket, old);
+  if (old) {
+    // Mostly old led the chain and follows e now: no walk.
+    if (first == reinterpret_cast<uintptr_t>(old))
+      e->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_release);
+    else
+      htab_unlink_locked(h, bucket, old);
+  }
   htab_unlock_bucket(h, bucket);
   if (old) {  // replaced: the count is unchanged
     htab_release_value(h, old);
     htab_free_elem_rcu(h, slot, old);
   }
   return 0;
+}
+
+long htab_update(HashMap* h, const void* key, const void* value, uint64_t flags, int slot,
+                 bool host) {
+  if (h->key_size == 4) [[likely]]
+    return htab_update_sized<4>(h, key, value, flags, slot, host);
+  if (h->key_size == 8) return htab_update_sized<8>(h, key, value, flags, slot, host);
+  return htab_update_sized<0>(h, key, value, flags, slot, host);
 }
 
 // BPF_F_LOCK (the kernel's l_old path): an existing key's value is

@@ -43,10 +43,11 @@ bool lru_del_from_htab(void* arg, LruNode* node) {
 }
 
 // LruList::free_node: the node's element left the map for good; programs
-// may still hold its value, so it is reused only after a grace period.
+// may still hold its value, so it is reused only after a grace period. The
+// LRU runs inside the operation's section: its slot's cache takes it.
 void lru_free_node(void* arg, LruNode* node) {
   auto* h = static_cast<HashMap*>(arg);
-  h->pool.free_rcu(htab_lru_elem(h, node));
+  h->pool.free_rcu(h->dom->slots.held_slot(), htab_lru_elem(h, node));
 }
 
 // Inside a section holding slot. op: BPF_ANY, BPF_NOEXIST or BPF_EXIST.
@@ -111,7 +112,7 @@ Status htab_lru_init(HashMap* h) {
 // the churn) the LRU evicts one more element and hands its memory over at
 // once: the kernel's reuse, which never fails an LRU insert for memory.
 HashElem* htab_lru_pop_elem(HashMap* h, int slot) {
-  auto* fresh = static_cast<HashElem*>(h->pool.alloc());
+  auto* fresh = static_cast<HashElem*>(h->pool.alloc(slot));
   LruNode* n = h->lru->pop_free(slot, fresh ? htab_lru_node(h, fresh) : nullptr);
   if (!n) [[unlikely]] {
     if (fresh) h->pool.free(fresh);  // nobody saw it: reused at once

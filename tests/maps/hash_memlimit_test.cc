@@ -2,9 +2,12 @@
 // the limit fail with ENOMEM from programs and from the host, and nothing
 // already stored is lost or changed.
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -99,6 +102,19 @@ TEST(HashMemLimit, PreallocCreationNeedsItsBlock) {
   EXPECT_NE(msg.find("memory_limit 65536"), std::string::npos) << msg;
 }
 
+// The map a describes, with a memory limit of exactly what its creation
+// charges (null if it cannot be created).
+MapPtr create_at_exact_limit(MapAttr a) {
+  uint64_t need = 0;
+  {
+    MapPtr probe = test::must_create(a);
+    if (!probe) return nullptr;
+    need = probe->memory_used.load();
+  }
+  a.memory_limit = need;
+  return test::must_create(a);
+}
+
 // Preallocated map with a limit that fits exactly what creation commits:
 // churn inside one read-side section (a long program run) needs elements
 // beyond the preallocated ones; past the limit, ENOMEM; after the section,
@@ -106,14 +122,7 @@ TEST(HashMemLimit, PreallocCreationNeedsItsBlock) {
 TEST(HashMemLimit, PreallocChurnInsideSectionHitsLimit) {
   const uint32_t n = 256;
   MapAttr a = make_attr(MapType::kHASH, 4, sizeof(Value), n);
-  uint64_t need = 0;
-  {
-    MapPtr probe = test::must_create(a);
-    ASSERT_TRUE(probe);
-    need = probe->memory_used.load();
-  }
-  a.memory_limit = need;
-  MapPtr m = test::must_create(a);
+  MapPtr m = create_at_exact_limit(a);
   ASSERT_TRUE(m);
   Map* map = m.get();
   for (uint32_t k = 0; k < n; k++) {
@@ -133,7 +142,7 @@ TEST(HashMemLimit, PreallocChurnInsideSectionHitsLimit) {
   }
   EXPECT_EQ(rc, -ENOMEM);
   EXPECT_GT(done, 0u);
-  EXPECT_EQ(map->memory_used.load(), need);
+  EXPECT_EQ(map->memory_used.load(), map->attr.memory_limit);
   expect_all_stored(map, 0, n);
   // Outside the section: grace period over, updates succeed again.
   for (uint32_t k = 0; k < n; k++) {
@@ -141,6 +150,66 @@ TEST(HashMemLimit, PreallocChurnInsideSectionHitsLimit) {
     ASSERT_EQ(map->ops->update_elem(map, &k, &v, kBpfExist), 0) << k;
   }
   expect_all_stored(map, 0, n);
+}
+
+// A preallocated map at its memory limit, where every element is needed: a
+// program run on slot 0 deleted every key (its slot cache took them) and, in
+// its next run, keeps one batch on its cache's free list and more sealed
+// while it holds the slot. Inserts from slot 1 (a program: no host retry)
+// take what that cache holds; none fails and nothing grows.
+TEST(HashMemLimit, InsertsFromOneSlotTakeAnotherSlotsCache) {
+  mem::MemDomainOptions o;
+  o.num_slots = 2;
+  mem::MemDomain dom(o);
+  const uint32_t n = 512;
+  MapAttr a = make_attr(MapType::kHASH, 4, 8, n);
+  a.domain = &dom;
+  MapPtr m = create_at_exact_limit(a);
+  ASSERT_TRUE(m);
+  Map* map = m.get();
+  HashMap* h = to_htab(map);
+  ASSERT_EQ(h->pool.num_slot_caches(), 4u);
+  for (uint32_t k = 0; k < n; k++) ASSERT_EQ(test::update(map, k, uint64_t{k}), 0) << k;
+  auto hold = [&](uint32_t slot) {
+    while (!dom.slots.try_enter_slot(slot)) sched_yield();
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  int phase = 0;
+  std::thread run([&] {
+    hold(0);
+    for (uint32_t k = 0; k < n; k++) EXPECT_EQ(test::erase(map, k), 0) << k;
+    dom.slots.leave(0);
+    hold(0);
+    EXPECT_EQ(test::update(map, n + 1, uint64_t{1}), 0);
+    EXPECT_GT(h->pool.cached(), 200u);  // 31 ready, 7 batches sealed
+    {
+      std::unique_lock lk(mu);
+      phase = 1;
+      cv.notify_all();
+      cv.wait(lk, [&] { return phase == 2; });
+    }
+    dom.slots.leave(0);
+  });
+  {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return phase == 1; });
+  }
+  hold(1);
+  for (uint32_t k = 0; k + 1 < n; k++)
+    ASSERT_EQ(test::update(map, k, uint64_t{k}), 0) << "insert " << k << " of " << n - 1;
+  EXPECT_EQ(test::update(map, n + 2, uint64_t{2}), -E2BIG);
+  dom.slots.leave(1);
+  {
+    std::lock_guard lk(mu);
+    phase = 2;
+    cv.notify_all();
+  }
+  run.join();
+  EXPECT_EQ(h->count.load(), n);
+  EXPECT_EQ(map->memory_used.load(), map->attr.memory_limit);
+  h->pool.reclaim_host();
+  EXPECT_EQ(h->pool.carved(), n + h->pool.free_elems());  // counts balance
 }
 
 TEST(HashMemLimit, EveryByteIsCharged) {

@@ -88,6 +88,23 @@ double stress_seconds() {
   return s > 0 ? s : 0.6;
 }
 
+// Runs worker(seed + i) on n threads for stress_seconds() while SIGUSR2
+// interrupts them every interval (their handlers run map operations too),
+// then sets stop and joins them.
+template <class Worker>
+void run_kicked(int n, uint32_t seed, std::chrono::microseconds interval, std::atomic<bool>& stop,
+                Worker& worker) {
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; i++) threads.emplace_back(worker, seed + static_cast<uint32_t>(i));
+  std::vector<pthread_t> ids;
+  for (auto& t : threads) ids.push_back(t.native_handle());
+  userbpf::test::SignalKicker kicker(ids, SIGUSR2, interval);
+  std::this_thread::sleep_for(std::chrono::duration<double>(stress_seconds()));
+  stop = true;
+  kicker.stop();
+  for (auto& t : threads) t.join();
+}
+
 class HashSignalRcuStress : public ::testing::TestWithParam<uint32_t> {};
 
 TEST_P(HashSignalRcuStress, CountMatchesWalk) {
@@ -133,16 +150,7 @@ TEST_P(HashSignalRcuStress, CountMatchesWalk) {
       g_s.ops.fetch_add(1, std::memory_order_relaxed);
     }
   };
-  constexpr int kThreads = 4;
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kThreads; i++) threads.emplace_back(worker, 100 + i);
-  std::vector<pthread_t> ids;
-  for (auto& t : threads) ids.push_back(t.native_handle());
-  userbpf::test::SignalKicker kicker(ids, SIGUSR2, std::chrono::microseconds(50));
-  std::this_thread::sleep_for(std::chrono::duration<double>(stress_seconds()));
-  stop = true;
-  kicker.stop();
-  for (auto& t : threads) t.join();
+  run_kicked(4, 100, std::chrono::microseconds(50), stop, worker);
 
   EXPECT_EQ(g_s.bad.load(), 0u);
   EXPECT_GT(g_s.handler_runs.load(), 0u);
@@ -178,6 +186,89 @@ TEST_P(HashSignalRcuStress, CountMatchesWalk) {
     h->pool.reclaim_host();
     EXPECT_EQ(h->pool.waiting(), 0u);
     EXPECT_LE(h->pool.carved(), h->pool.capacity());
+    EXPECT_EQ(h->pool.carved(), seen.size() + h->pool.free_elems());
+  }
+}
+
+// Handlers that enter no slot of their own: an operation interrupting a
+// thread that holds a slot (a program run doing updates and deletes) reuses
+// that slot (HtabSection takes held_slot()), and so its element cache, in the
+// middle of the interrupted thread's own alloc or free.
+void on_signal_same_slot(int) {
+  int saved_errno = errno;
+  Shared& s = g_s;
+  const bool nested = s.dom->slots.held_slot() >= 0;
+  s.handler_runs.fetch_add(1, std::memory_order_relaxed);
+  if (!nested) s.handler_misses.fetch_add(1, std::memory_order_relaxed);
+  static thread_local uint64_t x = 0x2545f4914f6cdd1dull;
+  x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+  uint32_t k = static_cast<uint32_t>(x % kKeys);
+  void* p = nested ? s.map->ops->lookup_elem(s.map, &k) : nullptr;
+  if (p && !value_ok(p, k)) s.bad.fetch_add(1, std::memory_order_relaxed);
+  Value v = value_of(k, x);
+  if (!rc_ok(s.map->ops->update_elem(s.map, &k, &v, 0)))
+    s.bad.fetch_add(1, std::memory_order_relaxed);
+  uint32_t k2 = static_cast<uint32_t>((x >> 20) % kKeys);
+  if (!rc_ok(s.map->ops->delete_elem(s.map, &k2))) s.bad.fetch_add(1, std::memory_order_relaxed);
+  if (p && !value_ok(p, k)) s.bad.fetch_add(1, std::memory_order_relaxed);
+  errno = saved_errno;
+}
+
+TEST_P(HashSignalRcuStress, HandlerReusesTheRunsSlot) {
+  MapPtr m =
+      test::must_create(test::make_attr(MapType::kHASH, 4, sizeof(Value), kMaxEntries, GetParam()));
+  ASSERT_TRUE(m);
+  Map* map = m.get();
+  HashMap* h = to_htab(map);
+  g_s.map = map;
+  g_s.dom = h->dom;
+  g_s.handler_runs = g_s.handler_misses = g_s.bad = g_s.ops = 0;
+  userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_signal_same_slot);
+  ASSERT_TRUE(handler_scope.ok());
+  std::atomic<bool> stop{false};
+  auto worker = [&](uint32_t seed) {
+    std::mt19937 rng(seed);
+    while (!stop.load(std::memory_order_relaxed)) {
+      mem::SlotGuard run(h->dom->slots);  // a program run: many operations
+      for (int i = 0; i < 64; i++) {
+        uint32_t k = rng() % kKeys;
+        long rc;
+        if (rng() & 1) {
+          Value v = value_of(k, rng());
+          rc = map->ops->update_elem(map, &k, &v, 0);
+        } else {
+          rc = map->ops->delete_elem(map, &k);
+        }
+        if (!rc_ok(rc)) g_s.bad++;
+        g_s.ops.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  };
+  run_kicked(3, 200, std::chrono::microseconds(30), stop, worker);
+
+  EXPECT_EQ(g_s.bad.load(), 0u);
+  EXPECT_GT(g_s.handler_runs.load() - g_s.handler_misses.load(), 0u);
+  std::printf("[ stress  ] ops %llu handler runs %llu (on the run's slot %llu)\n",
+              static_cast<unsigned long long>(g_s.ops.load()),
+              static_cast<unsigned long long>(g_s.handler_runs.load()),
+              static_cast<unsigned long long>(g_s.handler_runs.load() - g_s.handler_misses.load()));
+  uint32_t n = 0, cur = 0, next = 0;
+  const void* prev = nullptr;
+  while (map->ops->get_next_key(map, prev, &next) == 0) {
+    Value v{};
+    ASSERT_EQ(map->ops->lookup_elem_copy(map, &next, &v, 0), 0);
+    EXPECT_TRUE(value_ok(&v, next));
+    cur = next;
+    prev = &cur;
+    n++;
+  }
+  EXPECT_EQ(n, h->count.load());
+  if (!h->ma) {
+    // carved == live + free + waiting, and nothing waits after a reclaim.
+    EXPECT_EQ(h->pool.carved(), n + h->pool.free_elems() + h->pool.waiting());
+    h->pool.reclaim_host();
+    EXPECT_EQ(h->pool.waiting(), 0u);
+    EXPECT_EQ(h->pool.carved(), n + h->pool.free_elems());
   }
 }
 
