@@ -8,11 +8,11 @@
 // a kptr field of a map value. A violation stops the run (EINVAL fault naming
 // the kfunc) instead of failing the load. The loader resolves each
 // bpf_obj_new call's type id to a size (Program::obj_sizes) and gives the
-// call a proto whose ret_size is that size, so the engines grant the object
-// like any returned memory; it also rewrites the arguments of every call it
-// resolved (helpers_obj.h), which then runs a *_resolved function: those are
-// the fast paths. The *_impl functions serve calls the loader left alone
-// (code it proved dead, programs built without the loader).
+// call a proto whose ret_size is that size (the engines find objects by
+// address, maps::obj_region, and take no grant for them); it also rewrites the arguments of every
+// call it resolved (helpers_obj.h), which then runs a *_resolved function: those are the fast
+// paths. The *_impl functions serve calls the loader left alone (code it proved dead, programs
+// built without the loader).
 #include "helpers/helpers_obj.h"
 
 #include <cerrno>

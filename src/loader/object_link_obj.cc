@@ -4,8 +4,8 @@
 // a small constant propagation over the linked program finds it. The type
 // must be a struct of the object's BTF within the allocator's sizes; its size
 // goes into Program::obj_sizes and into a per-type copy of the kfunc's proto
-// (ret_size), so both engines grant the returned object like other returned
-// memory.
+// (ret_size: the object's bytes, which the JIT's facts follow; the engines'
+// region logic finds objects by address, obj_region).
 //
 // Then the fixup proper: before each resolved bpf_obj_new call the loader
 // inserts `r1 = size; r2 = domain` (ld_imm64), before each bpf_obj_drop call

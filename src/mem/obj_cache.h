@@ -208,7 +208,7 @@ class MemAlloc {
   struct InlineLayout {
     uintptr_t caches;
     uint32_t slot_stride, cache_stride;
-    int32_t head, cnt, active, low, high;
+    int32_t head, cnt, active, kicked, incoming, low, high;
   };
   InlineLayout inline_layout() const {
     return InlineLayout{reinterpret_cast<uintptr_t>(caches_.get()),
@@ -217,6 +217,8 @@ class MemAlloc {
                         static_cast<int32_t>(offsetof(SlotCache, free_head)),
                         static_cast<int32_t>(offsetof(SlotCache, free_cnt)),
                         static_cast<int32_t>(offsetof(SlotCache, active)),
+                        static_cast<int32_t>(offsetof(SlotCache, kicked)),
+                        static_cast<int32_t>(offsetof(SlotCache, incoming)),
                         static_cast<int32_t>(offsetof(SlotCache, wm) + offsetof(Watermarks, low)),
                         static_cast<int32_t>(offsetof(SlotCache, wm) + offsetof(Watermarks, high))};
   }

@@ -420,7 +420,9 @@ call:
     reg[0] = proto.slot_fn ? proto.slot_fn(reg[1], reg[2], &s.obj)
                            : proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
     if (call_may_move_packet(proto)) s.hit = Region{};
-    if (proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) {
+    // (bpf_obj_new's objects are found by address, obj_region: no grant)
+    if ((proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) &&
+        proto.obj_call != HelperProto::ObjCall::kNew) {
       grant_return(s, proto, reg + 1, reg[0]);  // also caches it: the next access is likely there
     }
     reg[1] = reg[2] = reg[3] = reg[4] = reg[5] = kClobberedReg;

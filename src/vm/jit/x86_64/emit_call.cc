@@ -113,18 +113,11 @@ void Emitter::emit_slot_fn_call(size_t pc, const HelperProto& proto) {
 // bpf_obj_drop): a direct call with the run's slot cache, none of the helper
 // protocol they do not need (they check no argument the interpreter checks,
 // run no program code, move no packet). What the interpreter does around
-// them is kept: the grant of a returned object (inline), the fault stop (a
-// bad drop), the call pc and frame for its message.
+// them is kept: the fault stop (a bad drop), the call pc and frame for its
+// message. A new object takes no grant on either engine: the region logic
+// finds objects by address (maps::obj_region).
 void Emitter::emit_slot_call(size_t pc, const HelperProto& proto) {
   emit_slot_fn_call(pc, proto);
-  if (proto.ret == RetKind::kMemOrNull && proto.ret_size != 0) {
-    const Lbl none = new_label();
-    test(rax, rax);
-    jcc(Cond::kZ, none);
-    mov(r11d, 1);
-    emit_add_grant(proto.ret_size, rax);
-    bind(none);
-  }
   cmp(byte[r12 + kOffStop], 0);
   jcc(Cond::kNe, fault_exit_synced_);
   emit_clobber(live_out_[pc]);

@@ -13,8 +13,8 @@
 // unit_try_free does. Anything else (the slot not known yet, the list busy
 // or at a watermark, an unexpected state word) is the call, whose C code
 // decides, faults included. Both keep the interpreter's bookkeeping: the
-// new object's grant, the count of objects the run holds (ObjRunState),
-// r0, the clobbered argument registers.
+// count of objects the run holds (ObjRunState), r0, the clobbered argument
+// registers (a new object takes no grant: objects are found by address).
 #include "maps/bpf_obj.h"
 #include "mem/domain.h"
 #include "vm/jit/x86_64/emitter.h"
@@ -74,10 +74,21 @@ bool Emitter::emit_obj_new(size_t pc, const HelperProto& proto) {
   cmp(byte[r10 + lay.active], 0);
   jcc(Cond::kNe, slow);
   mov(byte[r10 + lay.active], 1);
+  // unit_try_alloc's test: an empty list, or one at or below its low
+  // watermark whose worker has not been asked yet (no batch waiting), is
+  // the call's (which asks).
+  const Lbl take = new_label();
   mov(r11d, dword[r10 + lay.cnt]);
+  test(r11d, r11d);
+  jcc(Cond::kZ, busy);
   cmp(r11d, dword[r10 + lay.low]);
-  jcc(Cond::kBe, busy);             // taking one may have to ask the worker for more
-  mov(rax, qword[r10 + lay.head]);  // cnt > low >= 0: the list is not empty
+  jcc(Cond::kA, take);
+  cmp(qword[r10 + lay.incoming], 0);
+  jcc(Cond::kNe, take);
+  cmp(byte[r10 + lay.kicked], 0);
+  jcc(Cond::kEq, busy);
+  bind(take);
+  mov(rax, qword[r10 + lay.head]);  // cnt > 0: the list is not empty
   dec(r11d);
   mov(dword[r10 + lay.cnt], r11d);
   mov(r11, qword[rax]);
@@ -95,12 +106,6 @@ bool Emitter::emit_obj_new(size_t pc, const HelperProto& proto) {
   add(rax, 16);
   inc(dword[r12 + kOffObjHeld]);
   bind(done);
-  const Lbl none = new_label();
-  test(rax, rax);
-  jcc(Cond::kZ, none);
-  mov(r11d, 1);
-  emit_add_grant(size, rax);
-  bind(none);
   emit_clobber(live_out_[pc]);
   emit_obj_slow(pc, proto, busy, slow, done, false);
   return true;
@@ -129,8 +134,14 @@ bool Emitter::emit_obj_drop(size_t pc, const HelperProto& proto) {
   mov(byte[r10 + lay.active], 1);
   mov(r11d, dword[r10 + lay.cnt]);
   inc(r11d);
+  // unit_try_free's test: above high with the worker not asked yet to trim
+  // is the call's (which asks).
+  const Lbl push = new_label();
   cmp(r11d, dword[r10 + lay.high]);
-  jcc(Cond::kA, busy);  // above high: the worker may have to trim
+  jcc(Cond::kBe, push);
+  cmp(byte[r10 + lay.kicked], 0);
+  jcc(Cond::kEq, busy);
+  bind(push);
   mov(rax, maps::obj_free_state(d, size));
   mov(qword[rdi - 8], rax);
   lea(rax, ptr[rdi - 16]);
