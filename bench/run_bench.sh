@@ -28,8 +28,8 @@ run_args=(--rounds "$rounds")
 
 # Row order and labels; programs not listed here follow under their own names.
 order=(empty array_lookup hash_lookup hash_lookup64 hash_update hash_delete_insert
-       percpu_array_inc percpu_hash_lookup percpu_hash_update lru_hash_update obj_new_drop checksum fnv1a sieve sieve_bpf_loop
-       alu_loop)
+       percpu_array_inc percpu_hash_lookup percpu_hash_update lru_hash_update obj_new_drop checksum fnv1a
+       memcopy sieve sieve_bpf_loop alu_loop)
 declare -A label=(
   [empty]="empty run (ns per run)" [array_lookup]="array lookup"
   [hash_lookup]="hash lookup, 4-byte key" [hash_lookup64]="hash lookup, 64-byte key"
@@ -38,7 +38,8 @@ declare -A label=(
   [percpu_hash_update]="per-CPU hash update (existing key)"
   [lru_hash_update]="LRU hash insert (evicts)"
   [obj_new_drop]="obj new + drop" [checksum]="checksum (per byte)"
-  [fnv1a]="FNV-1a (per byte)" [sieve]="prime sieve (per number)"
+  [fnv1a]="FNV-1a (per byte)" [memcopy]="memcpy-like loop (per byte)"
+  [sieve]="prime sieve (per number)"
   [sieve_bpf_loop]="prime sieve, bpf_loop callbacks (per number)"
   [alu_loop]="ALU loop (per iteration)")
 names=()

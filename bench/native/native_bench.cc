@@ -245,6 +245,17 @@ void bench_cpu() {
     for (uint32_t i = 0; i < kBytes; i++) h = (h ^ bytes[i]) * 0x100000001b3ull;
     return h ? kBytes : 0u;
   });
+  static uint64_t copy_src[kBytes / 8], copy_dst[kBytes / 8];
+  measure("memcopy", "C++ loop (8-byte words, same barrier)", kBytes, [] {
+    copy_src[kBytes / 8 - 1] = 0x5eed;
+    for (uint32_t i = 0; i < kBytes / 8; i++) {
+      uint64_t v = copy_src[i];
+      asm volatile("" : "+r"(v));  // the BPF program's barrier_var
+      copy_dst[i] = v;
+    }
+    keep(copy_dst);
+    return copy_dst[kBytes / 8 - 1] == 0x5eed ? kBytes : 0u;
+  });
   static uint8_t composite[kSieveN];
   measure("sieve", "C++ loop", kSieveN, [] {
     std::memset(composite, 0, sizeof(composite));
