@@ -22,6 +22,8 @@
 // that very value) makes the lookup cache the value as the hit region, so
 // the checks there stay fast. Either way the checks stay correct: the
 // region logic finds array values by itself (interp_check.cc).
+#include <bit>
+
 #include "vm/jit/x86_64/emitter.h"
 
 namespace userbpf::vm::jit {
@@ -196,12 +198,18 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
     return width;
   };
   Fact f[kNumRegs];
+  // Whether some register may hold a lookup's value, an indexed fact, an
+  // object fact (set when one is made, cleared with every fact): the loops
+  // over all registers for them run only then (compile time).
+  bool any_origin = false, any_indexed = false, any_obj = false;
   auto forget_all = [&] {
     for (Fact& x : f) x = Fact{};
     f[10] = Fact{Fact::kStack, nullptr, 0};
+    any_origin = any_indexed = any_obj = false;
   };
   auto forget_call = [&] {
     for (int r = 0; r <= 5; ++r) f[r] = Fact{};
+    if (!any_obj) return;
     for (Fact& x : f) {
       if (x.kind == Fact::kObjOrNull || x.kind == Fact::kObj) x = Fact{};
     }
@@ -215,8 +223,10 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
     if (is_value(r) && f[r].origin != kNoOrigin) lookup_caches_value_[f[r].origin] = true;
   };
   auto escape_live = [&](uint16_t live, uint32_t except_origin = UINT32_MAX) {
-    for (int r = 0; r < 10; ++r) {
-      if ((live >> r & 1) && !(is_value(r) && f[r].origin == except_origin)) escape(r);
+    if (!any_origin) return;
+    for (uint32_t m = live & 0x3ffu; m != 0; m &= m - 1) {
+      const int r = std::countr_zero(m);
+      if (!(is_value(r) && f[r].origin == except_origin)) escape(r);
     }
   };
   // The fact for an access of size bytes at [f[base] + off).
@@ -283,7 +293,7 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
     // Reads the facts follow: copies and constant offsets, accesses proven
     // inside the value, comparisons (their taken edge below). Every other
     // read of a value lets it escape.
-    const uint16_t uses = use_def(pc, false).use;
+    const uint16_t uses = ud_[pc].use;
     uint16_t followed = 0;
     if (code == (kClassAlu64 | kSrcX | kAluMov)) {
       followed = static_cast<uint16_t>(1u << in.src);
@@ -301,14 +311,16 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
         followed = static_cast<uint16_t>(1u << (load ? in.src : in.dst));
       }
     }
-    for (int r = 0; r < 10; ++r) {
-      if ((uses >> r & 1) && !(followed >> r & 1)) escape(r);
+    if (any_origin) {
+      for (uint32_t m = uses & ~followed & 0x3ffu; m != 0; m &= m - 1) escape(std::countr_zero(m));
     }
     // An indexed fact dies with its index register (after the access above:
     // a load may overwrite the index it was addressed with).
-    const uint16_t written = written_regs(pc);
-    for (Fact& x : f) {
-      if (x.kind == Fact::kValueIndexed && (written >> x.idx & 1)) x = Fact{};
+    const uint16_t written = written_[pc];
+    if (any_indexed && written != 0) {
+      for (Fact& x : f) {
+        if (x.kind == Fact::kValueIndexed && (written >> x.idx & 1)) x = Fact{};
+      }
     }
     if (code == kLdImm64) {
       f[in.dst] = Fact{};
@@ -332,6 +344,7 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
       } else if (code == (kClassAlu64 | kSrcX | kAluAdd) && f[in.dst].kind == Fact::kValue &&
                  in.src != in.dst && in.src != 10) {
         f[in.dst].kind = Fact::kValueIndexed;  // value + a register
+        any_indexed = true;
         f[in.dst].idx = in.src;
       } else if ((code == (kClassAlu64 | kSrcK | kAluAdd) ||
                   code == (kClassAlu64 | kSrcK | kAluSub)) &&
@@ -401,10 +414,14 @@ void Emitter::find_safe_accesses(const std::vector<bool>& target) {
         drop_obj_size_[pc] = f[1].size;
       }
       forget_call();
-      if (array || hash) f[0] = Fact{Fact::kValueOrNull, m, 0, static_cast<uint32_t>(pc)};
+      if (array || hash) {
+        f[0] = Fact{Fact::kValueOrNull, m, 0, static_cast<uint32_t>(pc)};
+        any_origin = true;
+      }
       if (obj_call == HelperProto::ObjCall::kNew && proto->ret_size != 0) {
         f[0] = Fact{Fact::kObjOrNull};
         f[0].size = proto->ret_size;
+        any_obj = true;
       }
       continue;
     }

@@ -103,45 +103,63 @@ bool Emitter::is_pure(size_t pc) const {
 }
 
 void Emitter::compute_liveness(bool refined) {
-  std::vector<UseDef> ud(n_);
-  std::vector<bool> second(n_, false);  // second slots of ld_imm64
-  std::vector<bool> pure(n_, false);
+  // Per instruction, once: its uses and defs, whether it is pure, and its
+  // successors (kNone: none); second slots of ld_imm64 are no instruction.
+  constexpr uint32_t kNone = UINT32_MAX;
+  struct Node {
+    UseDef ud;
+    uint32_t next = kNone, to = kNone;
+    bool second = false, pure = false;
+  };
+  std::vector<Node> node(n_);
   has_bpf_calls_ = false;
+  // use_def's switch once per instruction (the refined pass differs only at
+  // inlined lookups with a known key); written_regs' with it.
+  if (!refined) {
+    ud_.resize(n_);
+    written_.resize(n_);
+  }
   for (size_t pc = 0; pc < n_; ++pc) {
     const Insn& in = insns_[pc];
     if ((in.code == kCall && in.src == kPseudoCall) || in.code == kCallx) has_bpf_calls_ = true;
-    if (in.code == kLdImm64 && pc + 1 < n_) second[++pc] = true;
-  }
-  for (size_t pc = 0; pc < n_; ++pc) {
-    if (second[pc]) continue;
-    ud[pc] = use_def(pc, refined);
-    pure[pc] = is_pure(pc);
+    Node& nd = node[pc];
+    if (!refined) {
+      ud_[pc] = use_def(pc, false);
+      written_[pc] = written_regs(pc);
+    }
+    nd.ud =
+        refined && in.code == kCall && inline_lookup_known_key(pc) ? use_def(pc, true) : ud_[pc];
+    nd.pure = is_pure(pc);
+    const OpKind k = opcode_info(in.code).kind;
+    const size_t next = pc + (in.code == kLdImm64 ? 2 : 1);
+    if (k != OpKind::kExit && k != OpKind::kJa && next < n_) nd.next = static_cast<uint32_t>(next);
+    if (k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) {
+      const int64_t off = in.code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
+      const int64_t to = static_cast<int64_t>(pc) + 1 + off;
+      if (to >= 0 && static_cast<size_t>(to) < n_) nd.to = static_cast<uint32_t>(to);
+    }
+    if (in.code == kLdImm64 && pc + 1 < n_) node[++pc].second = true;
   }
   live_in_.assign(n_, 0);
   live_out_.assign(n_, 0);
   for (size_t pc = 0; pc < n_; ++pc) {
-    if (second[pc]) live_in_[pc] = kAllRegs;  // not an instruction: a jump there reads anything
+    if (node[pc].second)
+      live_in_[pc] = kAllRegs;  // not an instruction: a jump there reads anything
   }
   // Backward passes until nothing changes (one more pass per loop nesting).
   for (bool changed = true; changed;) {
     changed = false;
     for (size_t pc = n_; pc-- > 0;) {
-      if (second[pc]) continue;
-      const Insn& in = insns_[pc];
-      const OpKind k = opcode_info(in.code).kind;
+      const Node& nd = node[pc];
+      if (nd.second) continue;
       uint16_t out = 0;
-      const size_t next = pc + (in.code == kLdImm64 ? 2 : 1);
-      if (k != OpKind::kExit && k != OpKind::kJa && next < n_) out |= live_in_[next];
-      if (k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) {
-        const int64_t off = in.code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
-        const int64_t to = static_cast<int64_t>(pc) + 1 + off;
-        if (to >= 0 && static_cast<size_t>(to) < n_) out |= live_in_[to];
-      }
+      if (nd.next != kNone) out |= live_in_[nd.next];
+      if (nd.to != kNone) out |= live_in_[nd.to];
       // A pure write nobody reads is not emitted, so it reads nothing either
       // (strong liveness: `r2 = r10; r2 += -4` for an inlined lookup's key
       // goes away whole).
-      const bool dead = pure[pc] && (out & ud[pc].def) == 0;
-      const uint16_t in_set = dead ? out : static_cast<uint16_t>(ud[pc].use | (out & ~ud[pc].def));
+      const bool dead = nd.pure && (out & nd.ud.def) == 0;
+      const uint16_t in_set = dead ? out : static_cast<uint16_t>(nd.ud.use | (out & ~nd.ud.def));
       live_out_[pc] = out;
       if (in_set != live_in_[pc]) {
         live_in_[pc] = in_set;

@@ -206,6 +206,10 @@ class Emitter : public CodeGenerator {
     uint16_t def;  // registers it surely overwrites
   };
   UseDef use_def(size_t pc, bool refined) const;
+  // use_def(pc, false) and written_regs(pc) of every pc, filled by
+  // compute_liveness(false) (compile time: one switch per instruction).
+  std::vector<UseDef> ud_;
+  std::vector<uint16_t> written_;
   // Every register pc may write (use_def's defs leave out the side effects
   // of calls and atomics, which liveness treats as uses).
   uint16_t written_regs(size_t pc) const;
