@@ -126,6 +126,9 @@ TEST_P(SpinLockApi, CountsAreExactAndReadsNeverTorn) {
     std::vector<std::thread> threads;
     for (int t = 0; t < kThreads; t++) {
       threads.emplace_back([&] {
+        // Not before the host reads (on 2 cores the runs could otherwise
+        // all end before the reader is ever scheduled).
+        while (reads.load() == 0) std::this_thread::yield();
         Args a{0, which, 1, 0};
         auto r = run("bump", a, kRuns);
         EXPECT_TRUE(r.ok()) << r.error().message;
