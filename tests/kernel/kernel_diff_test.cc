@@ -242,6 +242,24 @@ TEST(KernelDiff, MapErrnosMatchKernel) {
   EXPECT_GT(nonzero, 5);  // the program really recorded error codes
 }
 
+// Pins the calling thread to CPU 0 for its lifetime, then restores the mask:
+// the kernel's LRU lists (and userbpf's CPU slots) are chosen by the CPU
+// an operation runs on.
+struct PinToCpu0 {
+  cpu_set_t saved;
+  bool ok = false;
+  PinToCpu0() {
+    if (sched_getaffinity(0, sizeof(saved), &saved) != 0) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(0, &one);
+    ok = sched_setaffinity(0, sizeof(one), &one) == 0;
+  }
+  ~PinToCpu0() {
+    if (ok) sched_setaffinity(0, sizeof(saved), &saved);
+  }
+};
+
 // Per-CPU maps (SPEC.md section 3) with as many userbpf CPU slots as the
 // kernel has possible CPUs: the program-side errnos, then the same host
 // operations through bpf(2) and the userbpf API (the per-CPU layout with its
@@ -257,6 +275,9 @@ TEST(KernelDiff, PercpuMapsMatchKernel) {
   UserObject uo(path, static_cast<uint32_t>(ncpus));  // the kernel's CPUs
   ASSERT_TRUE(uo.obj);
   userbpf::Object* u = uo.obj.get();
+  // The program's per-CPU writes must land in the same CPU's copy on both.
+  PinToCpu0 pin;
+  ASSERT_TRUE(pin.ok);
 
   // Program side: every return code, and the values the program read.
   std::vector<uint8_t> pkt(64, 0);
@@ -396,24 +417,6 @@ TEST(KernelDiff, PercpuMapsMatchKernel) {
     EXPECT_EQ(ub_map, kb_map);
   }
 }
-
-// Pins the calling thread to CPU 0 for its lifetime, then restores the mask:
-// the kernel's LRU lists (and userbpf's CPU slots) are chosen by the CPU
-// an operation runs on.
-struct PinToCpu0 {
-  cpu_set_t saved;
-  bool ok = false;
-  PinToCpu0() {
-    if (sched_getaffinity(0, sizeof(saved), &saved) != 0) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(0, &one);
-    ok = sched_setaffinity(0, sizeof(one), &one) == 0;
-  }
-  ~PinToCpu0() {
-    if (ok) sched_setaffinity(0, sizeof(saved), &saved);
-  }
-};
 
 // LRU hash maps (LRU_HASH, LRU_PERCPU_HASH, common and per-CPU lists) with
 // as many userbpf CPU slots as the kernel has possible CPUs and the thread
