@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <optional>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -105,20 +106,29 @@ void run_kicked(int n, uint32_t seed, std::chrono::microseconds interval, std::a
   for (auto& t : threads) t.join();
 }
 
-class HashSignalRcuStress : public ::testing::TestWithParam<uint32_t> {};
+// Each test: a HASH map of the parameter's flags in g_s, counters cleared,
+// SIGUSR2 handled by handler while the test runs.
+class HashSignalRcuStress : public ::testing::TestWithParam<uint32_t> {
+ protected:
+  HashMap* start(void (*handler)(int)) {
+    m_ = test::must_create(
+        test::make_attr(MapType::kHASH, 4, sizeof(Value), kMaxEntries, GetParam()));
+    if (!m_) return nullptr;
+    HashMap* h = to_htab(m_.get());
+    g_s.map = m_.get();
+    g_s.dom = h->dom;
+    g_s.handler_runs = g_s.handler_misses = g_s.bad = g_s.ops = 0;
+    handler_.emplace(SIGUSR2, handler);
+    return handler_->ok() ? h : nullptr;
+  }
+  MapPtr m_;
+  std::optional<userbpf::test::ScopedSignal> handler_;
+};
 
 TEST_P(HashSignalRcuStress, CountMatchesWalk) {
-  MapPtr m =
-      test::must_create(test::make_attr(MapType::kHASH, 4, sizeof(Value), kMaxEntries, GetParam()));
-  ASSERT_TRUE(m);
-  Map* map = m.get();
-  HashMap* h = to_htab(map);
-  g_s.map = map;
-  g_s.dom = h->dom;
-  g_s.handler_runs = g_s.handler_misses = g_s.bad = g_s.ops = 0;
-
-  userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_signal);
-  ASSERT_TRUE(handler_scope.ok());
+  HashMap* h = start(on_signal);
+  ASSERT_NE(h, nullptr);
+  Map* map = h;
 
   std::atomic<bool> stop{false};
   auto worker = [&](uint32_t seed) {
@@ -215,16 +225,9 @@ void on_signal_same_slot(int) {
 }
 
 TEST_P(HashSignalRcuStress, HandlerReusesTheRunsSlot) {
-  MapPtr m =
-      test::must_create(test::make_attr(MapType::kHASH, 4, sizeof(Value), kMaxEntries, GetParam()));
-  ASSERT_TRUE(m);
-  Map* map = m.get();
-  HashMap* h = to_htab(map);
-  g_s.map = map;
-  g_s.dom = h->dom;
-  g_s.handler_runs = g_s.handler_misses = g_s.bad = g_s.ops = 0;
-  userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_signal_same_slot);
-  ASSERT_TRUE(handler_scope.ok());
+  HashMap* h = start(on_signal_same_slot);
+  ASSERT_NE(h, nullptr);
+  Map* map = h;
   std::atomic<bool> stop{false};
   auto worker = [&](uint32_t seed) {
     std::mt19937 rng(seed);
