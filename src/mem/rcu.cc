@@ -136,6 +136,20 @@ uint64_t RcuDomain::reclaim() {
   return batches_.empty() ? 0 : kRepollNs;
 }
 
+void RcuReadGuard::claim(RcuDomain& rcu, EnterMode mode) {
+  slot_ = rcu.slots().enter(mode);
+  if (slot_ < 0) return;
+  rcu_ = &rcu;
+  outer_ = t_domain_;
+  t_domain_ = &rcu;
+}
+
+void RcuReadGuard::release() {
+  // Out of the section before the slot is gone, as RcuReadHold::release.
+  t_domain_ = outer_;
+  rcu_->slots().leave(slot_);
+}
+
 void RcuReadHold::release() {
   if (slot_ < 0) return;
   // Out of the section before the slot is gone: a signal handler arriving

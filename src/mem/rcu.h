@@ -106,18 +106,16 @@ class RcuDomain {
 // (re-entrant claim with no free slot).
 class RcuReadGuard {
  public:
+  // The nested case (a host lookup inside a run, a helper's section) is one
+  // thread-local compare inlined at the caller; claiming and releasing a
+  // slot stay out of line so that the compare is all callers carry.
   explicit RcuReadGuard(RcuDomain& rcu, EnterMode mode = EnterMode::kWait) {
-    if (t_domain_ == &rcu) return;  // nested: the outer section covers us
-    slot_ = rcu.slots().enter(mode);
-    if (slot_ < 0) return;
-    rcu_ = &rcu;
-    outer_ = t_domain_;
-    t_domain_ = &rcu;
+    if (t_domain_ != &rcu) [[unlikely]]
+      claim(rcu, mode);  // else nested: the outer section covers us
   }
   ~RcuReadGuard() {
-    if (!rcu_) return;
-    t_domain_ = outer_;
-    rcu_->slots().leave(slot_);
+    if (rcu_) [[unlikely]]
+      release();
   }
   RcuReadGuard(const RcuReadGuard&) = delete;
   RcuReadGuard& operator=(const RcuReadGuard&) = delete;
@@ -131,6 +129,9 @@ class RcuReadGuard {
   }
 
  private:
+  void claim(RcuDomain& rcu, EnterMode mode);
+  void release();
+
   static inline constinit thread_local RcuDomain* t_domain_ = nullptr;
   RcuDomain* rcu_ = nullptr;
   RcuDomain* outer_ = nullptr;
