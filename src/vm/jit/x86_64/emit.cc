@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "vm/jit/x86_64/compile_mem.h"
 #include "vm/jit/x86_64/emitter.h"
 
 namespace userbpf::vm::jit {
@@ -77,12 +78,6 @@ Cond jump_cond(uint8_t op) {
   }
 }
 
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
 }  // namespace
 
 void Emitter::call_abs(const void* fn) {
@@ -91,45 +86,11 @@ void Emitter::call_abs(const void* fn) {
 }
 
 void Emitter::jcc(Cond c, Lbl l) {
-  // Jcc rel32: 0f 80+cc.
-  uint8_t cc = 0;
-  switch (c) {
-    case Cond::kEq:
-    case Cond::kZ:
-      cc = 0x4;
-      break;
-    case Cond::kNe:
-    case Cond::kNz:
-      cc = 0x5;
-      break;
-    case Cond::kA:
-      cc = 0x7;
-      break;
-    case Cond::kAe:
-      cc = 0x3;
-      break;
-    case Cond::kB:
-      cc = 0x2;
-      break;
-    case Cond::kBe:
-      cc = 0x6;
-      break;
-    case Cond::kG:
-      cc = 0xf;
-      break;
-    case Cond::kGe:
-      cc = 0xd;
-      break;
-    case Cond::kL:
-      cc = 0xc;
-      break;
-    case Cond::kLe:
-      cc = 0xe;
-      break;
-  }
-  db(0x0f);
-  db(0x80 | cc);
-  rel32_to(l);
+  // Jcc rel32: 0f 80+cc, cc by Cond (kEq, kNe, kA, kAe, kB, kBe, kG, kGe,
+  // kL, kLe, kNz, kZ).
+  static constexpr uint8_t kCc[] = {0x4, 0x5, 0x7, 0x3, 0x2, 0x6, 0xf, 0xd, 0xc, 0xe, 0x5, 0x4};
+  static_assert(sizeof(kCc) == static_cast<size_t>(Cond::kZ) + 1);
+  op_rel32(0x0f, 0x80 | kCc[static_cast<size_t>(c)], l);
 }
 
 bool Emitter::patch_fixups() {
@@ -469,26 +430,32 @@ void Emitter::fault_stub(Lbl at, uint32_t kind, size_t pc, const Reg64* value) {
   });
 }
 
-// Depth limit, first-use clearing of the new frame, budget: the checks of
-
 Result<JitImage*> compile_x86_64(const Program& prog, const JitOptions& opts) {
-  const uint64_t t0 = now_ns();
   const size_t n = prog.exec_insns.size();
+  CompileArena& arena = CompileArena::for_compiles();
+  // On the way out (after the emitter): what a large compile took goes back.
+  struct Release {
+    CompileArena& a;
+    ~Release() { a.release_large(); }
+  } release{arena};
   size_t cap = 4096 + n * 96;
   for (int attempt = 0; attempt < 4; ++attempt, cap *= 2) {
-    std::unique_ptr<uint8_t[]> buf(new uint8_t[cap]);
+    arena.reset();
+    uint8_t* buf = static_cast<uint8_t*>(arena.allocate(cap, 64));
     ClearError();
-    Emitter e(cap, buf.get(), prog, opts);
+    Emitter e(cap, buf, prog, opts, &arena);
     if (!e.emit_all()) {
       if (GetError() == ERR_CODE_IS_TOO_BIG) continue;
       return make_error(EINVAL, "program '%s': JIT failed: %s", prog.name.c_str(),
                         GetError() != 0 ? ConvertErrorToString(GetError()) : "unbound label");
     }
     const size_t size = e.getSize();
-    const size_t map_size = (size + 4095) & ~size_t{4095};
-    void* p = mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return make_error(ENOMEM, "cannot map %zu bytes of JIT code", map_size);
-    std::memcpy(p, buf.get(), size);
+    size_t map_size = 0;
+    void* p = CodePages::take((size + 4095) & ~size_t{4095}, &map_size);
+    if (p == nullptr) return make_error(ENOMEM, "cannot map %zu bytes of JIT code", size);
+    std::memcpy(p, buf, size);
+    // The rest (a kept mapping holds an earlier image's code): int3.
+    std::memset(static_cast<uint8_t*>(p) + size, 0xcc, map_size - size);
     // W^X: the pages are never writable and executable at once.
     if (mprotect(p, map_size, PROT_READ | PROT_EXEC) != 0) {
       const int err = errno;
@@ -513,7 +480,6 @@ Result<JitImage*> compile_x86_64(const Program& prog, const JitOptions& opts) {
     }
     img->writes_memory = may_write_memory(prog);
     img->keeps_state = e.run_keeps_state();
-    img->compile_ns = now_ns() - t0;
     return img.release();
   }
   return make_error(E2BIG, "program '%s': JIT code too large", prog.name.c_str());

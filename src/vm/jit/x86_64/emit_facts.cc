@@ -35,8 +35,8 @@ constexpr uint32_t kNoOrigin = UINT32_MAX;  // a value fact not from a lookup
 
 }  // namespace
 
-std::vector<bool> Emitter::jump_targets() const {
-  std::vector<bool> target(n_, false);
+Bits Emitter::jump_targets() const {
+  Bits target(n_, false, mem_);
   for (uint32_t e : prog_.func_entries) {
     if (e < n_) target[e] = true;
   }
@@ -61,7 +61,7 @@ std::vector<bool> Emitter::jump_targets() const {
 // For each helper call, the map r1 holds if it was loaded by an ld_imm64 of a
 // map of this program earlier in the same straight-line run of code (no jump
 // target, function entry or other write of r1 in between).
-void Emitter::find_const_r1_maps(const std::vector<bool>& target) {
+void Emitter::find_const_r1_maps(const Bits& target) {
   r1_map_.assign(n_, nullptr);
   const maps::Map* known = nullptr;
   for (size_t pc = 0; pc < n_; ++pc) {
@@ -147,7 +147,7 @@ bool Emitter::is_hash_lookup(size_t pc, const maps::Map** map) const {
   return true;
 }
 
-void Emitter::find_safe_accesses(const std::vector<bool>& target) {
+void Emitter::find_safe_accesses(const Bits& target) {
   access_.assign(n_, AccessFact{});
   key_off_.assign(n_, kNoKeyOff);
   arg_stack_off_.assign(n_, {kNoKeyOff, kNoKeyOff, kNoKeyOff, kNoKeyOff});

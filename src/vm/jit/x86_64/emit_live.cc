@@ -10,6 +10,8 @@
 // engines. A register is only killed where the generated code surely
 // overwrites it. Only pure register writes are dropped; loads, stores and
 // calls are always emitted, whatever they write.
+#include <array>
+
 #include "vm/jit/x86_64/emitter.h"
 
 namespace userbpf::vm::jit {
@@ -21,44 +23,105 @@ constexpr uint16_t bit(int r) {
 constexpr uint16_t kArgRegs = 0x3e;   // r1-r5
 constexpr uint16_t kCallRegs = 0x3f;  // r0-r5
 constexpr uint16_t kAllRegs = 0x7ff;  // r0-r10
+constexpr uint16_t kNotReg = 0x8000;  // a bit no register has
+
+// What an opcode reads and writes, from its operands or fixed registers;
+// calls and exit (special) depend on more than the opcode: use_def decides.
+struct LiveRule {
+  uint16_t use = 0;  // registers read whatever the operands
+  uint16_t def = 0;  // registers surely written whatever the operands
+  uint16_t wr = 0;   // registers maybe written besides def (written_regs)
+  bool use_dst = false, use_src = false, def_dst = false, wr_src = false;
+  bool pure = false;  // writes only dst (and is dropped when nobody reads it)
+  bool special = false;
+};
+
+constexpr LiveRule live_rule(uint8_t code) {
+  LiveRule r;
+  if (code == kExecMovsx64 || code == kExecMovsx32 || code == kExecAddrSpaceCast) {
+    r.use_src = r.def_dst = r.pure = true;
+    return r;
+  }
+  const bool x = insn_src(code) == kSrcX;
+  switch (opcode_info(code).kind) {
+    case OpKind::kAluBin:
+      r.use_dst = insn_op(code) != kAluMov;
+      r.use_src = x;
+      r.def_dst = r.pure = true;
+      return r;
+    case OpKind::kAluNeg:
+    case OpKind::kAluEnd:
+      r.use_dst = r.def_dst = r.pure = true;
+      return r;
+    case OpKind::kLdImm64:
+      r.def_dst = r.pure = true;
+      return r;
+    case OpKind::kLdx:
+    case OpKind::kLdxSx:
+      r.use_src = r.def_dst = true;
+      return r;
+    case OpKind::kSt:
+      r.use_dst = true;
+      return r;
+    case OpKind::kStx:
+      r.use_dst = r.use_src = true;
+      return r;
+    case OpKind::kAtomic:  // fetch forms write src, cmpxchg r0: kept live
+      r.use_dst = r.use_src = r.wr_src = true;
+      r.use = r.wr = bit(0);
+      return r;
+    case OpKind::kLdAbs:
+      r.use = bit(6);
+      r.def = bit(0);
+      r.wr = kCallRegs;
+      return r;
+    case OpKind::kLdInd:
+      r.use = bit(6);
+      r.use_src = true;
+      r.def = bit(0);
+      r.wr = kCallRegs;
+      return r;
+    case OpKind::kJa:
+    case OpKind::kJcond:
+      return r;
+    case OpKind::kJmpCond:
+      r.use_dst = true;
+      r.use_src = x;
+      return r;
+    case OpKind::kCall:
+    case OpKind::kCallx:
+    case OpKind::kExit:
+      r.special = true;
+      return r;
+    case OpKind::kInvalid:
+      break;
+  }
+  r.use = r.wr = kAllRegs;
+  return r;
+}
+
+constexpr std::array<LiveRule, 256> make_live_rules() {
+  std::array<LiveRule, 256> t{};
+  for (int c = 0; c < 256; ++c) t[c] = live_rule(static_cast<uint8_t>(c));
+  return t;
+}
+constexpr std::array<LiveRule, 256> kLiveRules = make_live_rules();
+
+// Branch-free: compiles see every opcode in any order.
+constexpr uint16_t if_bit(bool on, int r) {
+  return static_cast<uint16_t>(-static_cast<uint16_t>(on) & bit(r));
+}
 
 }  // namespace
 
 Emitter::UseDef Emitter::use_def(size_t pc, bool refined) const {
   const Insn& in = insns_[pc];
-  const uint8_t code = in.code;
-  const uint16_t dst = bit(in.dst);
-  const uint16_t src = bit(in.src);
-  if (code == kExecMovsx64 || code == kExecMovsx32 || code == kExecAddrSpaceCast) {
-    return {src, dst};
+  const LiveRule& r = kLiveRules[in.code];
+  if (!r.special) {
+    return {static_cast<uint16_t>(r.use | if_bit(r.use_dst, in.dst) | if_bit(r.use_src, in.src)),
+            static_cast<uint16_t>(r.def | if_bit(r.def_dst, in.dst))};
   }
-  switch (opcode_info(code).kind) {
-    case OpKind::kAluBin:
-      if (insn_op(code) == kAluMov) return {insn_src(code) == kSrcX ? src : uint16_t{0}, dst};
-      return {static_cast<uint16_t>(dst | (insn_src(code) == kSrcX ? src : 0)), dst};
-    case OpKind::kAluNeg:
-    case OpKind::kAluEnd:
-      return {dst, dst};
-    case OpKind::kLdImm64:
-      return {0, dst};
-    case OpKind::kLdx:
-    case OpKind::kLdxSx:
-      return {src, dst};
-    case OpKind::kSt:
-      return {dst, 0};
-    case OpKind::kStx:
-      return {static_cast<uint16_t>(dst | src), 0};
-    case OpKind::kAtomic:  // fetch forms write src, cmpxchg r0: kept live
-      return {static_cast<uint16_t>(dst | src | bit(0)), 0};
-    case OpKind::kLdAbs:
-      return {bit(6), bit(0)};
-    case OpKind::kLdInd:
-      return {static_cast<uint16_t>(bit(6) | src), bit(0)};
-    case OpKind::kJa:
-    case OpKind::kJcond:
-      return {0, 0};
-    case OpKind::kJmpCond:
-      return {static_cast<uint16_t>(dst | (insn_src(code) == kSrcX ? src : 0)), 0};
+  switch (opcode_info(in.code).kind) {
     case OpKind::kCall:
       if (in.src == kPseudoCall) return {0x3ff, 0};  // the callee sees r0-r9
       // Helpers and kfuncs read r1-r5 and leave r0 and the clobbered r1-r5.
@@ -66,106 +129,99 @@ Emitter::UseDef Emitter::use_def(size_t pc, bool refined) const {
       if (refined && inline_lookup_known_key(pc)) return {0, kCallRegs};
       return {kArgRegs, kCallRegs};
     case OpKind::kCallx:
-      return {static_cast<uint16_t>(0x3ff | dst), 0};
-    case OpKind::kExit:
-      // r0, and r1-r5 if a BPF caller may read them after the call.
+      return {static_cast<uint16_t>(0x3ff | bit(in.dst)), 0};
+    default:  // exit: r0, and r1-r5 if a BPF caller may read them after the call
       return {has_bpf_calls_ ? kCallRegs : bit(0), 0};
-    case OpKind::kInvalid:
-      break;
   }
-  return {kAllRegs, 0};
 }
 
 uint16_t Emitter::written_regs(size_t pc) const {
   const Insn& in = insns_[pc];
-  switch (opcode_info(in.code).kind) {
-    case OpKind::kCall:  // a BPF callee leaves r6-r9 as they were
-    case OpKind::kCallx:
-    case OpKind::kLdAbs:
-    case OpKind::kLdInd:
-      return kCallRegs;
-    case OpKind::kAtomic:  // fetch forms write src, cmpxchg r0
-      return static_cast<uint16_t>(bit(in.src) | bit(0));
-    case OpKind::kInvalid:
-      return kAllRegs;
-    default:
-      return use_def(pc, false).def;
-  }
+  const LiveRule& r = kLiveRules[in.code];
+  // A BPF callee leaves r6-r9 as they were; helpers write r0-r5.
+  if (r.special) return in.code == kExit ? uint16_t{0} : kCallRegs;
+  return static_cast<uint16_t>(r.def | r.wr | if_bit(r.def_dst, in.dst) | if_bit(r.wr_src, in.src));
 }
 
 bool Emitter::is_pure(size_t pc) const {
-  const uint8_t code = insns_[pc].code;
-  const OpKind kind = opcode_info(code).kind;
-  return (kind == OpKind::kAluBin || kind == OpKind::kAluNeg || kind == OpKind::kAluEnd ||
-          kind == OpKind::kLdImm64 || code == kExecMovsx64 || code == kExecMovsx32 ||
-          code == kExecAddrSpaceCast) &&
-         insns_[pc].dst != 10;
+  return kLiveRules[insns_[pc].code].pure && insns_[pc].dst != 10;
 }
 
 void Emitter::compute_liveness(bool refined) {
-  // Per instruction, once: its uses and defs, whether it is pure, and its
-  // successors (kNone: none); second slots of ld_imm64 are no instruction.
-  constexpr uint32_t kNone = UINT32_MAX;
-  struct Node {
-    UseDef ud;
-    uint32_t next = kNone, to = kNone;
-    bool second = false, pure = false;
-  };
-  std::vector<Node> node(n_);
-  has_bpf_calls_ = false;
-  // use_def's switch once per instruction (the refined pass differs only at
-  // inlined lookups with a known key); written_regs' with it.
+  // Per instruction, once (the refined pass only changes inlined lookups
+  // with a known key): its uses and defs, whether it is pure, and its
+  // successors. Index n_ is an instruction-less sink (nothing live) that
+  // stands for "no successor", so the passes below need no branch.
+  // Second slots of ld_imm64 are no instruction: a jump there reads
+  // anything (uses every register, no successor).
+  const uint32_t sink = static_cast<uint32_t>(n_);
   if (!refined) {
+    has_bpf_calls_ = false;
+    has_back_edge_ = false;
+    for (size_t pc = 0; pc < n_; ++pc) {
+      const uint8_t code = insns_[pc].code;
+      if ((code == kCall && insns_[pc].src == kPseudoCall) || code == kCallx) has_bpf_calls_ = true;
+    }
+    node_.assign(n_, LiveNode{});
     ud_.resize(n_);
     written_.resize(n_);
-  }
-  for (size_t pc = 0; pc < n_; ++pc) {
-    const Insn& in = insns_[pc];
-    if ((in.code == kCall && in.src == kPseudoCall) || in.code == kCallx) has_bpf_calls_ = true;
-    Node& nd = node[pc];
-    if (!refined) {
+    for (size_t pc = 0; pc < n_; ++pc) {
+      const Insn& in = insns_[pc];
+      LiveNode& nd = node_[pc];
       ud_[pc] = use_def(pc, false);
       written_[pc] = written_regs(pc);
+      nd.use = ud_[pc].use;
+      nd.def = ud_[pc].def;
+      nd.needed_if = is_pure(pc) ? nd.def : kNotReg;
+      const OpKind k = opcode_info(in.code).kind;
+      const size_t next = pc + (in.code == kLdImm64 ? 2 : 1);
+      nd.next =
+          k != OpKind::kExit && k != OpKind::kJa && next < n_ ? static_cast<uint32_t>(next) : sink;
+      nd.to = sink;
+      if (k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) {
+        const int64_t off = in.code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
+        const int64_t to = static_cast<int64_t>(pc) + 1 + off;
+        if (to >= 0 && static_cast<size_t>(to) < n_) nd.to = static_cast<uint32_t>(to);
+        has_back_edge_ |= to <= static_cast<int64_t>(pc);
+      }
+      if (in.code == kLdImm64 && pc + 1 < n_) {
+        node_[++pc] = LiveNode{kAllRegs, 0, kNotReg, sink, sink};
+        ud_[pc] = UseDef{kAllRegs, 0};
+        written_[pc] = kAllRegs;
+      }
     }
-    nd.ud =
-        refined && in.code == kCall && inline_lookup_known_key(pc) ? use_def(pc, true) : ud_[pc];
-    nd.pure = is_pure(pc);
-    const OpKind k = opcode_info(in.code).kind;
-    const size_t next = pc + (in.code == kLdImm64 ? 2 : 1);
-    if (k != OpKind::kExit && k != OpKind::kJa && next < n_) nd.next = static_cast<uint32_t>(next);
-    if (k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) {
-      const int64_t off = in.code == (kClassJmp32 | kJmpJa) ? in.imm : in.off;
-      const int64_t to = static_cast<int64_t>(pc) + 1 + off;
-      if (to >= 0 && static_cast<size_t>(to) < n_) nd.to = static_cast<uint32_t>(to);
+  } else {
+    bool any = false;
+    for (size_t pc = 0; pc < n_; ++pc) {
+      if (insns_[pc].code == kCall && inline_lookup_known_key(pc)) {
+        node_[pc].use = use_def(pc, true).use;
+        any = true;
+      }
     }
-    if (in.code == kLdImm64 && pc + 1 < n_) node[++pc].second = true;
+    if (!any) return;  // the same as the first pass
   }
-  live_in_.assign(n_, 0);
-  live_out_.assign(n_, 0);
-  for (size_t pc = 0; pc < n_; ++pc) {
-    if (node[pc].second)
-      live_in_[pc] = kAllRegs;  // not an instruction: a jump there reads anything
-  }
-  // Backward passes until nothing changes (one more pass per loop nesting).
+  live_in_.assign(n_ + 1, 0);
+  live_out_.resize(n_);
+  // Backward passes until nothing changes (one more pass per loop nesting);
+  // without backward edges the first pass is exact.
+  uint16_t* live_in = live_in_.data();
   for (bool changed = true; changed;) {
     changed = false;
     for (size_t pc = n_; pc-- > 0;) {
-      const Node& nd = node[pc];
-      if (nd.second) continue;
-      uint16_t out = 0;
-      if (nd.next != kNone) out |= live_in_[nd.next];
-      if (nd.to != kNone) out |= live_in_[nd.to];
+      const LiveNode& nd = node_[pc];
+      const uint16_t out = static_cast<uint16_t>(live_in[nd.next] | live_in[nd.to]);
       // A pure write nobody reads is not emitted, so it reads nothing either
       // (strong liveness: `r2 = r10; r2 += -4` for an inlined lookup's key
-      // goes away whole).
-      const bool dead = nd.pure && (out & nd.ud.def) == 0;
-      const uint16_t in_set = dead ? out : static_cast<uint16_t>(nd.ud.use | (out & ~nd.ud.def));
+      // goes away whole). Without a branch: compiles see instructions in any
+      // order, and a mispredicted branch here cost more than the rest.
+      const bool needed = ((out | kNotReg) & nd.needed_if) != 0;
+      const uint16_t in_set = static_cast<uint16_t>(
+          (out & ~nd.def) | (nd.use & static_cast<uint16_t>(-static_cast<uint16_t>(needed))));
       live_out_[pc] = out;
-      if (in_set != live_in_[pc]) {
-        live_in_[pc] = in_set;
-        changed = true;
-      }
+      changed |= in_set != live_in[pc];
+      live_in[pc] = in_set;
     }
+    changed &= has_back_edge_;
   }
 }
 

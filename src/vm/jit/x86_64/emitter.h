@@ -1,5 +1,6 @@
-// The x86-64 code generator's shared declarations: the Emitter (one xbyak
-// CodeGenerator per compile) and the JitState offsets generated code uses.
+// The x86-64 code generator's shared declarations: the Emitter (one per
+// compile, an X86Asm: xbyak with direct encodings of the common forms) and
+// the JitState offsets generated code uses.
 // Its members are defined by concern: emit.cc (driver, entry, labels, jumps),
 // emit_alu.cc, emit_mem.cc (loads, stores, atomics, region checks) and
 // emit_call.cc (helpers, kfuncs, bpf-to-bpf calls, map lookup inlining).
@@ -30,20 +31,19 @@
 //     table instead (extable.cc).
 #pragma once
 
-#define XBYAK_NO_EXCEPTION
-#include <xbyak/xbyak.h>
-
 #include <array>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory_resource>
 #include <vector>
 
 #include <sys/ucontext.h>
 
 #include "isa/opcodes.h"
 #include "vm/jit/x86_64/jit_internal.h"
+#include "vm/jit/x86_64/x86_asm.h"
 
 namespace userbpf::vm::jit {
 
@@ -110,23 +110,27 @@ inline int log2_size(int bytes) {
 
 // A code label: an index into Emitter::lbl_pos_.
 using Lbl = uint32_t;
+using Bits = std::pmr::vector<bool>;
 
 // The layout of m's program lookup if it is array indexing (plain arrays:
 // MapOps::gen_lookup; per-CPU arrays: gen_lookup_percpu, whose copy for the
 // run's CPU slot is cpu_stride * RunContext::cpu further).
 bool array_layout(const maps::Map* m, maps::ArrayLayout* lay);
 
-class Emitter : public CodeGenerator {
+class Emitter : public X86Asm {
  public:
-  Emitter(size_t cap, void* buf, const Program& prog, const JitOptions& opts)
-      : CodeGenerator(cap, buf),
+  // Every vector of the compile comes from mem (compile_mem.h).
+  Emitter(size_t cap, void* buf, const Program& prog, const JitOptions& opts,
+          std::pmr::memory_resource* mem)
+      : X86Asm(cap, buf),
         prog_(prog),
         insns_(prog.exec_insns.data()),
         n_(prog.exec_insns.size()),
         buf_(static_cast<uint8_t*>(buf)),
-        lbl_pos_(2 * n_, -1),
+        mem_(mem),
+        lbl_pos_(2 * n_, -1, mem),
         pc_offset_(n_, UINT32_MAX),
-        probe_(n_, false),
+        probe_(n_, false, mem),
         probe_base_(opts.probe_base) {
     for (uint32_t pc : opts.probe_pcs) {
       if (pc < n_) probe_[pc] = true;
@@ -138,7 +142,7 @@ class Emitter : public CodeGenerator {
     fault_exit_synced_ = new_label();
     mem_thunk_ = new_label();
     target_ = jump_targets();
-    const std::vector<bool>& target = target_;
+    const Bits& target = target_;
     find_const_r1_maps(target);
     // Facts need liveness where they are dropped; the emitter then needs it
     // knowing which lookups are inlined with a known key (they read no
@@ -192,9 +196,9 @@ class Emitter : public CodeGenerator {
   void emit_clobber(uint16_t live);
   void emit_known_map_grant(const maps::Map* m);
   // Static facts (emit_facts.cc).
-  std::vector<bool> jump_targets() const;
-  void find_const_r1_maps(const std::vector<bool>& target);
-  void find_safe_accesses(const std::vector<bool>& target);
+  Bits jump_targets() const;
+  void find_const_r1_maps(const Bits& target);
+  void find_safe_accesses(const Bits& target);
   bool is_array_lookup(size_t pc, const maps::Map** map) const;
   // Whether bpf_map_lookup_elem of a constant map whose values the region
   // logic finds by address (MapOps::value_at: hash maps) is called directly
@@ -206,10 +210,6 @@ class Emitter : public CodeGenerator {
     uint16_t def;  // registers it surely overwrites
   };
   UseDef use_def(size_t pc, bool refined) const;
-  // use_def(pc, false) and written_regs(pc) of every pc, filled by
-  // compute_liveness(false) (compile time: one switch per instruction).
-  std::vector<UseDef> ud_;
-  std::vector<uint16_t> written_;
   // Every register pc may write (use_def's defs leave out the side effects
   // of calls and atomics, which liveness treats as uses).
   uint16_t written_regs(size_t pc) const;
@@ -244,37 +244,44 @@ class Emitter : public CodeGenerator {
   Lbl pc_lbl(size_t pc) const { return static_cast<Lbl>(pc); }
   Lbl func_lbl(size_t pc) const { return static_cast<Lbl>(n_ + pc); }
   void bind(Lbl l) { lbl_pos_[l] = static_cast<int64_t>(getSize()); }
-  void rel32_to(Lbl l) {
-    dd(0);
+  // A jump or call (opcode b0, then b1 unless negative) with a rel32 to l,
+  // patched when the image is complete (patch_fixups).
+  void op_rel32(uint8_t b0, int b1, Lbl l) {
+    if (room()) {
+      uint8_t* p = at();
+      *p++ = b0;
+      if (b1 >= 0) *p++ = static_cast<uint8_t>(b1);
+      done(put32(p, 0));
+    } else {  // xbyak's bounds checks (and error) near the end of the buffer
+      db(b0);
+      if (b1 >= 0) db(b1);
+      dd(0);
+    }
     fixups_.push_back(Fixup{static_cast<uint32_t>(getSize()), l});
   }
   void jcc(Cond c, Lbl l);
-  void jmp_to(Lbl l) {
-    db(0xe9);
-    rel32_to(l);
-  }
-  void call_to(Lbl l) {
-    db(0xe8);
-    rel32_to(l);
-  }
+  void jmp_to(Lbl l) { op_rel32(0xe9, -1, l); }
+  void call_to(Lbl l) { op_rel32(0xe8, -1, l); }
   bool patch_fixups();
 
   const Program& prog_;
   const Insn* insns_;
   size_t n_;
   uint8_t* buf_;
+  std::pmr::memory_resource* mem_;
   // Label offsets (-1: not bound). The pc label is after any prologue (jump
   // targets), the function label at the prologue (call targets).
-  std::vector<int64_t> lbl_pos_;
+  std::pmr::vector<int64_t> lbl_pos_;
   struct Fixup {
     uint32_t end;  // code offset just after the rel32 field
     Lbl to;
   };
-  std::vector<Fixup> fixups_;
-  std::vector<std::function<void()>> cold_;
+  std::pmr::vector<Fixup> fixups_{mem_};
+  std::pmr::vector<std::function<void()>> cold_{mem_};
   std::vector<uint32_t> pc_offset_;
-  std::vector<bool> probe_;
-  std::vector<const maps::Map*> r1_map_;  // per call pc: the map r1 surely holds, or null
+  Bits probe_;
+  std::pmr::vector<const maps::Map*> r1_map_{
+      mem_};  // per call pc: the map r1 surely holds, or null
   // Per load/store pc: an access proven inside the current frame, or inside
   // a value of an ARRAY map, or inside one if the index register idx is at
   // most limit (unsigned), a value plus a register (kValueIndexed).
@@ -284,28 +291,42 @@ class Emitter : public CodeGenerator {
     uint8_t idx = 0;
     uint32_t limit = 0;
   };
-  std::vector<AccessFact> access_;
+  std::pmr::vector<AccessFact> access_{mem_};
   // Per inlined array lookup pc: the key's offset from r10 when r2 surely
   // points into the current frame (kNoKeyOff: not known).
   static constexpr int32_t kNoKeyOff = INT32_MIN;
-  std::vector<int32_t> key_off_;
+  std::pmr::vector<int32_t> key_off_{mem_};
   // Per call pc: r2-r5's offsets from r10 when they surely point into the
   // current frame (kNoKeyOff: not known).
-  std::vector<std::array<int32_t, 4>> arg_stack_off_;
+  std::pmr::vector<std::array<int32_t, 4>> arg_stack_off_{mem_};
   // Per bpf_obj_drop call pc: the size of the object r1 surely holds (or
   // null), fresh from a bpf_obj_new of this straight-line code; 0: unknown.
-  std::vector<uint32_t> drop_obj_size_;
+  std::pmr::vector<uint32_t> drop_obj_size_{mem_};
   // Per bpf_loop call pc: the function r2 surely names (its pc), or -1.
-  std::vector<int32_t> loop_callback_;
+  std::pmr::vector<int32_t> loop_callback_{mem_};
   // Per inlined array lookup pc: whether its value reaches an access the
   // facts do not prove, so the lookup caches it as the hit region (else
   // nothing is recorded at all).
-  std::vector<bool> lookup_caches_value_;
+  Bits lookup_caches_value_ = Bits(mem_);
   // Per pc: the registers some later instruction may read, before it and
   // after it (emit_live.cc).
-  std::vector<uint16_t> live_in_;
-  std::vector<uint16_t> live_out_;
-  std::vector<bool> target_;    // jump targets and function entries
+  std::pmr::vector<uint16_t> live_in_{mem_};
+  std::pmr::vector<uint16_t> live_out_{mem_};
+  // use_def(pc, false) and written_regs(pc) of every pc, and the liveness
+  // pass's view of each, filled by compute_liveness(false) (second slots of
+  // ld_imm64: every register used and written).
+  struct LiveNode {
+    uint16_t use, def;
+    // The instruction reads use only if the registers live after it meet
+    // this mask: def if it is pure, else kNotReg (always live there).
+    uint16_t needed_if;
+    uint32_t next, to;  // successors; n_: none
+  };
+  std::pmr::vector<LiveNode> node_{mem_};
+  bool has_back_edge_ = false;  // some jump goes to itself or backwards
+  std::pmr::vector<UseDef> ud_{mem_};
+  std::pmr::vector<uint16_t> written_{mem_};
+  Bits target_ = Bits(mem_);    // jump targets and function entries
   bool has_bpf_calls_ = false;  // any bpf-to-bpf call or callx
   // A conditional jump folded into the inlined lookup before it: no code.
   size_t skip_pc_ = SIZE_MAX;

@@ -6,21 +6,28 @@
 #include <mutex>
 #include <optional>
 
-#include <sys/mman.h>
+#include <time.h>
 
+#include "vm/jit/x86_64/compile_mem.h"
 #include "vm/jit/x86_64/jit_internal.h"
 
 namespace userbpf::vm {
 
 JitImage::~JitImage() {
   if (extable_slot >= 0) jit::unregister_extable(extable_slot);
-  if (code != nullptr) munmap(code, map_size);
+  if (code != nullptr) jit::CodePages::give(code, map_size);
 }
 
 namespace jit {
 namespace {
 
 constexpr uintptr_t kFrame = isa::kStackSize;
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
 
 // The interpreter's stack depth for C code that checks the frame chain.
 void sync_depth(JitState* st) {
@@ -241,8 +248,11 @@ Status jit_compile(Program& prog, const JitOptions& opts) {
   if (prog.jit.load(std::memory_order_acquire) != nullptr) {
     return make_error(EEXIST, "program '%s' is already compiled", prog.name.c_str());
   }
+  // Timed whole, the emitter's clean-up included.
+  const uint64_t t0 = jit::now_ns();
   Result<JitImage*> img = jit::compile_x86_64(prog, opts);
   if (!img.ok()) return img.take_error();
+  img.value()->compile_ns = jit::now_ns() - t0;
   prog.jit_owner.reset(img.value());
   prog.jit.store(img.value(), std::memory_order_release);
   return Status::Ok();
