@@ -457,6 +457,188 @@ TEST(JitGlobalData, BoundedIndexesMatchTheInterpreter) {
   }
 }
 
+// Counted loops (emit_facts.cc find_counted_loops): the counter is bounded
+// at the loop head from its entry value, its one add and the loop's test,
+// so accesses indexed by it need no check when the bound fits the value;
+// any other shape keeps the check and faults exactly like the interpreter.
+// g is 64 bytes (8 words); the loop sums words g[i / 8] while going round.
+struct LoopShape {
+  std::function<void(Asm&)> enter;  // sets r2 (and may jump to "head")
+  std::function<void(Asm&)> step;   // the counter's update(s), after the access
+  std::function<void(Asm&)> test;   // goes round to "head" or leaves to "out"
+};
+
+Asm counted_loop(const LoopShape& s) {
+  Asm a;
+  a.mov64_imm(6, 0);
+  s.enter(a);
+  a.label("head").ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 3, 1, 0);
+  a.alu64_reg(kAluAdd, 6, 3);
+  s.step(a);
+  s.test(a);
+  a.label("out").mov64_reg(0, 6).exit();
+  return a;
+}
+
+// Runs the shape on both engines (g's words hold 1..8); the JIT's run and
+// the number of accesses it checks.
+std::pair<EngineRun, uint32_t> run_loop(const LoopShape& s) {
+  MapPtr g = make_array(64, 1);
+  Asm a = counted_loop(s);
+  TestProg t(a, {g.get()});
+  EXPECT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+  auto fill = [&] {
+    uint32_t k = 0;
+    auto* w = static_cast<uint64_t*>(g->ops->lookup_elem(g.get(), &k));
+    for (int i = 0; i < 8; ++i) w[i] = static_cast<uint64_t>(i + 1);
+  };
+  fill();
+  EngineRun i = run_engine(t.prog, false, {});
+  fill();
+  EngineRun j = run_engine(t.prog, true, {});
+  EXPECT_EQ(i.ok, j.ok) << "interp: " << i.message << "\njit: " << j.message;
+  EXPECT_EQ(i.r0, j.r0);
+  EXPECT_EQ(i.err, j.err);
+  EXPECT_EQ(i.message, j.message);
+  EXPECT_EQ(i.fault.pc, j.fault.pc);
+  if (i.ok) EXPECT_EQ(i.budget_left, j.budget_left);  // a fault leaves it as it was
+  return {j, vm::jit_checked_accesses(t.prog)};
+}
+
+auto enter_at(int32_t init) {
+  return [init](Asm& a) { a.mov64_imm(2, init); };
+}
+auto add64(int32_t step) {
+  return [step](Asm& a) { a.alu64_imm(kAluAdd, 2, step); };
+}
+// `if r2 <exit_op> end goto out; goto head`
+auto exit_test(uint8_t exit_op, int32_t end) {
+  return [exit_op, end](Asm& a) { a.jmp_imm(exit_op, 2, end, "out").ja("head"); };
+}
+// `if r2 <op> end goto head`
+auto back_test(uint8_t op, int32_t end, bool jmp32 = false) {
+  return [op, end, jmp32](Asm& a) {
+    jmp32 ? a.jmp32_imm(op, 2, end, "head") : a.jmp_imm(op, 2, end, "head");
+  };
+}
+
+TEST(JitCountedLoop, BoundedCountersNeedNoCheck) {
+  const LoopShape ok_shapes[] = {
+      {enter_at(0), add64(8), exit_test(kJmpJeq, 64)},  // clang's `i != n` rotated loop
+      {enter_at(0), add64(8), exit_test(kJmpJge, 64)},
+      {enter_at(0), add64(8), exit_test(kJmpJgt, 56)},
+      {enter_at(0), add64(8), back_test(kJmpJne, 64)},
+      {enter_at(0), add64(8), back_test(kJmpJlt, 64)},
+      {enter_at(0), add64(8), back_test(kJmpJle, 56)},
+      {enter_at(16), add64(16), exit_test(kJmpJeq, 64)},
+      {[](Asm& a) { a.mov32_imm(2, 0); }, [](Asm& a) { a.alu32_imm(kAluAdd, 2, 8); },
+       back_test(kJmpJne, 64, /*jmp32=*/true)},
+      // Entered by a jump over other code (the sieve's count loop).
+      {[](Asm& a) { a.mov64_imm(2, 0).ja("head").mov64_imm(0, 0).exit(); }, add64(8),
+       exit_test(kJmpJeq, 64)},
+  };
+  for (size_t c = 0; c < std::size(ok_shapes); ++c) {
+    auto [j, checked] = run_loop(ok_shapes[c]);
+    EXPECT_TRUE(j.ok) << "shape " << c << ": " << j.message;
+    EXPECT_EQ(checked, 0u) << "shape " << c;
+  }
+  // The sums: words 0..7 hold 1..8; from 16 by 16, words 2, 4, 6.
+  EXPECT_EQ(run_loop(ok_shapes[0]).first.r0, 36u);
+  EXPECT_EQ(run_loop(ok_shapes[6]).first.r0, 3u + 5 + 7);
+}
+
+TEST(JitCountedLoop, OtherShapesKeepTheCheckAndFaultLikeTheInterpreter) {
+  struct Case {
+    LoopShape shape;
+    bool ok;
+  };
+  const Case cases[] = {
+      {{enter_at(0), add64(8), exit_test(kJmpJeq, 72)}, false},   // one word past
+      {{enter_at(4), add64(8), exit_test(kJmpJeq, 64)}, false},   // never meets the end
+      {{enter_at(4), add64(8), exit_test(kJmpJeq, 56)}, false},   // nor here (60 is 4 past)
+      {{enter_at(72), add64(8), exit_test(kJmpJeq, 64)}, false},  // starts past it
+      {{enter_at(0), add64(8), back_test(kJmpJle, 64)}, false},
+      {{enter_at(0), add64(8), back_test(kJmpJsgt, 0)}, false},  // signed: not trusted
+      // Two adds: 0, 16, .. 64, whose access faults; 0, 24, 48, 72 (never 56).
+      {{enter_at(0), [](Asm& a) { a.alu64_imm(kAluAdd, 2, 8).alu64_imm(kAluAdd, 2, 8); },
+        exit_test(kJmpJeq, 80)},
+       false},
+      {{enter_at(0), [](Asm& a) { a.alu64_imm(kAluAdd, 2, 16).alu64_imm(kAluAdd, 2, 8); },
+        exit_test(kJmpJeq, 56)},
+       false},
+      // Another write of the counter inside the body.
+      {{enter_at(0), [](Asm& a) { a.alu64_imm(kAluAdd, 2, 8).mov64_reg(7, 2).mov64_reg(2, 7); },
+        exit_test(kJmpJeq, 72)},
+       false},
+      // The entry value unknown (loaded): the `!=` test proves nothing.
+      {{[](Asm& a) { a.st(kSizeDw, 10, -8, 64).ldx(kSizeDw, 2, 10, -8); }, add64(8),
+        exit_test(kJmpJeq, 64)},
+       false},
+      // A second way into the body, past the access, with a counter far out.
+      {{[](Asm& a) {
+          a.mov64_imm(2, 0).mov64_imm(8, 0).jmp_imm(kJmpJeq, 8, 1, "head");
+          a.mov64_imm(2, 1 << 20).ja("mid");
+        },
+        [](Asm& a) { a.label("mid").alu64_imm(kAluAdd, 2, 8); }, exit_test(kJmpJeq, 64)},
+       false},
+  };
+  for (size_t c = 0; c < std::size(cases); ++c) {
+    auto [j, checked] = run_loop(cases[c].shape);
+    EXPECT_EQ(j.ok, cases[c].ok) << "case " << c << ": " << j.message;
+    if (!j.ok) EXPECT_EQ(j.err, EFAULT) << "case " << c << ": " << j.message;
+    EXPECT_GE(checked, 1u) << "case " << c;
+  }
+}
+
+// `r1 += r2` folded into the proven access after it ([r1 + r2 + off], no
+// add) only where r1 as the add left it is not needed afterwards.
+TEST(JitGlobalData, AddressAddsFoldOnlyWhereTheSumIsDead) {
+  MapPtr g = make_array(64, 1);
+  const std::function<void(Asm&)> bodies[] = {
+      // r1 dead after the load: folded.
+      [](Asm& a) { a.alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 0, 1, 0); },
+      // The load writes r1 itself: folded.
+      [](Asm& a) { a.alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 1, 1, 0).mov64_reg(0, 1); },
+      // r1 read again after the load: not folded (the second load sees the sum).
+      [](Asm& a) {
+        a.alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 0, 1, 0).ldx(kSizeDw, 3, 1, 8);
+        a.alu64_reg(kAluAdd, 0, 3);
+      },
+      // The sum is the stored value (and dead after): not folded.
+      [](Asm& a) {
+        a.alu64_reg(kAluAdd, 1, 2).stx(kSizeDw, 1, 1, 0);
+        a.ld_map_value(4, 0, 0).alu64_reg(kAluAdd, 4, 2).ldx(kSizeDw, 0, 4, 0);
+        a.ld_map_value(4, 0, 0).alu64_reg(kAluSub, 0, 4);
+      },
+      // A store through the sum, then the sum read: not folded.
+      [](Asm& a) { a.alu64_reg(kAluAdd, 1, 2).st(kSizeDw, 1, 8, 77).ldx(kSizeDw, 0, 1, 8); },
+  };
+  for (size_t b = 0; b < std::size(bodies); ++b) {
+    for (int32_t idx : {0, 16, 48}) {
+      Asm a;
+      // Words: g[i] = i + 1; r2 = idx & 0x30 (proven inside the value).
+      a.mov64_imm(2, 0).ld_map_value(1, 0, 0);
+      for (int i = 0; i < 8; ++i) a.st(kSizeDw, 1, static_cast<int16_t>(8 * i), i + 1);
+      a.mov64_imm(2, idx).alu64_imm(kAluAnd, 2, 0x30).ld_map_value(1, 0, 0);
+      bodies[b](a);
+      a.exit();
+      EngineRun j = same_on_both(a, {g.get()});
+      EXPECT_TRUE(j.ok) << "body " << b << " idx " << idx << ": " << j.message;
+    }
+  }
+  // The folded loads read the right words; the stored sum is the address.
+  Asm a;
+  a.ld_map_value(1, 0, 0).st(kSizeDw, 1, 16, 5).mov64_imm(2, 16).alu64_imm(kAluAnd, 2, 0x30);
+  bodies[0](a);
+  a.exit();
+  EXPECT_EQ(same_on_both(a, {g.get()}).r0, 5u);
+  Asm b;
+  b.mov64_imm(2, 16).alu64_imm(kAluAnd, 2, 0x30).ld_map_value(1, 0, 0);
+  bodies[3](b);
+  b.exit();
+  EXPECT_EQ(same_on_both(b, {g.get()}).r0, 16u);
+}
+
 // A load into its own index register: checked with the index it was
 // addressed with, then the fact is gone.
 TEST(JitGlobalData, LoadIntoTheIndexRegister) {

@@ -59,5 +59,8 @@ Result<std::string> jit_disassemble(const Program& prog);
 
 // Nanoseconds the last compile of prog took (for benchmarks).
 uint64_t jit_compile_ns(const Program& prog);
+// Loads and stores the compiled code checks at run time (the others were
+// proven inside the frame, a map value or an object: emit_facts.cc).
+uint32_t jit_checked_accesses(const Program& prog);
 
 }  // namespace userbpf::vm

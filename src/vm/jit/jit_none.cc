@@ -37,4 +37,8 @@ uint64_t jit_compile_ns(const Program&) {
   return 0;
 }
 
+uint32_t jit_checked_accesses(const Program&) {
+  return 0;
+}
+
 }  // namespace userbpf::vm

@@ -237,7 +237,8 @@ void Emitter::emit_insn(size_t pc, bool func_entry) {
     emit_prologue();
   }
   bind(pc_lbl(pc));
-  if (pc == skip_pc_) return;  // folded into the inlined lookup before it
+  if (pc == skip_pc_) return;                           // folded into the inlined lookup before it
+  if (!folded_add_.empty() && folded_add_[pc]) return;  // into the access after it
 
   const uint8_t code = in.code;
   // A pure register write nobody reads (emit_live.cc): no code.
@@ -363,10 +364,24 @@ void Emitter::emit_branch(size_t pc, int64_t off, const Cond* cond) {
     cond ? jcc(*cond, pc_lbl(target)) : jmp_to(pc_lbl(target));
     return;
   }
+  // The charge's own carry takes the jump (one branch per iteration, not a
+  // test and a jump); a budget that runs out falls through to the fault.
   const Lbl skip = new_label();
   if (cond) jcc(invert(*cond), skip);
-  charge_budget(pc, static_cast<uint64_t>(-off));
-  jmp_to(pc_lbl(target));
+  const uint64_t n = static_cast<uint64_t>(-off);
+  const Lbl f = new_label();
+  if (n <= INT32_MAX) {
+    sub(r9, static_cast<uint32_t>(n));
+    jcc(Cond::kAe, pc_lbl(target));
+    add(r9, static_cast<uint32_t>(n));
+  } else {
+    mov(r10, n);
+    sub(r9, r10);
+    jcc(Cond::kAe, pc_lbl(target));
+    add(r9, r10);
+  }
+  jmp_to(f);
+  fault_stub(f, kFaultBudget, pc, nullptr);
   bind(skip);
 }
 
@@ -480,6 +495,7 @@ Result<JitImage*> compile_x86_64(const Program& prog, const JitOptions& opts) {
     }
     img->writes_memory = may_write_memory(prog);
     img->keeps_state = e.run_keeps_state();
+    img->checked_accesses = e.checked_accesses();
     return img.release();
   }
   return make_error(E2BIG, "program '%s': JIT code too large", prog.name.c_str());

@@ -95,6 +95,118 @@ void Emitter::find_const_r1_maps(const Bits& target) {
   }
 }
 
+void Emitter::find_counted_loops() {
+  loops_.clear();
+  loop_at_.clear();
+  if (!has_back_edge_) return;
+  // Jumps into each pc (3: three or more), the first of them, and which
+  // pcs the previous instruction falls into.
+  std::pmr::vector<uint8_t> preds(n_, 0, mem_);
+  std::pmr::vector<uint32_t> first_jump(n_, UINT32_MAX, mem_);
+  Bits falls_in(n_, false, mem_);
+  for (size_t pc = 0; pc < n_; ++pc) {
+    const LiveNode& nd = node_[pc];
+    if (nd.next < n_) falls_in[nd.next] = true;
+    const OpKind k = opcode_info(insns_[pc].code).kind;
+    if ((k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) && nd.to < n_) {
+      preds[nd.to] = static_cast<uint8_t>(std::min(preds[nd.to] + 1, 3));
+      if (first_jump[nd.to] == UINT32_MAX) first_jump[nd.to] = static_cast<uint32_t>(pc);
+    }
+    if (insns_[pc].code == kLdImm64) ++pc;
+  }
+  for (uint32_t e : prog_.func_entries) {
+    if (e < n_) preds[e] = 3;  // entered by calls too
+  }
+  for (size_t back = 0; back < n_; ++back) {
+    const Insn& bj = insns_[back];
+    if (bj.code == kLdImm64) {
+      ++back;
+      continue;
+    }
+    const OpKind bk = opcode_info(bj.code).kind;
+    const uint32_t head = node_[back].to;
+    if ((bk != OpKind::kJa && bk != OpKind::kJmpCond) || head > back) continue;
+    // One way in besides the back edge: falling in, or one jump from
+    // before the head (the first jump there, as the back edge is after it).
+    uint32_t entry = UINT32_MAX;
+    if (preds[head] == 2 && !falls_in[head] && first_jump[head] < head) {
+      entry = first_jump[head];
+    } else if (preds[head] != 1 || !falls_in[head]) {
+      continue;
+    }
+    // The test: the back edge itself (`if reg <op> end goto head`), or the
+    // exit just before an unconditional back edge (`if reg <op> end goto
+    // out; goto head`).
+    size_t test_pc = back;
+    CountedLoop l{};
+    const auto k_form = [&](size_t pc) {
+      const Insn& in = insns_[pc];
+      return opcode_info(in.code).kind == OpKind::kJmpCond && insn_src(in.code) == kSrcK;
+    };
+    if (bk == OpKind::kJmpCond) {
+      if (!k_form(back)) continue;
+      const uint8_t op = insn_op(bj.code);
+      if (op == kJmpJne) {
+        l.test = CountedLoop::kNe;
+      } else if (op == kJmpJlt) {
+        l.test = CountedLoop::kLt;
+      } else if (op == kJmpJle) {
+        l.test = CountedLoop::kLe;
+      } else {
+        continue;
+      }
+    } else {
+      if (back == 0 || back - 1 < head || !k_form(back - 1) || node_[back - 1].to <= back) continue;
+      test_pc = back - 1;
+      const uint8_t op = insn_op(insns_[test_pc].code);
+      if (op == kJmpJeq) {
+        l.test = CountedLoop::kNe;
+      } else if (op == kJmpJge) {
+        l.test = CountedLoop::kLt;
+      } else if (op == kJmpJgt) {
+        l.test = CountedLoop::kLe;
+      } else {
+        continue;
+      }
+    }
+    const Insn& t = insns_[test_pc];
+    l.reg = t.dst;
+    l.test32 = insn_class(t.code) == kClassJmp32;
+    l.end = l.test32 ? static_cast<uint32_t>(t.imm) : static_cast<uint64_t>(int64_t{t.imm});
+    if (l.reg == 10) continue;
+    // The body: no other way in, only forward ways out, one write of reg.
+    bool ok = true;
+    int adds = 0;
+    for (size_t pc = head; pc <= back && ok; ++pc) {
+      const Insn& in = insns_[pc];
+      if (pc != head && target_[pc]) ok = false;
+      const OpKind k = opcode_info(in.code).kind;
+      if (pc < test_pc && (k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) &&
+          node_[pc].to <= back) {
+        ok = false;
+      }
+      if (k == OpKind::kExit || k == OpKind::kInvalid) ok = false;
+      if (written_[pc] >> l.reg & 1) {
+        const bool add64 = in.code == (kClassAlu64 | kSrcK | kAluAdd);
+        const bool add32 = in.code == (kClassAlu | kSrcK | kAluAdd);
+        if ((!add64 && !add32) || in.dst != l.reg || in.imm <= 0 || ++adds > 1) {
+          ok = false;
+        } else {
+          l.add32 = add32;
+          l.step = static_cast<uint64_t>(in.imm);
+        }
+      }
+      if (in.code == kLdImm64) ++pc;
+    }
+    // A JMP32 test bounds the whole register only if the add zero-extends.
+    if (!ok || adds != 1 || (l.test32 && !l.add32)) continue;
+    if (loop_at_.empty()) loop_at_.assign(n_, -1);
+    loop_at_[head] = static_cast<int32_t>(loops_.size());
+    l.entry_jump = entry;
+    loops_.push_back(l);
+  }
+}
+
 bool array_layout(const maps::Map* m, maps::ArrayLayout* lay) {
   if (m->ops->gen_lookup != nullptr) return m->ops->gen_lookup(m, lay);
   if (m->ops->gen_lookup_percpu != nullptr) return m->ops->gen_lookup_percpu(m, lay);
@@ -175,7 +287,8 @@ void Emitter::find_safe_accesses(const Bits& target) {
     uint32_t origin = kNoOrigin;  // value facts: the pc of the lookup that returned it
     uint8_t idx = 0;
     uint64_t umax = UINT64_MAX;
-    uint32_t size = 0;  // object facts
+    bool exact = false;  // kNone: the number is umax (a constant)
+    uint32_t size = 0;   // object facts
   };
   // The bound of dst after an ALU instruction the pointer facts do not
   // follow (the mask of `idx & (N - 1)`, 32-bit results, shifts, constants).
@@ -281,11 +394,54 @@ void Emitter::find_safe_accesses(const Bits& target) {
     *out = Fact{Fact::kValue, m, static_cast<int64_t>(off)};
     return true;
   };
+  // The counter of a counted loop at its head, entering with fact i: at
+  // most what it enters with or the last value that passes the test. From
+  // an exact init it takes only init, init + step, ... (no add can wrap:
+  // the last value that passes plus step still fits the add's width), so
+  // the bound is the last of those that passes; `!=` is only bounded that
+  // way, and only if the counter meets end exactly. UINT64_MAX: unbounded.
+  auto counter_at_head = [](const CountedLoop& l, const Fact& i) -> uint64_t {
+    if (i.kind != Fact::kNone) return UINT64_MAX;
+    const uint64_t width = l.add32 ? UINT32_MAX : UINT64_MAX;
+    uint64_t last = 0;  // the largest value that passes the test
+    if (l.test == CountedLoop::kNe) {
+      if (!i.exact || i.umax >= l.end || (l.end - i.umax) % l.step != 0) return UINT64_MAX;
+      last = l.end - 1;
+    } else if (l.test == CountedLoop::kLt) {
+      if (l.end == 0) return UINT64_MAX;
+      last = l.end - 1;
+    } else {
+      last = l.end;
+    }
+    if (!i.exact || i.umax > last || last > width - l.step) return std::max(i.umax, last);
+    return i.umax + (last - i.umax) / l.step * l.step;
+  };
+  // Counted loops entered by a jump: the jump's pc -> loop, and the
+  // counter's fact there (kNone with no bound until the jump is seen).
+  std::pmr::vector<int32_t> entry_loop(mem_);
+  std::pmr::vector<Fact> entry_fact(loops_.size(), Fact{}, mem_);
+  for (size_t i = 0; i < loops_.size(); ++i) {
+    if (loops_[i].entry_jump == UINT32_MAX) continue;
+    if (entry_loop.empty()) entry_loop.assign(n_, -1);
+    entry_loop[loops_[i].entry_jump] = static_cast<int32_t>(i);
+  }
   forget_all();
   for (size_t pc = 0; pc < n_; ++pc) {
     if (target[pc]) {
       escape_live(live_in_[pc]);  // facts falling through into a jump target
+      const int32_t loop = loop_at_.empty() ? -1 : loop_at_[pc];
+      uint64_t head_max = UINT64_MAX;
+      if (loop >= 0) {
+        const CountedLoop& l = loops_[static_cast<size_t>(loop)];
+        head_max = counter_at_head(l, l.entry_jump == UINT32_MAX ? f[l.reg] : entry_fact[loop]);
+      }
       forget_all();
+      if (head_max != UINT64_MAX) f[loops_[static_cast<size_t>(loop)].reg].umax = head_max;
+    }
+    // A jump into a counted loop's head: the counter as it enters.
+    if (!entry_loop.empty() && entry_loop[pc] >= 0) {
+      const int32_t loop = entry_loop[pc];
+      entry_fact[loop] = f[loops_[static_cast<size_t>(loop)].reg];
     }
     const Insn& in = insns_[pc];
     const uint8_t code = in.code;
@@ -356,6 +512,7 @@ void Emitter::find_safe_accesses(const Bits& target) {
         const uint64_t umax = scalar_umax(in, f[in.dst], f[in.src]);
         f[in.dst] = Fact{};
         f[in.dst].umax = umax;
+        f[in.dst].exact = code == (cls | kSrcK | kAluMov);
       }
       continue;
     }
@@ -453,6 +610,35 @@ void Emitter::find_safe_accesses(const Bits& target) {
     if (null_test) {
       f[in.dst].kind = f[in.dst].kind == Fact::kObjOrNull ? Fact::kObj : Fact::kValue;
     }
+  }
+}
+
+void Emitter::find_folded_adds() {
+  folded_add_.clear();
+  for (size_t pc = 0; pc + 1 < n_; ++pc) {
+    const Insn& add = insns_[pc];
+    if (add.code == kLdImm64) {
+      ++pc;
+      continue;
+    }
+    if (add.code != (kClassAlu64 | kSrcX | kAluAdd) || add.dst == add.src || add.dst == 10 ||
+        add.src == 10 || target_[pc + 1] || probe_[pc + 1]) {
+      continue;
+    }
+    const Insn& m = insns_[pc + 1];
+    const uint8_t cls = insn_class(m.code);
+    const bool load = cls == kClassLdx;
+    const bool store = (cls == kClassSt || cls == kClassStx) && insn_mode(m.code) == kModeMem;
+    const AccessFact::Kind k = access_[pc + 1].kind;
+    if ((!load && !store) || (load ? m.src : m.dst) != add.dst ||
+        (cls == kClassStx && m.src == add.dst) ||
+        (k != AccessFact::kValue && k != AccessFact::kStack && k != AccessFact::kObject)) {
+      continue;
+    }
+    // rX as the add left it is read by nobody after the access.
+    if ((live_out_[pc + 1] >> add.dst & 1) != 0 && !(load && m.dst == add.dst)) continue;
+    if (folded_add_.empty()) folded_add_.assign(n_, false);
+    folded_add_[pc] = true;
   }
 }
 

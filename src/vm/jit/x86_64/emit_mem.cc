@@ -21,6 +21,7 @@ RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool wr
     case AccessFact::kValueIndexed:
       // Inside the value iff idx <= limit; else the full check, which also
       // finds what else the address may be (it faults if nothing).
+      ++checked_accesses_;
       cmp(kReg[fact.idx], fact.limit);
       jcc(Cond::kA, slow);
       bind(back);
@@ -35,6 +36,7 @@ RegExp Emitter::checked_addr(size_t pc, int base, int16_t off, int size, bool wr
     case AccessFact::kChecked:
       break;
   }
+  ++checked_accesses_;
   lea(r11, ptr[kReg[base] + off]);
   if (atomic) {
     // Stack chain inline, then the C region logic (alignment included).
@@ -155,7 +157,8 @@ void Emitter::emit_mem(size_t pc, const Insn& in) {
   const Reg64& d = kReg[in.dst];
   const Reg64& s = kReg[in.src];
   if (cls == kClassLdx) {
-    const RegExp a = checked_addr(pc, in.src, in.off, size, false, false);
+    const RegExp a = add_folded_into(pc) ? kReg[in.src] + kReg[insns_[pc - 1].src] + in.off
+                                         : checked_addr(pc, in.src, in.off, size, false, false);
     const bool sx = insn_mode(in.code) == kModeMemsx;
     switch (size) {
       case 1:
@@ -172,7 +175,8 @@ void Emitter::emit_mem(size_t pc, const Insn& in) {
         return;
     }
   }
-  const RegExp a = checked_addr(pc, in.dst, in.off, size, true, false);
+  const RegExp a = add_folded_into(pc) ? kReg[in.dst] + kReg[insns_[pc - 1].src] + in.off
+                                       : checked_addr(pc, in.dst, in.off, size, true, false);
   if (cls == kClassSt) {
     const uint32_t imm = static_cast<uint32_t>(in.imm);
     switch (size) {

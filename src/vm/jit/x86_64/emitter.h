@@ -148,8 +148,10 @@ class Emitter : public X86Asm {
     // knowing which lookups are inlined with a known key (they read no
     // argument register).
     compute_liveness(false);
+    find_counted_loops();
     find_safe_accesses(target);
     compute_liveness(true);
+    find_folded_adds();
     may_goto_reg_ = find_may_goto_reg();
   }
 
@@ -160,6 +162,7 @@ class Emitter : public X86Asm {
   // JitImage::keeps_state for this program (emit_facts.cc).
   bool run_keeps_state() const;
   std::vector<ExtableEntry> take_extable() { return std::move(extable_); }
+  uint32_t checked_accesses() const { return checked_accesses_; }
 
  private:
   void emit_entry();
@@ -199,6 +202,23 @@ class Emitter : public X86Asm {
   Bits jump_targets() const;
   void find_const_r1_maps(const Bits& target);
   void find_safe_accesses(const Bits& target);
+  // Counted loops: a loop whose head is entered only by falling through
+  // from the instruction before it and by one back edge, whose body (head
+  // to back edge) is straight-line code left only by forward jumps, and
+  // whose counter is written once per iteration, by `reg += step` (step >
+  // 0), and tested against a constant before the back edge is taken (the
+  // shape clang gives `for (i = a; i < n; i += c)`). The facts bound the
+  // counter at the head (find_safe_accesses); only the test and the add
+  // are trusted, each at its width.
+  struct CountedLoop {
+    enum Test : uint8_t { kNe, kLt, kLe } test;  // the condition to go round again
+    uint8_t reg;
+    bool add32;   // the add is 32-bit (zero-extends)
+    bool test32;  // the test is JMP32 (compares the low halves)
+    uint64_t step, end;
+    uint32_t entry_jump;  // the jump that enters it (UINT32_MAX: it is fallen into)
+  };
+  void find_counted_loops();
   bool is_array_lookup(size_t pc, const maps::Map** map) const;
   // Whether bpf_map_lookup_elem of a constant map whose values the region
   // logic finds by address (MapOps::value_at: hash maps) is called directly
@@ -224,6 +244,13 @@ class Emitter : public X86Asm {
   bool in_is_lookup(size_t pc) const {
     return insns_[pc].code == kCall && insns_[pc].src == kPseudoCallHelper &&
            insns_[pc].imm == kHelperMapLookupElem;
+  }
+  // `rX += rY` right before a proven load or store through rX, with rX
+  // dead after it (or the load's destination): no add, the access
+  // addresses [rX + rY + off] (emit_facts.cc).
+  void find_folded_adds();
+  bool add_folded_into(size_t access_pc) const {
+    return !folded_add_.empty() && access_pc > 0 && folded_add_[access_pc - 1];
   }
   void emit_mem(size_t pc, const Insn& in);
   void emit_probe_mem(const Insn& in);
@@ -324,6 +351,11 @@ class Emitter : public X86Asm {
   };
   std::pmr::vector<LiveNode> node_{mem_};
   bool has_back_edge_ = false;  // some jump goes to itself or backwards
+  std::pmr::vector<CountedLoop> loops_{mem_};
+  // Per pc: the index in loops_ of the loop it heads, or -1 (empty if no
+  // loop was found).
+  std::pmr::vector<int32_t> loop_at_{mem_};
+  Bits folded_add_ = Bits(mem_);  // per add pc: find_folded_adds (empty: none)
   std::pmr::vector<UseDef> ud_{mem_};
   std::pmr::vector<uint16_t> written_{mem_};
   Bits target_ = Bits(mem_);    // jump targets and function entries
@@ -334,6 +366,7 @@ class Emitter : public X86Asm {
   std::vector<ExtableEntry> extable_;
   Lbl unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
   bool prologue_size_ok_ = true;  // every prologue is kPrologueBytes long
+  uint32_t checked_accesses_ = 0;
   // The run's may_goto budget lives in r15 instead of s.may_goto_left (a
   // memory counter would chain every can_loop iteration through a store and
   // a load): the program has may_goto and never names BPF r9, so r15 is free

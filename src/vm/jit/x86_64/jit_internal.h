@@ -74,6 +74,7 @@ struct JitImage {
   std::vector<jit::ExtableEntry> extable;  // sorted by start
   int extable_slot = -1;
   uint64_t compile_ns = 0;
+  uint32_t checked_accesses = 0;  // jit_checked_accesses()
   // Whether a run may write memory (a store, an atomic, or a helper or kfunc
   // call): if not, the stack stays as zeroed and need not be cleared again.
   bool writes_memory = true;

@@ -325,6 +325,11 @@ Result<JitCode> jit_code(const Program& prog) {
   return JitCode{img->code, img->code_size, img->pc_offset};
 }
 
+uint32_t jit_checked_accesses(const Program& prog) {
+  const JitImage* img = prog.jit.load(std::memory_order_acquire);
+  return img != nullptr ? img->checked_accesses : 0;
+}
+
 uint64_t jit_compile_ns(const Program& prog) {
   const JitImage* img = prog.jit.load(std::memory_order_acquire);
   return img != nullptr ? img->compile_ns : 0;
