@@ -213,6 +213,19 @@ namespace {
   return tag_ok(ma, w) ? ObjError::kNotOwned : ObjError::kNotObject;
 }
 
+// The drop of object o of class cls of ma, whose state word w says the
+// caller's run (holding slot) owns it: kFree, then back to the allocator,
+// after a grace period if it was ever in a map. bpf_obj_drop and the sweep
+// of a stopped run both end here.
+[[gnu::always_inline]] inline void drop_owned(mem::MemAlloc& ma, uintptr_t o, uint64_t w, int slot,
+                                              uint32_t cls) {
+  state_word(o).store(with_state(w, kStFree), std::memory_order_relaxed);
+  if (w & kPublished) [[unlikely]]
+    ma.free_rcu(slot, reinterpret_cast<void*>(o));
+  else if (!ma.try_free_class(slot, cls, reinterpret_cast<void*>(o))) [[unlikely]]
+    ma.free_class(slot, cls, reinterpret_cast<void*>(o));
+}
+
 // bpf_obj_drop of a plain object: the page cache says which object of which
 // class p is, one compare of the state word says the caller's run owns it.
 ObjError obj_drop_plain(mem::MemDomain& d, void* p, int slot) {
@@ -232,12 +245,24 @@ ObjError obj_drop_plain(mem::MemDomain& d, void* p, int slot) {
   const uint64_t want = tag_of(&ma) | kStOwned << 14 | uint64_t(uint16_t(slot)) << 16;
   if (slot < 0 || (w & ~(kPublished | kSizeMask)) != want) [[unlikely]]
     return drop_error(&ma, w);
-  sw.store(with_state(w, kStFree), std::memory_order_relaxed);
-  if (w & kPublished) [[unlikely]]
-    ma.free_rcu(slot, reinterpret_cast<void*>(o));
-  else if (!ma.try_free_class(slot, cls, reinterpret_cast<void*>(o))) [[unlikely]]
-    ma.free_class(slot, cls, reinterpret_cast<void*>(o));
+  drop_owned(ma, o, w, slot, cls);
   return ObjError::kOk;
+}
+
+// The objects of ma owned by slot, dropped.
+uint32_t drop_all_owned(mem::MemAlloc& ma, int slot) {
+  const uint64_t want = tag_of(&ma) | kStOwned << 14 | uint64_t(uint16_t(slot)) << 16;
+  uint32_t n = 0;
+  ma.for_each_object([&](void* obj, uint32_t cls) {
+    const auto o = reinterpret_cast<uintptr_t>(obj);
+    const uint64_t w = state_word(o).load(std::memory_order_relaxed);
+    if ((w & ~(kPublished | kSizeMask)) == want) {
+      drop_owned(ma, o, w, slot, cls);
+      n++;
+    }
+    return true;
+  });
+  return n;
 }
 
 }  // namespace
@@ -256,9 +281,16 @@ ObjError obj_drop(mem::MemDomain& d, void* p, bool percpu) {
   if (!tag_ok(f.ma, w)) return ObjError::kNotObject;
   const int slot = d.slots.held_slot();
   if (slot < 0 || !owned_by_slot(w, slot)) return ObjError::kNotOwned;
-  sw.store(with_state(w, kStFree), std::memory_order_relaxed);
-  give_back(d, f, w & kPublished, slot);
+  drop_owned(*f.ma, f.o, w, slot, 0);  // per-CPU allocators have one class
   return ObjError::kOk;
+}
+
+uint32_t obj_drop_owned_by(mem::MemDomain& d, int slot) {
+  if (slot < 0) return 0;
+  uint32_t n = drop_all_owned(d.global_ma, slot);
+  for (uint32_t c = 0; c <= mem::MemDomain::kPercpuMaxClass; c++)
+    if (mem::MemAlloc* ma = d.percpu_ma_if_exists(c)) n += drop_all_owned(*ma, slot);
+  return n;
 }
 
 ObjError kptr_xchg(mem::MemDomain& d, uint64_t* field, void* p, bool percpu, uint32_t obj_size,

@@ -12,7 +12,8 @@
 // derived from a process secret and the allocator (stale or forged words
 // never match). States:
 //   kOwned   held by the run that holds the recorded slot (after obj_new, or
-//            taken out of a map by bpf_kptr_xchg)
+//            taken out of a map by bpf_kptr_xchg); a run that stops still
+//            holding some has them dropped (obj_drop_owned_by)
 //   kInMap   stored in a kptr field of a map value (by bpf_kptr_xchg)
 //   kFree    dropped; data still reachable by stale pointers, never freed again
 // plus a "published" bit once the object has been in a map: other runs may
@@ -96,6 +97,18 @@ uint64_t obj_free_state(mem::MemDomain& d, uint32_t size);
 ObjError obj_drop(mem::MemDomain& d, void* p, bool percpu);
 // bpf_obj_drop of a plain object by the holder of slot (as obj_new_in_slot).
 ObjError obj_drop_in_slot(mem::MemDomain& d, void* p, int slot);
+
+// Drops every object the run holding slot still owns (kOwned with that
+// owner, plain and per-CPU), each exactly as obj_drop would (published ones
+// wait for a grace period), and returns how many. For the engines, when a
+// run stops holding objects (it returned, which the kernel's verifier would
+// have refused as an unreleased reference, or it faulted): nothing can name
+// them any more, and a buggy program must not leak memory per run. The
+// caller is that run, still holding slot (so no one else moves those
+// objects); a signal handler may call it. It visits every object of the
+// domain's object allocators (MemAlloc::for_each_object), so only runs
+// that stop holding objects pay, in proportion to the objects allocated.
+uint32_t obj_drop_owned_by(mem::MemDomain& d, int slot);
 
 // bpf_kptr_xchg on a kptr field (the caller checked that field is one):
 // stores p (nullptr or an owned object of obj_size bytes, 0: any size) and

@@ -49,6 +49,11 @@ MemAlloc::~MemAlloc() {
   for (const Slab& s : slabs_) pages_.free_pages(s.p, s.order);
   if (opts_.charge.uncharge && bytes_) opts_.charge.uncharge(opts_.charge.owner, bytes_);
   for (IndexNode* n : index_nodes_) delete n;
+  for (const SlabRec* r = slab_recs_.load(std::memory_order_relaxed); r;) {
+    const SlabRec* next = r->next;
+    delete r;
+    r = next;
+  }
 }
 
 Status MemAlloc::init(const MemAllocOptions& opts) {
@@ -287,6 +292,12 @@ bool MemAlloc::find_object_slow(uintptr_t addr, uintptr_t* obj, size_t* usable,
 
 bool MemAlloc::new_slab(SizeClass& sc) {
   uint64_t bytes = PagePool::kPageSize << sc.slab_order;
+  // for_each_object's record first: a slab, once indexed, stays.
+  std::unique_ptr<SlabRec> rec;
+  if (index_root_) {
+    rec.reset(new (std::nothrow) SlabRec{});
+    if (!rec) return false;
+  }
   if (opts_.charge.charge && !opts_.charge.charge(opts_.charge.owner, bytes)) return false;
   void* p = pages_.alloc_pages_nolock(sc.slab_order);
   if (p && index_root_ && !index_slab(p, bytes, sc.idx)) {
@@ -312,6 +323,14 @@ bool MemAlloc::new_slab(SizeClass& sc) {
   ObjHdr* last = reinterpret_cast<ObjHdr*>(base + size_t{sc.objs_per_slab - 1} * sc.unit);
   last->next = static_cast<ObjHdr*>(sc.depot);
   sc.depot = head;
+  // Published once carved (for_each_object reads the headers), before any
+  // of its objects can be handed out.
+  if (rec) {
+    rec->base = reinterpret_cast<uintptr_t>(p);
+    rec->cls = sc.idx;
+    rec->next = slab_recs_.load(std::memory_order_relaxed);
+    slab_recs_.store(rec.release(), std::memory_order_release);
+  }
   return true;
 }
 

@@ -197,6 +197,20 @@ class MemAlloc {
   // whether an address lies inside one of its objects (hash map access_ok).
   uint32_t unit_bytes() const { return classes_[0].unit; }
 
+  // With index_objects: calls fn(obj, cls) for every allocated object of
+  // this allocator (obj as alloc returned it, cls its class) until fn
+  // returns false. Walks every slab, so it costs a load or two per object
+  // carved: for rare sweeps (bpf_obj.cc frees the objects of a run that
+  // stopped holding some), never for a fast path. Lock-free and
+  // malloc-free: any context, a signal handler included. Every object the
+  // caller obtained (or learned of through an acquire) before the call is
+  // visited; one carved or allocated meanwhile by another slot may be
+  // missed, and one another slot frees meanwhile may still be visited. fn
+  // may read the object's usable words (relaxed atomics: other slots may be
+  // writing them) and may free objects, of its own slot only.
+  template <typename Fn>
+  void for_each_object(Fn&& fn) const;
+
   // For engines that inline the program-side fast paths (the JIT's
   // bpf_obj_new / bpf_obj_drop): slot s's list of class c is the cache at
   // caches + s * slot_stride + c * cache_stride, whose fields lie at the
@@ -342,6 +356,15 @@ class MemAlloc {
     unsigned order;
   };
   std::vector<Slab> slabs_;
+  // With index_objects, the slabs again for for_each_object: a list that
+  // new_slab prepends to under mu_ (release) and readers walk without it.
+  // Records are freed by the destructor only.
+  struct SlabRec {
+    uintptr_t base;
+    uint32_t cls;
+    const SlabRec* next;
+  };
+  std::atomic<const SlabRec*> slab_recs_{nullptr};
   std::vector<RcuBatch> rcu_batches_;
   uint64_t rcu_waiting_ = 0;
   uint64_t bytes_ = 0;
@@ -434,6 +457,30 @@ inline bool MemAlloc::unit_try_free(SlotCache& c, ObjHdr* h) {
   std::atomic_signal_fence(std::memory_order_seq_cst);
   c.active.store(0, std::memory_order_relaxed);
   return true;
+}
+
+// The header loads race with the plain stores of whoever moves a free
+// object between lists (a slot's holder, the worker): a data race in the
+// C++ model, on purpose, kept out of TSan's sight (which still sees
+// atomics, hence volatile) as the kernel marks such reads READ_ONCE and
+// data_race(). They are whole aligned words, and only compared with
+// a class pointer, which no list store writes: a concurrent store can make
+// the walk skip, or visit, an object that some other slot is allocating or
+// freeing meanwhile (the contract allows both), never one whose state the
+// caller knows (its header is no one else's to write).
+template <typename Fn>
+__attribute__((no_sanitize("thread"))) void MemAlloc::for_each_object(Fn&& fn) const {
+  for (const SlabRec* r = slab_recs_.load(std::memory_order_acquire); r; r = r->next) {
+    const SizeClass& sc = classes_[r->cls];
+    const auto want = reinterpret_cast<uintptr_t>(&sc);
+    for (uintptr_t h = r->base, end = h + uintptr_t{sc.objs_per_slab} * sc.unit; h < end;
+         h += sc.unit) {
+      // An allocated object's header holds its class; a free one's a list
+      // link (never a class).
+      if (*reinterpret_cast<const volatile uintptr_t*>(h) != want) continue;
+      if (!fn(reinterpret_cast<void*>(h + kObjHeader), r->cls)) return;
+    }
+  }
 }
 
 inline bool MemAlloc::find_object(uintptr_t addr, uintptr_t* obj, size_t* usable,

@@ -689,8 +689,8 @@ uint64_t interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
     if (rc.faulted) clear_fault(rc);
   }
   const uint64_t r0 = interp::run_frames(s, entry, args);
-  if (s.obj.held != 0 && s.stop == interp::Stop::kRunning) [[unlikely]]
-    interp::fault_held_objects(s);
+  if (s.obj.held != 0) [[unlikely]]
+    interp::release_held_objects(s);
   rc.insn_budget = s.budget;
   loop.stopped = s.stop != interp::Stop::kRunning;
   return r0;

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "maps/bpf_obj.h"
+#include "mem/domain.h"
 #include "vm/interp_state.h"
 
 namespace userbpf::vm::interp {
@@ -344,12 +345,19 @@ void fault_access(InterpState& s, const isa::Insn* pc, uint64_t addr, uint64_t s
   }
 }
 
-void fault_held_objects(InterpState& s) {
-  set_fault(s, EINVAL, nullptr, 0,
-            "returned holding %u object(s) from bpf_obj_new or bpf_kptr_xchg (drop them or "
-            "store them in a map; the kernel's verifier refuses this: unreleased reference)",
-            s.obj.held);
-  s.fault_pc = kNoFaultPc;
+void release_held_objects(InterpState& s) {
+  if (s.stop == Stop::kRunning) {
+    set_fault(s, EINVAL, nullptr, 0,
+              "returned holding %u object(s) from bpf_obj_new or bpf_kptr_xchg (drop them or "
+              "store them in a map; the kernel's verifier refuses this: unreleased reference)",
+              s.obj.held);
+    s.fault_pc = kNoFaultPc;
+  }
+  // The domain and slot the kfuncs used (helpers_obj.cc): the program's
+  // domain, the slot the run holds in it.
+  mem::MemDomain& d = s.prog->mem_domain ? *s.prog->mem_domain : mem::default_mem_domain();
+  maps::obj_drop_owned_by(d, s.obj.slot >= 0 ? s.obj.slot : d.slots.held_slot());
+  s.obj.held = 0;
 }
 
 Result<uint64_t> run_result(const InterpState& s, uint64_t r0) {

@@ -126,12 +126,15 @@ void grant_map_value(InterpState& s, const maps::Map* m, uint64_t r0);
 [[gnu::cold]] void fault_access(InterpState& s, const isa::Insn* pc, uint64_t addr, uint64_t size,
                                 bool write, bool atomic);
 
-// A run that returned (stop still kRunning) while holding objects
-// (ObjRunState::held != 0) faults with EINVAL: the kernel's verifier refuses
-// such a program (unreleased reference). The fault has no pc (kNoFaultPc).
-// Either engine, once the run is over.
+// A run that stopped while holding objects (ObjRunState::held != 0): one
+// that returned (stop still kRunning) faults with EINVAL, as the kernel's
+// verifier refuses such a program (unreleased reference; the fault has no
+// pc, kNoFaultPc); a fault, or an aborted packet load (r0 0), stays as it
+// was. Either way the objects are dropped (maps::obj_drop_owned_by) and
+// held is 0. Either engine, once the run is over and before its slot is
+// left.
 inline constexpr uint32_t kNoFaultPc = UINT32_MAX;
-[[gnu::cold]] void fault_held_objects(InterpState& s);
+[[gnu::cold]] void release_held_objects(InterpState& s);
 
 // The outcome of a run that returned r0 with state s (either engine): r0, 0
 // for an aborted legacy packet load, or the fault as an Error naming

@@ -93,6 +93,33 @@ class KptrTest : public ::testing::TestWithParam<Engine> {
       EXPECT_NE(r.error().message.find(part), std::string::npos)
           << "'" << part << "' not in: " << r.error().message;
   }
+  // Runs name, which should stop holding objects (err, message with part).
+  // A run whose allocation failed (the program returns -1 holding nothing)
+  // is run again once the background worker has refilled the caches.
+  void expect_stop(const char* name, Args a, int err, const char* part) {
+    for (int attempt = 0; attempt < 4; attempt++) {
+      auto r = run(name, a);
+      if (r.ok() && static_cast<int32_t>(r->retval) == -1) {
+        dom().global_ma.flush();
+        if (auto* pma = dom().percpu_ma_if_exists(0)) pma->flush();
+        continue;
+      }
+      ASSERT_FALSE(r.ok()) << name << " should stop holding objects, returned " << r->retval;
+      EXPECT_EQ(r.error().code, err) << r.error().message;
+      EXPECT_NE(r.error().message.find(part), std::string::npos)
+          << "'" << part << "' not in: " << r.error().message;
+      return;
+    }
+    FAIL() << name << ": allocations kept failing";
+  }
+  // Per-CPU objects of pcnode's class handed out and not dropped.
+  uint64_t percpu_in_use() {
+    (void)dom().rcu.rcu_barrier();
+    userbpf::mem::MemAlloc* pma = dom().percpu_ma_if_exists(0);
+    if (!pma) return 0;
+    pma->flush();
+    return pma->stats().in_use;
+  }
   userbpf::Map map(const char* name) {
     auto m = obj->find_map(name);
     EXPECT_TRUE(m.ok());
@@ -213,10 +240,10 @@ TEST_P(KptrTest, ObjectDestroyDropsStoredKptrs) {
 TEST_P(KptrTest, MisusesStopTheRun) {
   expect_fault("xchg_plain_field", Args{0, 0, 0, 0}, EINVAL, {"bpf_kptr_xchg", "not a kptr field"});
   expect_fault("xchg_stack", Args{0, 0, 0, 0}, EINVAL, {"bpf_kptr_xchg", "not a kptr field"});
-  uint64_t leaked = in_use();  // the two objects above stay with their runs
-  EXPECT_EQ(leaked, base + 2);
+  // The objects the two runs held were dropped when they stopped.
+  EXPECT_EQ(in_use(), base);
   expect_fault("double_drop", Args{0, 0, 0, 0}, EINVAL, {"bpf_obj_drop_impl", "does not own"});
-  EXPECT_EQ(in_use(), leaked);  // dropped once
+  EXPECT_EQ(in_use(), base);  // dropped once
   Args a{1, 0, 5, 0};
   ASSERT_EQ(run_ok("stash_array", a), 0);
   expect_fault("drop_stored", Args{1, 0, 0, 0}, EINVAL, {"bpf_obj_drop_impl", "does not own"});
@@ -227,16 +254,83 @@ TEST_P(KptrTest, MisusesStopTheRun) {
                {"bpf_obj_drop_impl", "not an object"});
   expect_fault("drop_forged", Args{0, 0, 0x10, 0}, EINVAL, {"not an object"});
   expect_fault("past_object", Args{0, 0, 2, 0}, EFAULT, {"out-of-bounds store of 8 bytes"});
-  // Returning while holding objects (new, or taken out of a map).
-  leaked = in_use();
+  // Returning while holding objects (new, or taken out of a map): a fault
+  // where the kernel would not have loaded the program; the objects are
+  // dropped (RunsThatStopHoldingObjectsLeakNothing below).
+  const uint64_t stored = in_use();  // the object stash_array left in element 1
+  EXPECT_EQ(stored, base + 1);
   expect_fault("new_leak", Args{0, 0, 5, 0}, EINVAL,
                {"'new_leak'", "returned holding 1 object", "unreleased reference"});
-  EXPECT_EQ(in_use(), leaked + 1);  // the kernel would not run it at all: nothing to free
+  EXPECT_EQ(in_use(), stored);
   a = {2, 0, 6, 0};
   ASSERT_EQ(run_ok("stash_array", a), 0);
+  EXPECT_EQ(in_use(), stored + 1);
   expect_fault("take_leak", Args{2, 0, 0, 0}, EINVAL, {"returned holding 1 object"});
+  EXPECT_EQ(in_use(), stored);
   Args empty{2, 0, 0, 0};
   EXPECT_EQ(run_ok("take_leak", empty), 0);  // nothing left to take: a clean return
+}
+
+// A run that stops holding objects drops them, whether it returned (which
+// the kernel's verifier would have refused) or faulted: a buggy program run
+// again and again in a long-lived host leaks nothing.
+TEST_P(KptrTest, RunsThatStopHoldingObjectsLeakNothing) {
+  for (int i = 0; i < 300; i++) {
+    expect_stop("new_leak", Args{0, 0, 5, 0}, EINVAL, "returned holding 1 object");
+    expect_stop("new_fault", Args{0, 0, 8, 0}, EFAULT, "null pointer load of 8 bytes");
+    if (HasFailure()) break;
+  }
+  EXPECT_EQ(in_use(), base);
+  // Dropped exactly once: a second free would have put an object on its
+  // slot's list twice (in_use below base) and handed it out twice.
+  Args a{0, 0, 0, 0};
+  EXPECT_EQ(run_ok("new_drop_many", a), 0);
+  EXPECT_EQ(in_use(), base);
+}
+
+// Every kind of object a run can hold: new objects of two size classes, a
+// new per-CPU object and an object taken out of a map.
+TEST_P(KptrTest, StoppedRunDropsObjectsOfEveryKind) {
+  ASSERT_NE(dom().percpu_ma_if_exists(0), nullptr);  // created at load for struct pcnode
+  const uint64_t pc_base = percpu_in_use();
+  for (uint64_t at : {uint64_t{0}, uint64_t{8}}) {  // returns; faults on a load at 8
+    for (uint32_t i = 0; i < 40; i++) {
+      Args s{i % 4, 0, i, 0};
+      ASSERT_EQ(run_ok("stash_array", s), 0);
+      expect_stop("leak_many", Args{i % 4, 0, at, 0}, at ? EFAULT : EINVAL,
+                  at ? "null pointer load" : "returned holding 4 object(s)");
+      if (HasFailure()) return;
+    }
+  }
+  EXPECT_EQ(in_use(), base);
+  EXPECT_EQ(percpu_in_use(), pc_base);
+}
+
+// An object taken out of a map was published: other runs may have loaded
+// its pointer, so when the run that took it stops holding it, it is freed
+// like a published drop, for reuse after a grace period.
+TEST_P(KptrTest, LeakedObjectTakenFromAMapWaitsForAGracePeriod) {
+  Args a{3, 0, 7, 0};
+  ASSERT_EQ(run_ok("stash_array", a), 0);
+  EXPECT_EQ(in_use(), base + 1);
+  userbpf::mem::MemAlloc& ma = dom().global_ma;
+  for (int i = 0; i < 100 && ma.stats().rcu_waiting != 0; i++) {
+    (void)dom().rcu.synchronize_rcu(userbpf::mem::RcuFlavor::kBoth);
+    ma.flush();
+  }
+  ASSERT_EQ(ma.stats().rcu_waiting, 0u);
+  {
+    // A reader that entered before the drop (as a run that loaded the
+    // kptr would have): the object is not reusable while it stays.
+    userbpf::mem::RcuReadGuard reader(dom().rcu);
+    ASSERT_TRUE(reader.ok());
+    expect_stop("take_leak", Args{3, 0, 0, 0}, EINVAL, "returned holding 1 object");
+    ma.flush();
+    const userbpf::mem::MemAllocStats st = ma.stats();
+    EXPECT_EQ(st.rcu_waiting, 1u);
+    EXPECT_EQ(st.in_use, base);
+  }
+  EXPECT_EQ(in_use(), base);
 }
 
 TEST_P(KptrTest, PercpuObjects) {

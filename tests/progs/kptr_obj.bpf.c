@@ -20,6 +20,10 @@ struct pcnode {
   __u64 cnt;
 };
 
+struct big {
+  __u64 w[25];  // 200 bytes: the 256-byte class
+};
+
 struct pval {
   struct pcnode __percpu_kptr* pc;
 };
@@ -211,6 +215,43 @@ int take_leak(struct args* a) {
   struct val* v = bpf_map_lookup_elem(&kptr_array, &a->key);
   if (!v) return -2;
   struct node* old = bpf_kptr_xchg(&v->ptr, 0);
+  return old ? 1 : 0;
+}
+
+// Faults (a load at a->val: 8 is a null pointer) while holding a new object.
+SEC("syscall")
+int new_fault(struct args* a) {
+  struct node* n = bpf_obj_new(struct node);
+  if (!n) return -1;
+  n->a = *(volatile __u64*)(unsigned long)a->val;
+  bpf_obj_drop(n);
+  return 0;
+}
+
+// Holds objects of every kind, then returns (a->val 0) or faults on a load
+// at a->val: two new objects of two size classes, a new per-CPU object and
+// the object taken out of kptr_array[key] (if any; r0 1 then). r0 -1 if an
+// allocation failed (holding nothing).
+SEC("syscall")
+int leak_many(struct args* a) {
+  struct node* n = bpf_obj_new(struct node);
+  if (!n) return -1;
+  struct big* b = bpf_obj_new(struct big);
+  if (!b) {
+    bpf_obj_drop(n);
+    return -1;
+  }
+  struct pcnode __percpu_kptr* p = bpf_percpu_obj_new(struct pcnode);
+  if (!p) {
+    bpf_obj_drop(b);
+    bpf_obj_drop(n);
+    return -1;
+  }
+  n->a = 1;
+  b->w[24] = 2;
+  struct val* v = bpf_map_lookup_elem(&kptr_array, &a->key);
+  struct node* old = v ? bpf_kptr_xchg(&v->ptr, 0) : 0;
+  if (a->val) a->out = *(volatile __u64*)(unsigned long)a->val;
   return old ? 1 : 0;
 }
 

@@ -128,8 +128,8 @@ static_assert(sizeof(JitLoop) <= RunLoop::kStateBytes);
   s.stop = interp::Stop::kRunning;
   if (rc.faulted) clear_fault(rc);
   const uint64_t r0 = call_jit(img.enter, native_body(j, entry), &j, top, args);
-  if (s.obj.held != 0 && s.stop == interp::Stop::kRunning) [[unlikely]]
-    interp::fault_held_objects(s);
+  if (s.obj.held != 0) [[unlikely]]
+    interp::release_held_objects(s);
   rc.insn_budget = s.budget;
   loop.stopped = s.stop != interp::Stop::kRunning;
   return r0;
