@@ -178,6 +178,11 @@ class ElemPool {
   // Reuse after a grace period.
   [[gnu::always_inline]] inline void free_rcu(int slot, void* elem);
   void free_rcu(void* elem) { free_rcu(-1, elem); }
+  // free_rcu(slot, e) for each element of a chain: first, then next(e) until
+  // nullptr (next(e) is read before e is freed). The slot's holder enters
+  // its cache once per kSlotBatch elements instead of once per element.
+  template <class Next>
+  [[gnu::always_inline]] inline void free_rcu_chain(int slot, void* first, Next&& next);
   // Host, outside any read-side section: takes every slot cache, waits for a
   // grace period and puts every element freed before the call back on the
   // free list.
@@ -423,6 +428,35 @@ inline void ElemPool::free_rcu(int slot, void* e) {
   }
   if (!rcu_) return free(e);
   push_pending_chain(i, i, 1);
+}
+
+template <class Next>
+inline void ElemPool::free_rcu_chain(int slot, void* e, Next&& next) {
+  if (static_cast<uint32_t>(slot) < nslots_) [[likely]] {
+    SlotCache& c = caches_[static_cast<uint32_t>(slot)];
+    while (e && cache_enter(c)) {
+      uint32_t n = c.pend_cnt.load(std::memory_order_relaxed);
+      do {
+        void* following = next(e);
+        const auto i = static_cast<uint32_t>(index_of(e) + 1);
+        USERBPF_DEBUG_ASSERT(i <= carved_.load(std::memory_order_relaxed));
+        link_of(e)->store(c.pend_head, std::memory_order_relaxed);
+        if (!c.pend_head) c.pend_tail = i;
+        c.pend_head = i;
+        e = following;
+      } while (++n < kSlotBatch && e);
+      c.pend_cnt.store(n, std::memory_order_relaxed);
+      if (n >= kSlotBatch)
+        seal_slot(c);  // leaves
+      else
+        cache_leave(c);
+    }
+  }
+  while (e) {
+    void* following = next(e);
+    free_rcu(-1, e);
+    e = following;
+  }
 }
 
 }  // namespace userbpf::maps

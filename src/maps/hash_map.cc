@@ -58,18 +58,6 @@ uint64_t random_seed() {
   return seed;
 }
 
-template <uint32_t kSize>
-HashElem* htab_lookup_locked_sized(HashMap* h, uint32_t bucket, const void* key, uint32_t hash) {
-  const uint32_t ks = kSize ? kSize : h->key_size;
-  for (uintptr_t p = htab_first(h, bucket); !is_nulls(p);) {
-    auto* e = reinterpret_cast<HashElem*>(p);
-    if (e->hash.load(std::memory_order_relaxed) == hash && equal_padded(elem_key(e), key, ks))
-      return e;
-    p = e->next.load(std::memory_order_relaxed);
-  }
-  return nullptr;
-}
-
 // ---- element memory ----------------------------------------------------------
 
 // Host refill of a no-prealloc map's cache: out of line, so the program
@@ -130,34 +118,6 @@ void htab_release_value(HashMap* h, HashElem* e) {
   auto* v = static_cast<unsigned char*>(elem_value(h, e));
   for (uint32_t c = 0; c < h->ncpus; c++) map_release_fields(h, v + uint64_t{h->pcpu_size} * c);
 }
-
-namespace {
-
-// seq is odd meanwhile (reuse is visible to tests and to readers outside a
-// section). kSize: the key size when known at compile time (4, 8), else 0.
-template <uint32_t kSize>
-[[gnu::always_inline]] inline void htab_init_elem_sized(HashMap* h, HashElem* e, const void* key,
-                                                        const void* value, uint32_t hash) {
-  uint32_t s = e->seq.load(std::memory_order_relaxed);
-  e->seq.store(s + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  e->hash.store(hash, std::memory_order_relaxed);
-  store_padded(elem_key(e), key, kSize ? kSize : h->key_size);
-  void* v = elem_value(h, e);
-  if (!map_fields(h)) [[likely]] {
-    // An 8-byte value (a counter) is the commonest: one store.
-    if (h->value_size == 8)
-      copy_to_map(v, value, 8);
-    else
-      copy_to_map(v, value, h->value_size);
-  } else {
-    htab_zero_fields(h, v);
-    copy_map_value_in(h, v, value, h->value_size);
-  }
-  e->seq.store(s + 2, std::memory_order_release);
-}
-
-}  // namespace
 
 void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value, uint32_t hash) {
   if (h->key_size == 4) return htab_init_elem_sized<4>(h, e, key, value, hash);
@@ -702,18 +662,6 @@ HashElem* htab_lookup_locked(HashMap* h, uint32_t bucket, const void* key, uint3
   return htab_lookup_locked_sized<0>(h, bucket, key, hash);
 }
 
-bool htab_unlink_if_linked(HashMap* h, uint32_t bucket, HashElem* e) {
-  std::atomic<uintptr_t>* link = &h->buckets[bucket].head;
-  for (;;) {
-    uintptr_t p = link->load(std::memory_order_relaxed);
-    if (p == reinterpret_cast<uintptr_t>(e)) break;
-    if (p == 0 || is_nulls(p)) return false;
-    link = &reinterpret_cast<HashElem*>(p)->next;
-  }
-  link->store(e->next.load(std::memory_order_relaxed), std::memory_order_release);
-  return true;
-}
-
 void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e) {
   const bool linked = htab_unlink_if_linked(h, bucket, e);
   USERBPF_ASSERT(linked);  // e must be on this chain
@@ -721,11 +669,11 @@ void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e) {
 
 void htab_free_elem(HashMap* h, int slot, HashElem* e) {
   htab_release_value(h, e);
-  h->count.fetch_sub(1, std::memory_order_relaxed);
   if (h->lru) [[unlikely]] {  // the LRU frees the element (its free_node)
     h->lru->push_free(htab_lru_node(h, e));
     return;
   }
+  h->count.fetch_sub(1, std::memory_order_relaxed);
   htab_free_elem_rcu(h, slot, e);
 }
 

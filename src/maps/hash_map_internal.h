@@ -29,7 +29,8 @@
 // the entry back (push_free) after unlocking. Program lookups mark the
 // element used (ref bit); host lookups, batches and walks do not (the
 // kernel's lookup_elem_sys_only), so a dump leaves the eviction order alone.
-// count = live elements <= max_entries through the LRU's entries: no E2BIG.
+// Live elements <= max_entries through the LRU's entries: no E2BIG, and no
+// count (it stays 0; lru_list.h says why).
 //
 // Element memory (all of it charged to the map, MapAttr::memory_limit):
 //   - preallocated maps (default): ElemPool, max_entries + one per CPU
@@ -67,10 +68,10 @@
 //     every reuse; readers inside a section never see it change (LRU maps:
 //     unless an insert found the pool dry and reused an evicted element at
 //     once, lru_list.h). Tests use it to observe reuse.
-//   - count = live elements <= max_entries; an insert reserves its slot with
-//     an atomic increment before allocating (LRU: when it gets its entry).
-//     Elements waiting for a grace period are not counted: inserts never
-//     fail with E2BIG because of them.
+//   - count = live elements <= max_entries (HASH, PERCPU_HASH; LRU maps
+//     keep none); an insert reserves its slot with an atomic increment
+//     before allocating. Elements waiting for a grace period are not
+//     counted: inserts never fail with E2BIG because of them.
 //   - Element storage bound: live (<= max_entries + one in-flight replacement
 //     per concurrent updater) + waiting. The ElemPool reservation holds
 //     max_entries + CPUs + 1024 + max(max_entries, 16384) elements; past it
@@ -100,6 +101,7 @@
 #include "maps/map.h"
 #include "maps/map_internal.h"
 #include "maps/map_lock.h"
+#include "maps/special_fields.h"
 #include "mem/domain.h"
 
 namespace userbpf::maps {
@@ -157,8 +159,8 @@ struct HashMap : Map {
   bool prog_rdonly = false;  // BPF_F_RDONLY_PROG
   HashSecret secret;
   HashGeometry geo;
-  uint64_t mem_limit = 0;  // attr.memory_limit, for the allocator's worker
-  std::atomic<uint32_t> count{0};
+  uint64_t mem_limit = 0;          // attr.memory_limit, for the allocator's worker
+  std::atomic<uint32_t> count{0};  // live elements (LRU maps: unused, 0)
   mem::MemDomain* dom = nullptr;
   // Element storage: ma (no-prealloc, over its own page pool) or pool.
   // Declared pages first so ma is destroyed before the pool it carves.
@@ -351,23 +353,40 @@ HashElem* htab_alloc_elem(HashMap* h, int slot, bool host);
 void htab_zero_fields(HashMap* h, void* value);
 // Fills a new (or reused) element of a map with one copy of the value.
 void htab_init_elem(HashMap* h, HashElem* e, const void* key, const void* value, uint32_t hash);
+// The same with the key size known at compile time (kSize 4 or 8; 0: read
+// from the map), for the update paths. seq is odd meanwhile (reuse is
+// visible to tests and to readers outside a section).
+template <uint32_t kSize>
+[[gnu::always_inline]] inline void htab_init_elem_sized(HashMap* h, HashElem* e, const void* key,
+                                                        const void* value, uint32_t hash) {
+  uint32_t s = e->seq.load(std::memory_order_relaxed);
+  e->seq.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  e->hash.store(hash, std::memory_order_relaxed);
+  store_padded(elem_key(e), key, kSize ? kSize : h->key_size);
+  void* v = elem_value(h, e);
+  if (!map_fields(h)) [[likely]] {
+    // An 8-byte value (a counter) is the commonest: one store.
+    if (h->value_size == 8)
+      copy_to_map(v, value, 8);
+    else
+      copy_to_map(v, value, h->value_size);
+  } else {
+    htab_zero_fields(h, v);
+    copy_map_value_in(h, v, value, h->value_size);
+  }
+  e->seq.store(s + 2, std::memory_order_release);
+}
+
 // Host, after leaving its section: lets elements freed so far finish their
 // grace period and become allocatable again. False if nothing was waiting.
 bool htab_reclaim_host(HashMap* h);
 
-// Runs update(slot, host) inside a read-side section of the map's domain;
-// a host thread retries an ENOMEM after waiting for grace periods, since
-// deleted elements become reusable only then (our own section would block
-// them). Other threads may take them first, hence more rounds while
-// elements were waiting; when nothing waits, only more memory would help and
-// ENOMEM stands.
+// htab_update_in_section's retries after ENOMEM (out of line, so the first
+// update inlines into its caller).
 template <class Update>
-long htab_update_in_section(HashMap* h, Update&& update) {
-  HtabSection sec(h);
-  if (!sec.ok()) return -EBUSY;
-  long rc = update(sec.slot(), sec.owned());
-  if (rc != -ENOMEM || !sec.owned()) [[likely]]
-    return rc;
+[[gnu::noinline]] long htab_update_retry(HashMap* h, HtabSection& sec, Update& update) {
+  long rc = -ENOMEM;
   KeepErrno keep_errno;
   for (int round = 0; rc == -ENOMEM && sec.owned() && round < kHostNomemRetries; round++) {
     sec.leave();
@@ -380,16 +399,57 @@ long htab_update_in_section(HashMap* h, Update&& update) {
   return rc;
 }
 
+// Runs update(slot, host) inside a read-side section of the map's domain;
+// a host thread retries an ENOMEM after waiting for grace periods, since
+// deleted elements become reusable only then (our own section would block
+// them). Other threads may take them first, hence more rounds while
+// elements were waiting; when nothing waits, only more memory would help and
+// ENOMEM stands.
+template <class Update>
+[[gnu::always_inline]] inline long htab_update_in_section(HashMap* h, Update&& update) {
+  HtabSection sec(h);
+  if (!sec.ok()) return -EBUSY;
+  long rc = update(sec.slot(), sec.owned());
+  if (rc != -ENOMEM || !sec.owned()) [[likely]]
+    return rc;
+  return htab_update_retry(h, sec, update);
+}
+
 // Under the bucket lock: the element holding key, or nullptr.
 HashElem* htab_lookup_locked(HashMap* h, uint32_t bucket, const void* key, uint32_t hash);
+// The same with the key size known at compile time (kSize 4 or 8; 0: read
+// from the map).
+template <uint32_t kSize>
+[[gnu::always_inline]] inline HashElem* htab_lookup_locked_sized(HashMap* h, uint32_t bucket,
+                                                                 const void* key, uint32_t hash) {
+  const uint32_t ks = kSize ? kSize : h->key_size;
+  for (uintptr_t p = htab_first(h, bucket); !is_nulls(p);) {
+    auto* e = reinterpret_cast<HashElem*>(p);
+    if (e->hash.load(std::memory_order_relaxed) == hash && equal_padded(elem_key(e), key, ks))
+      return e;
+    p = e->next.load(std::memory_order_relaxed);
+  }
+  return nullptr;
+}
+
 // Under the bucket lock: removes e from its chain (e keeps its next link).
 void htab_unlink_locked(HashMap* h, uint32_t bucket, HashElem* e);
 // The same for an e that may not be on the chain (any more): false if not.
-bool htab_unlink_if_linked(HashMap* h, uint32_t bucket, HashElem* e);
+inline bool htab_unlink_if_linked(HashMap* h, uint32_t bucket, HashElem* e) {
+  std::atomic<uintptr_t>* link = &h->buckets[bucket].head;
+  for (;;) {
+    uintptr_t p = link->load(std::memory_order_relaxed);
+    if (p == reinterpret_cast<uintptr_t>(e)) break;
+    if (p == 0 || is_nulls(p)) return false;
+    link = &reinterpret_cast<HashElem*>(p)->next;
+  }
+  link->store(e->next.load(std::memory_order_relaxed), std::memory_order_release);
+  return true;
+}
 // After unlinking (lock released or not), inside a section holding slot:
 // releases the value's special fields, drops the element count and frees e
-// for reuse after a grace period (LRU maps: gives its entry back to the LRU,
-// which frees it; so only after the bucket lock is released).
+// for reuse after a grace period (LRU maps: no count; gives its entry back
+// to the LRU, which frees it; so only after the bucket lock is released).
 void htab_free_elem(HashMap* h, int slot, HashElem* e);
 // Releases what the special fields of every copy of e's value hold.
 void htab_release_value(HashMap* h, HashElem* e);

@@ -9,6 +9,16 @@
 // (program, host, signal handler; -EBUSY/-ENOMEM where a re-entered lock
 // cannot be had, never a wait for a lock this thread holds). The callbacks
 // run inside LruList operations. htab_lru_init: host, at creation.
+//
+// Speed (bench/progs/lru_hash_update.bpf.c: every insert evicts). The path
+// runs at about 3 instructions per cycle, so what it executes is what
+// counts: the update is one function per key size with the hash, the
+// pool's and the LRU's fast paths inlined; eviction unlinks its victims a
+// batch at a time, their buckets fetched first, and frees them as one chain;
+// LRU maps keep no element count. 720 -> 500 instructions and 72 -> 58 ns
+// per insert. Tried without effect: dropping the count or prefetching alone
+// (before the instruction count fell, the stalls only moved), fetching each
+// chain's first element ahead (insert and eviction).
 #include <cerrno>
 #include <new>
 
@@ -19,27 +29,49 @@
 namespace userbpf::maps {
 namespace {
 
-// LruList::del_from_htab, under LRU locks (the kernel's
-// htab_lru_map_delete_node): unlinks node's element if its bucket still
-// holds it. The element may be one an insert has bound but not linked yet,
-// whose hash is still its previous life's: the bucket that hash names does
-// not hold it, so it is left alone. Only try-locks in a nested operation
-// (a signal handler, or an operation started under another map lock): the
-// holder of the bucket may be waiting for an LRU lock held here.
-bool lru_del_from_htab(void* arg, LruNode* node) {
-  auto* h = static_cast<HashMap*>(arg);
-  HashElem* e = htab_lru_elem(h, node);
-  const uint32_t bucket = htab_bucket_index(h, e->hash.load(std::memory_order_relaxed));
-  const int err = LruList::in_nested_op()
-                      ? map_lock_try_acquire(h->buckets[bucket].lock, h, bucket & h->lock_mask)
-                      : htab_lock_bucket(h, bucket);
+// Unlinks e from bucket if the bucket still holds it (LruList's
+// del_from_htab, under LRU locks; the kernel's htab_lru_map_delete_node).
+// e may be an element an insert has bound but not linked yet, whose hash is
+// still its previous life's: the bucket that hash names does not hold it,
+// so it is left alone. nested (LruList::in_nested_op(): a signal handler,
+// or an operation started under another map lock): only try-locks, since
+// the holder of the bucket may be waiting for an LRU lock held here.
+[[gnu::always_inline]] inline bool lru_unlink(HashMap* h, HashElem* e, uint32_t bucket,
+                                              bool nested) {
+  const int err = nested ? map_lock_try_acquire(h->buckets[bucket].lock, h, bucket & h->lock_mask)
+                         : htab_lock_bucket(h, bucket);
   if (err) return false;
   const bool found = htab_unlink_if_linked(h, bucket, e);
   htab_unlock_bucket(h, bucket);
   if (!found) return false;
-  htab_release_value(h, e);
-  h->count.fetch_sub(1, std::memory_order_relaxed);
+  if (map_fields(h)) htab_release_value(h, e);
   return true;
+}
+
+uint32_t lru_bucket_of(const HashMap* h, LruNode* node) {
+  return htab_bucket_index(h, htab_lru_elem(h, node)->hash.load(std::memory_order_relaxed));
+}
+
+bool lru_del_from_htab(void* arg, LruNode* node) {
+  auto* h = static_cast<HashMap*>(arg);
+  return lru_unlink(h, htab_lru_elem(h, node), lru_bucket_of(h, node), LruList::in_nested_op());
+}
+
+// LruList::del_batch: the buckets are fetched for all nodes first (the
+// LRU has just read the nodes, so their hashes are in the cache), each
+// bucket lock's exchange then waits for no cache miss of its own.
+uint32_t lru_del_batch(void* arg, LruNode** nodes, uint32_t n) {
+  auto* h = static_cast<HashMap*>(arg);
+  uint32_t buckets[LruList::kDelBatch];
+  for (uint32_t j = 0; j < n; j++) {
+    buckets[j] = lru_bucket_of(h, nodes[j]);
+    __builtin_prefetch(&h->buckets[buckets[j]], 1);
+  }
+  const bool nested = LruList::in_nested_op();
+  uint32_t k = 0;
+  for (uint32_t j = 0; j < n; j++)
+    if (lru_unlink(h, htab_lru_elem(h, nodes[j]), buckets[j], nested)) nodes[k++] = nodes[j];
+  return k;
 }
 
 // LruList::free_node: the node's element left the map for good; programs
@@ -50,30 +82,67 @@ void lru_free_node(void* arg, LruNode* node) {
   h->pool.free_rcu(h->dom->slots.held_slot(), htab_lru_elem(h, node));
 }
 
+// LruList::free_nodes: the same for a chain of nodes.
+void lru_free_nodes(void* arg, LruNode* chain) {
+  auto* h = static_cast<HashMap*>(arg);
+  h->pool.free_rcu_chain(h->dom->slots.held_slot(), htab_lru_elem(h, chain), [h](void* e) {
+    auto* next = static_cast<LruNode*>(htab_lru_node(h, static_cast<HashElem*>(e))->next);
+    return next ? static_cast<void*>(htab_lru_elem(h, next)) : nullptr;
+  });
+}
+
+// The pool's element when it has one; the LRU's pop_free binds it to an
+// entry (evicting to free one). With none ready (grace periods lag behind
+// the churn) the LRU evicts one more element and hands its memory over at
+// once: the kernel's reuse, which never fails an LRU insert for memory.
+[[gnu::always_inline]] inline HashElem* lru_pop_elem(HashMap* h, int slot) {
+  auto* fresh = static_cast<HashElem*>(h->pool.alloc(slot));
+  LruNode* n = h->lru->pop_free(slot, fresh ? htab_lru_node(h, fresh) : nullptr);
+  if (!n) [[unlikely]] {
+    if (fresh) h->pool.free(fresh);  // nobody saw it: reused at once
+    return nullptr;
+  }
+  // Counted before the element is rewritten (seq_cst: a reader that sees
+  // the new bytes sees the count).
+  if (!fresh) [[unlikely]]
+    h->lru_reused.fetch_add(1, std::memory_order_seq_cst);
+  return htab_lru_elem(h, n);
+}
+
 // Inside a section holding slot. op: BPF_ANY, BPF_NOEXIST or BPF_EXIST.
+// kSize: the key size when known at compile time (4, 8), else 0.
 // Kernel htab_lru_map_update_elem: the element is taken and filled before
 // the bucket lock; a replacement is marked used (it inherits the old key's
 // recency) and links ahead of the element it replaces.
-long lru_htab_update(HashMap* h, const void* key, const void* value, uint64_t op, int slot) {
-  const uint32_t hash = htab_hash(h, key);
-  HashElem* e = htab_lru_pop_elem(h, slot);
-  if (!e) return -ENOMEM;
-  htab_init_elem(h, e, key, value, hash);
+template <uint32_t kSize>
+[[gnu::always_inline]] inline long lru_htab_update(HashMap* h, const void* key, const void* value,
+                                                   uint64_t op, int slot) {
+  const uint32_t hash = hash_key(key, kSize ? kSize : h->key_size, h->secret);
   const uint32_t bucket = htab_bucket_index(h, hash);
+  // The bucket is fetched while the LRU works.
+  __builtin_prefetch(&h->buckets[bucket], 1);
+  HashElem* e = lru_pop_elem(h, slot);
+  if (!e) return -ENOMEM;
+  htab_init_elem_sized<kSize>(h, e, key, value, hash);
   HashElem* old = nullptr;
   long err = htab_lock_bucket(h, bucket);
   if (!err) {
-    old = htab_lookup_locked(h, bucket, key, hash);
+    old = htab_lookup_locked_sized<kSize>(h, bucket, key, hash);
     if (old && op == kBpfNoexist) {
       err = -EEXIST;
     } else if (!old && op == kBpfExist) {
       err = -ENOENT;
     } else {
-      e->next.store(htab_first(h, bucket), std::memory_order_relaxed);
+      const uintptr_t first = htab_first(h, bucket);
+      e->next.store(first, std::memory_order_relaxed);
       h->buckets[bucket].head.store(reinterpret_cast<uintptr_t>(e), std::memory_order_release);
       if (old) {
         LruList::set_ref(htab_lru_node(h, e));
-        htab_unlink_locked(h, bucket, old);
+        // Mostly old led the chain and follows e now: no second walk.
+        if (first == reinterpret_cast<uintptr_t>(old))
+          e->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_release);
+        else
+          htab_unlink_locked(h, bucket, old);
       }
     }
     htab_unlock_bucket(h, bucket);
@@ -95,9 +164,9 @@ long lru_htab_update(HashMap* h, const void* key, const void* value, uint64_t op
 Status htab_lru_init(HashMap* h) {
   h->lru.reset(new (std::nothrow) LruList());
   if (!h->lru) return make_error(ENOMEM, "map %s: no memory for its LRU", h->attr.name.c_str());
-  Status st =
-      h->lru->init((h->attr.map_flags & kBpfFNoCommonLru) != 0, h->attr.max_entries,
-                   h->dom->slots.num_slots(), LruCallbacks{h, lru_del_from_htab, lru_free_node});
+  Status st = h->lru->init(
+      (h->attr.map_flags & kBpfFNoCommonLru) != 0, h->attr.max_entries, h->dom->slots.num_slots(),
+      LruCallbacks{h, lru_del_from_htab, lru_free_node, lru_free_nodes, lru_del_batch});
   if (!st.ok())
     return make_error(st.error().code, "map %s: %s", h->attr.name.c_str(),
                       st.error().message.c_str());
@@ -107,23 +176,8 @@ Status htab_lru_init(HashMap* h) {
   return Status::Ok();
 }
 
-// The pool's element when it has one; the LRU's pop_free binds it to an
-// entry (evicting to free one). With none ready (grace periods lag behind
-// the churn) the LRU evicts one more element and hands its memory over at
-// once: the kernel's reuse, which never fails an LRU insert for memory.
 HashElem* htab_lru_pop_elem(HashMap* h, int slot) {
-  auto* fresh = static_cast<HashElem*>(h->pool.alloc(slot));
-  LruNode* n = h->lru->pop_free(slot, fresh ? htab_lru_node(h, fresh) : nullptr);
-  if (!n) [[unlikely]] {
-    if (fresh) h->pool.free(fresh);  // nobody saw it: reused at once
-    return nullptr;
-  }
-  h->count.fetch_add(1, std::memory_order_relaxed);
-  // Before the element is rewritten (seq_cst: a reader that sees the new
-  // bytes sees the count).
-  if (!fresh) [[unlikely]]
-    h->lru_reused.fetch_add(1, std::memory_order_seq_cst);
-  return htab_lru_elem(h, n);
+  return lru_pop_elem(h, slot);
 }
 
 // The kernel's htab_lru_map_lookup_elem: a program's lookup marks the
@@ -147,8 +201,17 @@ long lru_htab_map_update_elem(Map* map, const void* key, const void* value, uint
   // no bpf_spin_lock.
   if (flags > kBpfExist) return -EINVAL;
   HashMap* h = to_htab(map);
+  // By value: the captures stay in registers on the path that does not retry.
+  if (h->key_size == 4) [[likely]]
+    return htab_update_in_section(h, [=](int slot, bool) __attribute__((always_inline)) {
+      return lru_htab_update<4>(h, key, value, flags, slot);
+    });
+  if (h->key_size == 8)
+    return htab_update_in_section(h, [=](int slot, bool) __attribute__((always_inline)) {
+      return lru_htab_update<8>(h, key, value, flags, slot);
+    });
   return htab_update_in_section(
-      h, [&](int slot, bool) { return lru_htab_update(h, key, value, flags, slot); });
+      h, [=](int slot, bool) { return lru_htab_update<0>(h, key, value, flags, slot); });
 }
 
 }  // namespace userbpf::maps

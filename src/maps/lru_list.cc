@@ -11,11 +11,6 @@
 namespace userbpf::maps {
 namespace {
 
-constexpr uint32_t kGlobalGroup = 0;
-uint32_t slot_group(uint32_t s) {
-  return s + 1;
-}
-
 void list_init(LruLink* head) {
   head->prev = head;
   head->next = head;
@@ -64,12 +59,6 @@ class NestedScope {
   bool& flag_;
   bool saved_;
 };
-
-// Whether this thread already holds (or is taking) a map lock: an LRU
-// operation started now only try-locks.
-bool thread_holds_map_lock() {
-  return t_held_map_locks.depth.load(std::memory_order_relaxed) != 0;
-}
 
 }  // namespace
 
@@ -125,10 +114,15 @@ uint64_t LruList::bytes() const {
 }
 
 void LruList::release(Evicted& ev) {
-  for (LruNode* n = ev.head; n;) {
-    LruNode* next = as_node(n->next);
-    cb_.free_node(cb_.arg, n);
-    n = next;
+  if (!ev.head) return;
+  if (cb_.free_nodes) {
+    cb_.free_nodes(cb_.arg, ev.head);
+  } else {
+    for (LruNode* n = ev.head; n;) {
+      LruNode* next = as_node(n->next);
+      cb_.free_node(cb_.arg, n);
+      n = next;
+    }
   }
   ev.head = nullptr;
 }
@@ -179,6 +173,21 @@ void LruList::remove(List& l, LruNode* n) {
   set_type(n, LruNodeType::kFree);
 }
 
+void LruList::evict(List& l, LruNode* n, uint32_t* free, Evicted& ev) {
+  remove(l, n);
+  ev.push(n);
+  (*free)++;
+}
+
+uint32_t LruList::del_batch(LruNode** nodes, uint32_t n) {
+  if (n == 0) return 0;
+  if (cb_.del_batch) return cb_.del_batch(cb_.arg, nodes, n);
+  uint32_t k = 0;
+  for (uint32_t j = 0; j < n; j++)
+    if (del(nodes[j])) nodes[k++] = nodes[j];
+  return k;
+}
+
 // From the active tail towards its head, at most nr_scans nodes and never
 // past the node that was first when we started: referenced nodes get another
 // round on the active list, the others go to the inactive head.
@@ -224,25 +233,34 @@ void LruList::rotate_inactive(List& l) {
 
 // From the inactive tail (the oldest): referenced nodes move to the active
 // head, unreferenced ones are evicted (their entries added to *free) until
-// target are or nr_scans nodes were looked at.
+// target are or nr_scans nodes were looked at. The candidates go to
+// del_from_htab in batches (del_batch), each no larger than what is still
+// missing from target: the nodes looked at and the ones evicted are those of
+// one del_from_htab after the other, only the order of the calls changes.
 uint32_t LruList::shrink_inactive(List& l, uint32_t target, uint32_t* free, Evicted& ev) {
   LruLink* head = &l.inactive;
+  LruLink* cur = head->prev;
   uint32_t freed = 0;
   uint32_t i = 0;
-  for (LruLink* cur = head->prev; cur != head;) {
-    LruLink* older_done = cur->prev;
-    LruNode* n = as_node(cur);
-    bool pf = is_pending_free(n);
-    if (is_ref(n) && !pf) {
-      move(l, n, LruNodeType::kActive);
-    } else if (pf || del(n)) {
-      remove(l, n);
-      ev.push(n);
-      (*free)++;
-      if (++freed == target) break;
+  LruNode* batch[kDelBatch];
+  while (freed < target && i < nr_scans_ && cur != head) {
+    uint32_t m = 0;
+    for (; m < target - freed && m < kDelBatch && i < nr_scans_ && cur != head; i++) {
+      LruLink* older = cur->prev;
+      LruNode* n = as_node(cur);
+      if (is_pending_free(n)) {
+        evict(l, n, free, ev);
+        freed++;
+      } else if (is_ref(n)) {
+        move(l, n, LruNodeType::kActive);
+      } else {
+        batch[m++] = n;
+      }
+      cur = older;
     }
-    if (++i == nr_scans_) break;
-    cur = older_done;
+    const uint32_t k = del_batch(batch, m);
+    for (uint32_t j = 0; j < k; j++) evict(l, batch[j], free, ev);
+    freed += k;
   }
   return freed;
 }
@@ -256,9 +274,7 @@ uint32_t LruList::shrink(List& l, uint32_t target, uint32_t* free, Evicted& ev) 
   for (LruLink* cur = head->prev; cur != head; cur = cur->prev) {
     LruNode* n = as_node(cur);
     if (is_pending_free(n) || del(n)) {
-      remove(l, n);
-      ev.push(n);
-      (*free)++;
+      evict(l, n, free, ev);
       return 1;
     }
   }
@@ -267,43 +283,38 @@ uint32_t LruList::shrink(List& l, uint32_t target, uint32_t* free, Evicted& ev) 
 
 // ---- Common mode ----
 
-bool LruList::take_local(Local& loc) {
-  if (loc.free == 0) [[unlikely]] {
-    if (loc.returned.load(std::memory_order_relaxed) == 0) return false;
-    loc.free = loc.returned.exchange(0, std::memory_order_relaxed);
-  }
-  loc.free--;
-  return true;
-}
-
-void LruList::init_node(LruNode* node, uint32_t s) {
-  node->cpu = static_cast<uint16_t>(s);
-  node->ref.store(0, std::memory_order_relaxed);
-  node->pending_free.store(0, std::memory_order_relaxed);
-}
-
-void LruList::add_pending(Local& loc, uint32_t s, LruNode* node) {
-  init_node(node, s);
-  set_type(node, LruNodeType::kPending);
-  list_add_head(&loc.pending, node);
-}
-
-// Oldest first, each to the head of its list, so the order is kept.
+// Oldest first: referenced nodes go to the active head, nodes a failed
+// push_free flagged are freed; the others keep their order and go to the
+// inactive head in one splice (as if moved there oldest first).
 void LruList::flush_pending(Local& loc, Evicted& ev) {
   LruLink* head = &loc.pending;
+  uint32_t n_inactive = 0;
   for (LruLink* cur = head->prev; cur != head;) {
     LruLink* older_done = cur->prev;
     LruNode* n = as_node(cur);
-    list_del(cur);
     if (is_pending_free(n)) {
+      list_del(cur);
       set_type(n, LruNodeType::kFree);
       global_.free++;
       ev.push(n);
+    } else if (is_ref(n)) {
+      list_del(cur);
+      move_in(global_, n, LruNodeType::kActive);
     } else {
-      move_in(global_, n, is_ref(n) ? LruNodeType::kActive : LruNodeType::kInactive);
+      set_type(n, LruNodeType::kInactive);
+      n_inactive++;
     }
     cur = older_done;
   }
+  if (n_inactive) {
+    LruLink* to = &global_.inactive;
+    head->prev->next = to->next;
+    to->next->prev = head->prev;
+    to->next = head->next;
+    head->next->prev = to;
+    global_.n_inactive += n_inactive;
+  }
+  list_init(head);
 }
 
 void LruList::refill_local(Local& loc, bool nested, Evicted& ev) {
@@ -346,10 +357,15 @@ LruNode* LruList::evict_for_reuse(Local& loc, bool nested, Evicted& ev) {
 }
 
 LruNode* LruList::common_pop_free(uint32_t s, LruNode* fresh, bool nested) {
+  if (lock(local_[s].lock, slot_group(s), nested) != 0) return nullptr;
+  return common_pop_free_locked(s, fresh, nested);
+}
+
+LruNode* LruList::common_pop_free_locked(uint32_t s, LruNode* fresh, bool nested) {
+  NestedScope scope(t_nested, nested);  // for del_from_htab
   Local& loc = local_[s];
   Evicted ev;
   LruNode* node = nullptr;
-  if (lock(loc.lock, slot_group(s), nested) != 0) return nullptr;
   bool got = take_local(loc);
   if (!got) {
     refill_local(loc, nested, ev);
@@ -430,6 +446,7 @@ void LruList::common_push_free(LruNode* node, bool nested) {
 // ---- Per-CPU mode ----
 
 LruNode* LruList::percpu_pop_free(uint32_t s, LruNode* fresh, bool nested) {
+  NestedScope scope(t_nested, nested);  // for del_from_htab
   List& l = lists_[s];
   Evicted ev;
   if (lock(l.lock, slot_group(s), nested) != 0) return nullptr;
@@ -465,11 +482,10 @@ void LruList::percpu_push_free(LruNode* node, bool nested) {
 
 // ---- Entry points ----
 
-LruNode* LruList::pop_free(int slot, LruNode* fresh) {
+LruNode* LruList::pop_free_slow(int slot, LruNode* fresh) {
   USERBPF_DEBUG_ASSERT(slot >= 0);
-  bool nested = thread_holds_map_lock();
-  NestedScope scope(t_nested, nested);
-  uint32_t s = slot_index(slot);
+  const bool nested = thread_holds_map_lock();
+  const uint32_t s = slot_index(slot);
   return percpu_ ? percpu_pop_free(s, fresh, nested) : common_pop_free(s, fresh, nested);
 }
 

@@ -16,8 +16,9 @@
 //
 // Reuse of element memory (the decision). When a node leaves the lists for
 // good (evicted through del_from_htab, or given back with push_free) the LRU
-// calls free_node(node) after dropping its locks, and the map frees the
-// element with ElemPool::free_rcu: reused only after an RCU grace period, as
+// calls free_node(node) after dropping its locks (free_nodes(chain) for the
+// nodes one operation evicted), and the map frees the element with
+// ElemPool::free_rcu: reused only after an RCU grace period, as
 // for HASH (hash_map_internal.h). A program holding a looked-up value then
 // keeps seeing its key and value until it returns (SPEC.md section 2); the
 // kernel reuses LRU elements at once and only promises type-stable memory.
@@ -77,7 +78,12 @@
 // del_from_htab and their entries freed, up to the batch target or nr_scans
 // nodes. If that freed nothing, the oldest node of the inactive list (else
 // of the active list) whose del_from_htab succeeds goes, referenced or not.
-// Every move clears the ref bit.
+// Every move clears the ref bit. The walk hands its candidates to the map
+// kDelBatch at a time (del_batch, when the map gives one), never more than
+// the target still needs: the same nodes go as with one del_from_htab after
+// the other, and the map can fetch all their buckets before it takes the
+// first bucket lock (each lock's exchange would otherwise wait for its own
+// cache misses; the batch is on the stack, hence the bound).
 //
 // Locks (map_lock.h spin locks, owner = this LruList; group 0 the global
 // list, 1 + s slot s's Local or List). Order: Local -> global List ->
@@ -100,21 +106,26 @@
 //   n_active/n_inactive count the global (per-CPU: each) List's lists
 //   a node's ref bit is cleared whenever it moves; node.cpu is the Local
 //   whose pending list holds it (common) or the List it belongs to (per-CPU)
-//   free_node(node) is called exactly once per node that left the lists,
-//   except a node pop_free hands back for immediate reuse
+//   free_node(node) (or free_nodes with it in the chain) is called exactly
+//   once per node that left the lists, except a node pop_free hands back
+//   for immediate reuse
 // Contexts: pop_free, push_free: any (program, host, signal handler); never
 // allocate; wait only for LRU spin locks in lock order and for what
 // del_from_htab waits for. set_ref: any, lock-free. init, check, the
 // destructor: host.
+// Cost: an insert is one Local lock round trip (pop_free's common case,
+// inline below: a fresh node, common mode, no other map lock held, a free
+// entry in the slot's Local); every target_free inserts a refill does the
+// list work and the evictions under the global lock.
 //
 // Wiring into the hash map (the kernel's hashtab.c, htab_lru_*; done in
 // lru_hash.cc and percpu_hash.cc, table side in hash_map_internal.h):
 //   alloc   LruList::init(percpu = BPF_F_NO_COMMON_LRU, max_entries, N,
-//           {htab, del_from_htab, free_node}); max_entries rounded up to a
-//           multiple of N first in per-CPU mode. Elements from the ElemPool,
-//           max_entries + N committed at creation, the rest of the
-//           reservation (spares for elements waiting for a grace period)
-//           committed on demand.
+//           {htab, del_from_htab, free_node, free_nodes, del_batch});
+//           max_entries rounded up to a multiple of N first in per-CPU
+//           mode. Elements from the ElemPool, max_entries + N committed at
+//           creation, the rest of the reservation (spares for elements
+//           waiting for a grace period) committed on demand.
 //   update  before locking the bucket (eviction takes bucket locks):
 //           e = pool.alloc() (may be nullptr), n = pop_free(slot, e ? &e->lru
 //           : nullptr); n == nullptr -> pool.free(e) if e, -ENOMEM (the
@@ -125,20 +136,28 @@
 //           link n's element; if it replaced one, set_ref(n) and unlink the
 //           old one; unlock; then push_free the element that left the table
 //           (the old one, or n's on EEXIST/ENOENT/lock failure) after
-//           releasing its fields and dropping the count. LRU_PERCPU_HASH
-//           writes an existing key's copies in place instead (set_ref on
-//           it) and gives n back; its BPF_EXIST updates take no entry.
-//   delete  unlink under the bucket lock, unlock, release the fields, drop
-//           the count, push_free(&e->lru). The same for lookup_and_delete
-//           and batch deletes.
+//           releasing its fields. LRU_PERCPU_HASH writes an existing key's
+//           copies in place instead (set_ref on it) and gives n back; its
+//           BPF_EXIST updates take no entry.
+//   delete  unlink under the bucket lock, unlock, release the fields,
+//           push_free(&e->lru). The same for lookup_and_delete and batch
+//           deletes.
 //   lookup  from programs (and the JIT's inlined lookup): set_ref(&e->lru);
 //           host lookups do not (the kernel's lookup_elem_sys_only).
 //   del_from_htab(arg, node): lock the node's bucket (map_lock_try_acquire when
 //           LruList::in_nested_op(), else htab_lock_bucket), unlink the
-//           element if it is still on the chain, release its fields, drop
-//           the count; true iff unlinked. Lock order: LRU locks -> bucket.
-//   free_node(arg, node): pool.free_rcu(element).
-//   count   elements never exceed max_entries through the LRU: no E2BIG.
+//           element if it is still on the chain, release its fields; true
+//           iff unlinked. Lock order: LRU locks -> bucket.
+//   del_batch(arg, nodes, n): del_from_htab of each, the buckets of all
+//           prefetched first.
+//   free_node(arg, node): pool.free_rcu(element); free_nodes(arg, chain):
+//           pool.free_rcu_chain (one pass over the slot's cache).
+//   count   none: elements never exceed max_entries through the LRU's
+//           entries (no E2BIG), and at rest they are the nodes on the lists
+//           less the flagged ones (check()). HashMap::count stays 0: a
+//           shared counter costs two atomic read-modify-writes per insert
+//           that evicts, for nothing the map needs (the kernel's per-CPU
+//           elem_count only feeds statistics).
 //   map free: nothing for the LRU (the pool unmaps the elements).
 #pragma once
 
@@ -190,6 +209,15 @@ struct LruCallbacks {
   // back for immediate reuse): the map frees its element, normally with
   // ElemPool::free_rcu.
   void (*free_node)(void* arg, LruNode* node) = nullptr;
+  // Optional: free_node for each node of a chain linked through next
+  // (nullptr-terminated), the nodes an operation evicted. Without it the LRU
+  // calls free_node for each.
+  void (*free_nodes)(void* arg, LruNode* chain) = nullptr;
+  // Optional: del_from_htab for n (1..LruList::kDelBatch) nodes at once, so
+  // the map can overlap their cache misses. Moves the nodes it unlinked to
+  // the front of nodes, keeping their order, and returns how many. Without
+  // it the LRU calls del_from_htab for each.
+  uint32_t (*del_batch)(void* arg, LruNode** nodes, uint32_t n) = nullptr;
 };
 
 // Counts and a walk of every list, for tests and debugging.
@@ -208,6 +236,7 @@ class LruList {
   static constexpr uint32_t kLocalNrScans = kLocalFreeTarget;
   static constexpr uint32_t kPercpuFreeTarget = 4;  // per-CPU: eviction batch
   static constexpr uint32_t kPercpuNrScans = kPercpuFreeTarget;
+  static constexpr uint32_t kDelBatch = 32;  // nodes per LruCallbacks::del_batch
 
   LruList() = default;
   ~LruList();
@@ -227,7 +256,23 @@ class LruList {
   // at once. nullptr if no entry (or no node) could be had: every
   // candidate's del_from_htab failed, or locks were busy in a nested
   // operation; the caller still owns fresh and frees it at once.
-  LruNode* pop_free(int slot, LruNode* fresh);
+  // The common case is inline: a fresh node, common mode, outside any other
+  // map lock, and a free entry in the slot's Local.
+  [[gnu::always_inline]] LruNode* pop_free(int slot, LruNode* fresh) {
+    if (!percpu_ && fresh && !thread_holds_map_lock()) [[likely]] {
+      const uint32_t s = slot_index(slot);
+      Local& loc = local_[s];
+      if (map_lock_acquire(loc.lock, this, slot_group(s)) == 0) [[likely]] {
+        if (take_local(loc)) [[likely]] {
+          add_pending(loc, s, fresh);
+          map_lock_release(loc.lock);
+          return fresh;
+        }
+        return common_pop_free_locked(s, fresh, false);
+      }
+    }
+    return pop_free_slow(slot, fresh);
+  }
   // Any context. node (from a successful pop_free) has been unlinked from the
   // table: frees its entry and, now or once a lock frees up, calls free_node.
   void push_free(LruNode* node);
@@ -289,6 +334,14 @@ class LruList {
     }
   };
 
+  static constexpr uint32_t kGlobalGroup = 0;  // lock group of the global list
+  static uint32_t slot_group(uint32_t s) { return s + 1; }
+  // Whether this thread already holds (or is taking) a map lock: an LRU
+  // operation started now only try-locks.
+  static bool thread_holds_map_lock() {
+    return t_held_map_locks.depth.load(std::memory_order_relaxed) != 0;
+  }
+
   static void init_list(List& l);
   uint32_t slot_index(int slot) const {
     uint32_t s = static_cast<uint32_t>(slot);
@@ -298,12 +351,16 @@ class LruList {
     return nested ? map_lock_try_acquire(word, this, group) : map_lock_acquire(word, this, group);
   }
   bool del(LruNode* n) { return cb_.del_from_htab(cb_.arg, n); }
+  // del for each of n nodes: those unlinked moved to the front; how many.
+  uint32_t del_batch(LruNode** nodes, uint32_t n);
   void release(Evicted& ev);
 
   // List operations (under l.lock).
   void move(List& l, LruNode* n, LruNodeType to);     // between active/inactive
   void move_in(List& l, LruNode* n, LruNodeType to);  // from no list
   void remove(List& l, LruNode* n);                   // off the list: kFree
+  // remove, then onto ev with its entry added to *free.
+  void evict(List& l, LruNode* n, uint32_t* free, Evicted& ev);
   void rotate_active(List& l);
   void rotate_inactive(List& l);
   void rotate(List& l) {
@@ -313,21 +370,42 @@ class LruList {
   uint32_t shrink_inactive(List& l, uint32_t target, uint32_t* free, Evicted& ev);
   uint32_t shrink(List& l, uint32_t target, uint32_t* free, Evicted& ev);
 
-  static void init_node(LruNode* node, uint32_t s);
+  static void init_node(LruNode* node, uint32_t s) {
+    node->cpu = static_cast<uint16_t>(s);
+    node->ref.store(0, std::memory_order_relaxed);
+    node->pending_free.store(0, std::memory_order_relaxed);
+  }
+  LruNode* pop_free_slow(int slot, LruNode* fresh);
 
   // Common mode.
   LruNode* common_pop_free(uint32_t s, LruNode* fresh, bool nested);
+  // The same with local_[s].lock taken (released before it returns).
+  [[gnu::noinline]] LruNode* common_pop_free_locked(uint32_t s, LruNode* fresh, bool nested);
   LruNode* evict_for_reuse(Local& loc, bool nested, Evicted& ev);
   void common_push_free(LruNode* node, bool nested);
   // Under loc.lock: takes one free entry.
-  static bool take_local(Local& loc);
+  static bool take_local(Local& loc) {
+    if (loc.free == 0) [[unlikely]] {
+      if (loc.returned.load(std::memory_order_relaxed) == 0) return false;
+      loc.free = loc.returned.exchange(0, std::memory_order_relaxed);
+    }
+    loc.free--;
+    return true;
+  }
   // Under loc.lock: flush + rotate + move up to target_free entries from the
   // global list (the kernel's bpf_lru_list_pop_free_to_local).
   void refill_local(Local& loc, bool nested, Evicted& ev);
   void flush_pending(Local& loc, Evicted& ev);
   // Under v.lock: evicts v's oldest pending node (unreferenced first).
   bool steal_pending(Local& v, Evicted& ev);
-  void add_pending(Local& loc, uint32_t s, LruNode* node);
+  void add_pending(Local& loc, uint32_t s, LruNode* node) {
+    init_node(node, s);
+    node->type.store(LruNodeType::kPending, std::memory_order_relaxed);
+    node->next = loc.pending.next;
+    node->prev = &loc.pending;
+    loc.pending.next->prev = node;
+    loc.pending.next = node;
+  }
 
   // Per-CPU mode.
   LruNode* percpu_pop_free(uint32_t s, LruNode* fresh, bool nested);

@@ -69,14 +69,20 @@ std::set<uint32_t> all_keys(Map* m) {
   return out;
 }
 
-uint32_t count_of(Map* m) {
-  return to_htab(m)->count.load();
+// Live elements (host, at rest). LRU maps keep no element count (their LRU
+// entries bound the elements): the nodes on the LRU's lists, less those
+// flagged by a push_free that could not lock.
+uint64_t count_of(Map* m) {
+  LruCounts c;
+  std::string why;
+  EXPECT_TRUE(to_htab(m)->lru->check(&c, nullptr, &why)) << why;
+  return c.nodes() - c.flagged;
 }
 
 // The LRU's lists agree with the table (host, nothing in flight):
 // LruList::check passes; every element in the table is on the lists; every
 // node on the lists is in the table or was given back by a push_free that
-// could not lock (flagged); count is the table's size, at most max_entries.
+// could not lock (flagged); the table holds at most max_entries.
 void expect_consistent(Map* m, LruCounts* out = nullptr) {
   HashMap* h = to_htab(m);
   ASSERT_TRUE(h->lru);
@@ -104,7 +110,7 @@ void expect_consistent(Map* m, LruCounts* out = nullptr) {
     EXPECT_NE(in_table.count(e) != 0, flagged.count(e) != 0)
         << "a node must be in the table or flagged, not both or neither";
   EXPECT_EQ(c.flagged, flagged.size());
-  EXPECT_EQ(h->count.load(), in_table.size());
+  EXPECT_EQ(c.nodes() - c.flagged, in_table.size());
   EXPECT_LE(in_table.size(), m->attr.max_entries);
   if (out) *out = c;
 }

@@ -45,15 +45,21 @@ FakeElem* elem_of(LruNode* n) {
 constexpr uint32_t kBuckets = 64;
 
 // A hash table of u32 keys with the LRU hash map's update/delete/evict paths.
+// batched: the LRU also gets del_batch and free_nodes, as the LRU hash maps
+// give it (each calls the one-node callback for every node, in order).
 class FakeTable {
  public:
   FakeTable(bool percpu, uint32_t entries, uint32_t ncpus, uint64_t capacity,
-            mem::RcuDomain* rcu = nullptr) {
+            mem::RcuDomain* rcu = nullptr, bool batched = false) {
     Status st = pool.init(&owner, sizeof(FakeElem), kPoolLink, capacity, capacity);
     EXPECT_TRUE(st.ok());
     if (rcu) pool.set_rcu(rcu, mem::RcuFlavor::kNormal);
-    st = lru.init(percpu, entries, ncpus,
-                  LruCallbacks{this, &FakeTable::del_cb, &FakeTable::free_cb});
+    LruCallbacks cb{this, &FakeTable::del_cb, &FakeTable::free_cb};
+    if (batched) {
+      cb.del_batch = &FakeTable::del_batch_cb;
+      cb.free_nodes = &FakeTable::free_nodes_cb;
+    }
+    st = lru.init(percpu, entries, ncpus, cb);
     EXPECT_TRUE(st.ok());
   }
 
@@ -137,6 +143,9 @@ class FakeTable {
   std::atomic<uint64_t> evictions{0};
   std::atomic<uint64_t> pool_dry{0};  // updates that found no element ready
   std::atomic<uint64_t> reused{0};    // of those, how many reused one at once
+  std::atomic<uint64_t> batches{0};   // del_batch calls (batched)
+  std::atomic<uint32_t> max_batch{0};
+  std::atomic<uint64_t> bad_batches{0};  // empty or above LruList::kDelBatch
   // Called by del_from_htab before it locks the bucket, and by update with
   // the bucket locked.
   void (*on_del)(FakeTable*, FakeElem*) = nullptr;
@@ -187,6 +196,25 @@ class FakeTable {
     map_lock_release(t->locks[b]);
     if (found) t->evictions.fetch_add(1, std::memory_order_relaxed);
     return found;
+  }
+  static uint32_t del_batch_cb(void* arg, LruNode** nodes, uint32_t n) {
+    auto* t = static_cast<FakeTable*>(arg);
+    t->batches.fetch_add(1, std::memory_order_relaxed);
+    if (n == 0 || n > LruList::kDelBatch) t->bad_batches.fetch_add(1, std::memory_order_relaxed);
+    uint32_t seen = t->max_batch.load(std::memory_order_relaxed);
+    while (n > seen && !t->max_batch.compare_exchange_weak(seen, n)) {
+    }
+    uint32_t k = 0;
+    for (uint32_t j = 0; j < n; j++)
+      if (del_cb(arg, nodes[j])) nodes[k++] = nodes[j];
+    return k;
+  }
+  static void free_nodes_cb(void* arg, LruNode* chain) {
+    for (LruNode* n = chain; n;) {
+      auto* next = static_cast<LruNode*>(n->next);
+      free_cb(arg, n);
+      n = next;
+    }
   }
   static void free_cb(void* arg, LruNode* node) {
     auto* t = static_cast<FakeTable*>(arg);
@@ -401,6 +429,45 @@ TEST(LruList, DelFromHtabFailureSkipsTheNode) {
     EXPECT_EQ(t.update(0, 1000), 0);
     EXPECT_FALSE(t.contains(0));
     expect_consistent(t);
+  }
+}
+
+// Eviction hands its candidates to del_from_htab in batches of up to
+// kDelBatch (del_batch), never more than the eviction still needs: the
+// elements that leave are those of the kernel's one-by-one scan from the
+// inactive tail, which stops once target_free are freed or nr_scans nodes
+// were looked at, skipping the ones del_from_htab refuses. 256 entries on
+// 2 slots: target_free 64, nr_scans 128; keys 0..255 are on the inactive
+// list oldest first when key 256 needs an entry.
+TEST(LruList, BatchedEvictionScansLikeTheKernel) {
+  struct Case {
+    const char* what;
+    uint32_t pinned;  // keys [0, pinned) are refused
+    uint32_t first_evicted, end_evicted;
+    uint64_t batches;
+  };
+  const Case cases[] = {
+      // 0..31 (27 go), 32..63 (32), then only the 5 still needed: 64..68.
+      {"target reached in the third batch", 5, 5, 69, 3},
+      // Four full batches, 70..127 go, and the scan stops at 128 nodes.
+      {"scan limit before the target", 70, 70, 128, 4},
+  };
+  for (const Case& c : cases) {
+    for (bool batched : {false, true}) {
+      SCOPED_TRACE(std::string(c.what) + (batched ? ", del_batch" : ", one by one"));
+      FakeTable t(false, 256, 2, 256 + 16, nullptr, batched);
+      ASSERT_EQ(t.lru.target_free(), 64u);
+      for (uint32_t k = 0; k < 256; k++) ASSERT_EQ(t.update(0, k, k < c.pinned), 0);
+      ASSERT_EQ(t.evictions.load(), 0u);
+      ASSERT_EQ(t.update(0, 256), 0);
+      for (uint32_t k = 0; k <= 256; k++)
+        EXPECT_EQ(t.contains(k), k < c.first_evicted || k >= c.end_evicted) << k;
+      EXPECT_EQ(t.evictions.load(), c.end_evicted - c.first_evicted);
+      EXPECT_EQ(t.batches.load(), batched ? c.batches : 0u);
+      EXPECT_EQ(t.max_batch.load(), batched ? LruList::kDelBatch : 0u);
+      EXPECT_EQ(t.bad_batches.load(), 0u);
+      expect_consistent(t);
+    }
   }
 }
 
@@ -714,7 +781,8 @@ TEST_P(LruStress, EveryNodeEndsInExactlyOnePlace) {
   mem::MemDomainOptions o;
   o.num_slots = kStressSlots;
   mem::MemDomain dom(o);
-  FakeTable t(GetParam(), kStressEntries, kStressSlots, kStressEntries * 8, &dom.rcu);
+  FakeTable t(GetParam(), kStressEntries, kStressSlots, kStressEntries * 8, &dom.rcu,
+              /*batched=*/true);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> bad{0}, nomem{0}, runs{0};
   auto worker = [&](uint64_t seed) {
@@ -768,7 +836,8 @@ TEST_P(LruStress, SignalsInterruptingOperations) {
   mem::MemDomainOptions o;
   o.num_slots = kStressSlots;
   mem::MemDomain dom(o);
-  FakeTable t(GetParam(), kStressEntries, kStressSlots, kStressEntries * 8, &dom.rcu);
+  FakeTable t(GetParam(), kStressEntries, kStressSlots, kStressEntries * 8, &dom.rcu,
+              /*batched=*/true);
   g_ss.t = &t;
   g_ss.dom = &dom;
   g_ss.bad = g_ss.nomem = g_ss.handler_runs = 0;
