@@ -16,11 +16,6 @@ namespace {
 
 using namespace isa;
 
-struct MapDeleter {
-  void operator()(maps::Map* m) const { m->ops->free(m); }
-};
-using MapPtr = std::unique_ptr<maps::Map, MapDeleter>;
-
 MapPtr make_array(uint32_t value_size, uint32_t max_entries, uint32_t flags = 0) {
   maps::MapAttr attr;
   attr.type = static_cast<uint32_t>(maps::MapType::kARRAY);

@@ -14,11 +14,6 @@ namespace {
 
 using namespace isa;
 
-struct MapDeleter {
-  void operator()(maps::Map* m) const { m->ops->free(m); }
-};
-using MapPtr = std::unique_ptr<maps::Map, MapDeleter>;
-
 // A hash map with u32 keys 0..n-1, every value zero.
 MapPtr make_hash(uint32_t value_size, uint32_t n, uint32_t flags = 0) {
   maps::MapAttr attr;

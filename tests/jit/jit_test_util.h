@@ -2,10 +2,18 @@
 // it on first use) and on the interpreter, and compare everything observable.
 #pragma once
 
+#include <memory>
+
+#include "maps/map.h"
 #include "vm/jit/jit.h"
 #include "vm/vm_test_util.h"
 
 namespace userbpf::test {
+
+struct MapDeleter {
+  void operator()(maps::Map* m) const { m->ops->free(m); }
+};
+using MapPtr = std::unique_ptr<maps::Map, MapDeleter>;
 
 inline Result<uint64_t> run_on_jit(vm::Program& prog, vm::RunContext& rc) {
   Status st = vm::ensure_jit(prog);

@@ -62,5 +62,13 @@ uint64_t jit_compile_ns(const Program& prog);
 // Loads and stores the compiled code checks at run time (the others were
 // proven inside the frame, a map value or an object: emit_facts.cc).
 uint32_t jit_checked_accesses(const Program& prog);
+// How the compiled code runs the program's simple loops (emit_facts.cc,
+// find_loop_plans): constants kept in registers for a whole loop, and loops
+// whose budget is charged once at their entry.
+struct JitLoopStats {
+  uint32_t hoisted_consts = 0;
+  uint32_t charged_at_entry = 0;
+};
+JitLoopStats jit_loop_stats(const Program& prog);
 
 }  // namespace userbpf::vm

@@ -41,4 +41,8 @@ uint32_t jit_checked_accesses(const Program&) {
   return 0;
 }
 
+JitLoopStats jit_loop_stats(const Program&) {
+  return {};
+}
+
 }  // namespace userbpf::vm

@@ -206,7 +206,13 @@ bool Emitter::emit_all() {
   for (size_t pc = 0; pc < n_; ++pc) {
     const bool entry = func < entries.size() && entries[func] == pc;
     if (entry) ++func;
+    const int32_t loop = loop_at_.empty() ? -1 : loop_at_[pc];
+    if (loop >= 0 && loops_[static_cast<size_t>(loop)].planned()) {
+      emit_loop_entry(loops_[static_cast<size_t>(loop)]);
+      if (loops_[static_cast<size_t>(loop)].charge != 0) fast_loop_ = loop;
+    }
     emit_insn(pc, entry);
+    if (fast_loop_ >= 0 && pc == loops_[static_cast<size_t>(fast_loop_)].back) fast_loop_ = -1;
     if (insns_[pc].code == kLdImm64) ++pc;  // second slot: no code
   }
   for (size_t i = 0; i < cold_.size(); ++i) cold_[i]();  // stubs may add stubs
@@ -231,14 +237,17 @@ bool Emitter::emit_all() {
 
 void Emitter::emit_insn(size_t pc, bool func_entry) {
   const Insn& in = insns_[pc];
-  pc_offset_[pc] = static_cast<uint32_t>(getSize());
-  if (func_entry) {
-    bind(func_lbl(pc));
-    emit_prologue();
+  if (copy_loop_ < 0) {  // a loop's second copy has no labels of its own
+    pc_offset_[pc] = static_cast<uint32_t>(getSize());
+    if (func_entry) {
+      bind(func_lbl(pc));
+      emit_prologue();
+    }
+    bind(pc_lbl(pc));
   }
-  bind(pc_lbl(pc));
   if (pc == skip_pc_) return;                           // folded into the inlined lookup before it
   if (!folded_add_.empty() && folded_add_[pc]) return;  // into the access after it
+  if (!hoist_.empty() && hoist_[pc] >= 0 && in.code == kLdImm64) return;  // set at loop entry
 
   const uint8_t code = in.code;
   // A pure register write nobody reads (emit_live.cc): no code.
@@ -329,27 +338,36 @@ void Emitter::emit_insn(size_t pc, bool func_entry) {
 
 // ---- jumps -------------------------------------------------------------------
 
-// Budget stubs: r9 < n means the budget is spent; undo the subtraction so
-// the budget left is the interpreter's, then fault with ELOOP.
-void Emitter::charge_budget(size_t pc, uint64_t n) {
-  const Lbl stub = new_label();
-  const Lbl back = new_label();
+// r9 (the budget) -= n or += n; r10 is scratch.
+void Emitter::budget_sub(uint64_t n) {
   if (n <= INT32_MAX) {
     sub(r9, static_cast<uint32_t>(n));
   } else {
     mov(r10, n);
     sub(r9, r10);
   }
+}
+
+void Emitter::budget_add(uint64_t n) {
+  if (n <= INT32_MAX) {
+    add(r9, static_cast<uint32_t>(n));
+  } else {
+    mov(r10, n);
+    add(r9, r10);
+  }
+}
+
+// Budget stubs: r9 < n means the budget is spent; undo the subtraction so
+// the budget left is the interpreter's, then fault with ELOOP.
+void Emitter::charge_budget(size_t pc, uint64_t n) {
+  const Lbl stub = new_label();
+  const Lbl back = new_label();
+  budget_sub(n);
   jcc(Cond::kB, stub);
   bind(back);
   cold_.push_back([this, stub, n, pc] {
     bind(stub);
-    if (n <= INT32_MAX) {
-      add(r9, static_cast<uint32_t>(n));
-    } else {
-      mov(r10, n);
-      add(r9, r10);
-    }
+    budget_add(n);
     const Lbl f = new_label();
     jmp_to(f);
     fault_stub(f, kFaultBudget, pc, nullptr);
@@ -360,29 +378,77 @@ void Emitter::charge_budget(size_t pc, uint64_t n) {
 // Backward jumps charge the budget with their distance, like JUMP_BY.
 void Emitter::emit_branch(size_t pc, int64_t off, const Cond* cond) {
   const size_t target = pc + 1 + off;
+  if (fast_loop_ >= 0) {
+    // A loop charged at entry: its back edge is a plain jump; an exit test
+    // before an unconditional back edge goes round on the opposite
+    // condition, and the back edge after it is no code.
+    const CountedLoop& l = loops_[static_cast<size_t>(fast_loop_)];
+    if (pc == l.back && l.test_pc != l.back) return;
+    if (pc == l.back) {
+      cond ? jcc(*cond, pc_lbl(target)) : jmp_to(pc_lbl(target));
+      return;
+    }
+    if (pc == l.test_pc && cond) {
+      jcc(invert(*cond), pc_lbl(l.head));
+      if (target != l.back + 1) jmp_to(pc_lbl(target));
+      return;
+    }
+  }
   if (off >= 0) {
-    cond ? jcc(*cond, pc_lbl(target)) : jmp_to(pc_lbl(target));
+    Lbl to = pc_lbl(target);
+    for (const CountedLoop& l : loops_) {  // a jump into a planned loop goes to its entry
+      if (l.entry_jump == pc && l.planned()) to = l.pre;
+    }
+    cond ? jcc(*cond, to) : jmp_to(to);
     return;
   }
+  // The copy of a loop charged per back edge goes round in itself.
+  const Lbl to = copy_loop_ >= 0 && target == loops_[static_cast<size_t>(copy_loop_)].head
+                     ? loops_[static_cast<size_t>(copy_loop_)].slow_head
+                     : pc_lbl(target);
   // The charge's own carry takes the jump (one branch per iteration, not a
   // test and a jump); a budget that runs out falls through to the fault.
   const Lbl skip = new_label();
   if (cond) jcc(invert(*cond), skip);
   const uint64_t n = static_cast<uint64_t>(-off);
   const Lbl f = new_label();
-  if (n <= INT32_MAX) {
-    sub(r9, static_cast<uint32_t>(n));
-    jcc(Cond::kAe, pc_lbl(target));
-    add(r9, static_cast<uint32_t>(n));
-  } else {
-    mov(r10, n);
-    sub(r9, r10);
-    jcc(Cond::kAe, pc_lbl(target));
-    add(r9, r10);
-  }
+  budget_sub(n);
+  jcc(Cond::kAe, to);
+  budget_add(n);
   jmp_to(f);
   fault_stub(f, kFaultBudget, pc, nullptr);
   bind(skip);
+}
+
+// A planned loop's entry, before its head: the hoisted constants, then
+// the budget of all its back edges, or, if that is more than is left, the
+// copy charged per back edge (emitted with the cold stubs).
+void Emitter::emit_loop_entry(CountedLoop& l) {
+  bind(l.pre);
+  for (int h = 0; h < l.num_hoists; ++h) mov(kReg[l.hoist_reg[h]], l.hoist_k[h]);
+  if (l.charge == 0) return;
+  const Lbl short_budget = new_label();
+  const uint64_t n = l.charge;
+  budget_sub(n);
+  jcc(Cond::kB, short_budget);
+  const int32_t loop = static_cast<int32_t>(&l - loops_.data());
+  cold_.push_back([this, short_budget, n, loop] {
+    bind(short_budget);
+    budget_add(n);
+    emit_loop_copy(loop);  // the last use of the captures (it adds stubs)
+  });
+}
+
+void Emitter::emit_loop_copy(int32_t loop) {
+  const CountedLoop& l = loops_[static_cast<size_t>(loop)];
+  copy_loop_ = loop;
+  bind(l.slow_head);
+  for (size_t pc = l.head; pc <= l.back; ++pc) {
+    emit_insn(pc, false);
+    if (insns_[pc].code == kLdImm64) ++pc;
+  }
+  jmp_to(pc_lbl(l.back + 1));  // out, where a conditional back edge falls through
+  copy_loop_ = -1;
 }
 
 void Emitter::emit_jmp(size_t pc, const Insn& in) {
@@ -496,6 +562,7 @@ Result<JitImage*> compile_x86_64(const Program& prog, const JitOptions& opts) {
     img->writes_memory = may_write_memory(prog);
     img->keeps_state = e.run_keeps_state();
     img->checked_accesses = e.checked_accesses();
+    img->loop_stats = e.loop_stats();
     return img.release();
   }
   return make_error(E2BIG, "program '%s': JIT code too large", prog.name.c_str());

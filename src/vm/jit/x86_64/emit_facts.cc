@@ -137,14 +137,16 @@ void Emitter::find_counted_loops() {
     // The test: the back edge itself (`if reg <op> end goto head`), or the
     // exit just before an unconditional back edge (`if reg <op> end goto
     // out; goto head`).
-    size_t test_pc = back;
     CountedLoop l{};
+    l.head = head;
+    l.back = static_cast<uint32_t>(back);
+    l.test_pc = l.back;
+    l.counted = true;
     const auto k_form = [&](size_t pc) {
       const Insn& in = insns_[pc];
       return opcode_info(in.code).kind == OpKind::kJmpCond && insn_src(in.code) == kSrcK;
     };
     if (bk == OpKind::kJmpCond) {
-      if (!k_form(back)) continue;
       const uint8_t op = insn_op(bj.code);
       if (op == kJmpJne) {
         l.test = CountedLoop::kNe;
@@ -153,12 +155,13 @@ void Emitter::find_counted_loops() {
       } else if (op == kJmpJle) {
         l.test = CountedLoop::kLe;
       } else {
-        continue;
+        l.counted = false;
       }
-    } else {
-      if (back == 0 || back - 1 < head || !k_form(back - 1) || node_[back - 1].to <= back) continue;
-      test_pc = back - 1;
-      const uint8_t op = insn_op(insns_[test_pc].code);
+      l.counted &= k_form(back);
+    } else if (back > head && opcode_info(insns_[back - 1].code).kind == OpKind::kJmpCond &&
+               node_[back - 1].to > back) {
+      l.test_pc = l.back - 1;
+      const uint8_t op = insn_op(insns_[l.test_pc].code);
       if (op == kJmpJeq) {
         l.test = CountedLoop::kNe;
       } else if (op == kJmpJge) {
@@ -166,31 +169,35 @@ void Emitter::find_counted_loops() {
       } else if (op == kJmpJgt) {
         l.test = CountedLoop::kLe;
       } else {
-        continue;
+        l.counted = false;
       }
+      l.counted &= k_form(l.test_pc);
+    } else {
+      l.counted = false;
     }
-    const Insn& t = insns_[test_pc];
+    const Insn& t = insns_[l.test_pc];
     l.reg = t.dst;
     l.test32 = insn_class(t.code) == kClassJmp32;
     l.end = l.test32 ? static_cast<uint32_t>(t.imm) : static_cast<uint64_t>(int64_t{t.imm});
-    if (l.reg == 10) continue;
-    // The body: no other way in, only forward ways out, one write of reg.
+    l.counted &= l.reg != 10;
+    // The body: no other way in, only forward ways out; counted: one write
+    // of reg.
     bool ok = true;
     int adds = 0;
     for (size_t pc = head; pc <= back && ok; ++pc) {
       const Insn& in = insns_[pc];
       if (pc != head && target_[pc]) ok = false;
       const OpKind k = opcode_info(in.code).kind;
-      if (pc < test_pc && (k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) &&
+      if (pc < l.test_pc && (k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond) &&
           node_[pc].to <= back) {
         ok = false;
       }
       if (k == OpKind::kExit || k == OpKind::kInvalid) ok = false;
-      if (written_[pc] >> l.reg & 1) {
+      if (l.counted && (written_[pc] >> l.reg & 1)) {
         const bool add64 = in.code == (kClassAlu64 | kSrcK | kAluAdd);
         const bool add32 = in.code == (kClassAlu | kSrcK | kAluAdd);
         if ((!add64 && !add32) || in.dst != l.reg || in.imm <= 0 || ++adds > 1) {
-          ok = false;
+          l.counted = false;
         } else {
           l.add32 = add32;
           l.step = static_cast<uint64_t>(in.imm);
@@ -198,8 +205,9 @@ void Emitter::find_counted_loops() {
       }
       if (in.code == kLdImm64) ++pc;
     }
+    if (!ok) continue;
     // A JMP32 test bounds the whole register only if the add zero-extends.
-    if (!ok || adds != 1 || (l.test32 && !l.add32)) continue;
+    l.counted &= adds == 1 && !(l.test32 && !l.add32);
     if (loop_at_.empty()) loop_at_.assign(n_, -1);
     loop_at_[head] = static_cast<int32_t>(loops_.size());
     l.entry_jump = entry;
@@ -431,9 +439,12 @@ void Emitter::find_safe_accesses(const Bits& target) {
       escape_live(live_in_[pc]);  // facts falling through into a jump target
       const int32_t loop = loop_at_.empty() ? -1 : loop_at_[pc];
       uint64_t head_max = UINT64_MAX;
-      if (loop >= 0) {
-        const CountedLoop& l = loops_[static_cast<size_t>(loop)];
-        head_max = counter_at_head(l, l.entry_jump == UINT32_MAX ? f[l.reg] : entry_fact[loop]);
+      if (loop >= 0 && loops_[static_cast<size_t>(loop)].counted) {
+        CountedLoop& l = loops_[static_cast<size_t>(loop)];
+        const Fact& in = l.entry_jump == UINT32_MAX ? f[l.reg] : entry_fact[loop];
+        head_max = counter_at_head(l, in);
+        l.init_known = in.kind == Fact::kNone && in.exact;
+        l.init = in.umax;
       }
       forget_all();
       if (head_max != UINT64_MAX) f[loops_[static_cast<size_t>(loop)].reg].umax = head_max;
@@ -639,6 +650,121 @@ void Emitter::find_folded_adds() {
     if ((live_out_[pc + 1] >> add.dst & 1) != 0 && !(load && m.dst == add.dst)) continue;
     if (folded_add_.empty()) folded_add_.assign(n_, false);
     folded_add_[pc] = true;
+  }
+}
+
+// Loop plans. Hoisting: an ld_imm64 in a loop body whose constant only
+// addresses the proven access right after it (`rX = K; rX += rI; access
+// [rX + off]` with the add folded, or `rX = K; access [rX + off]`), with
+// rX dead after the access, emits nothing: K is set once at the loop's
+// entry in the x86 register of a BPF register the loop never names and
+// which is dead at its head (so at every exit too), and the access
+// addresses through that register. Bodies whose code uses x86 registers
+// of its own (calls, division, shifts by a register, atomics, legacy
+// packet loads) keep their constants.
+//
+// Charging at entry: a counted loop entered with an exact counter goes
+// round a known number of times, B (no wrap: the counter's last passing
+// value plus step fits the add's width); when its body can neither fault
+// nor leave early (ALU, constants, proven accesses, its test and back edge
+// only), the B back edges' budget, B times the back edge's distance, is
+// charged once at the entry, and the back edge charges nothing. With less
+// budget left than that, the loop runs as a copy charged per back edge,
+// which faults where the interpreter does.
+void Emitter::find_loop_plans() {
+  hoist_.clear();
+  for (size_t li = 0; li < loops_.size(); ++li) {
+    CountedLoop& l = loops_[li];
+    // A jump entry must be one emit_branch emits (to the loop's entry).
+    if (l.entry_jump != UINT32_MAX && insns_[l.entry_jump].code != (kClassJmp | kJmpJa)) continue;
+    uint16_t named = 0;
+    bool own_regs = false, plain = true;
+    for (size_t pc = l.head; pc <= l.back; ++pc) {
+      const Insn& in = insns_[pc];
+      named |= static_cast<uint16_t>(ud_[pc].use | written_[pc]);
+      const OpKind k = opcode_info(in.code).kind;
+      const uint8_t cls = insn_class(in.code);
+      const bool alu = cls == kClassAlu || cls == kClassAlu64;
+      const uint8_t op = insn_op(in.code);
+      if (in.code == kCall || in.code == kCallx || k == OpKind::kAtomic || k == OpKind::kLdAbs ||
+          k == OpKind::kLdInd ||
+          (alu &&
+           (op == kAluDiv || op == kAluMod ||
+            ((op == kAluLsh || op == kAluRsh || op == kAluArsh) && insn_src(in.code) == kSrcX)))) {
+        own_regs = true;
+      }
+      // What a body charged at entry may hold.
+      const bool jump = k == OpKind::kJa || k == OpKind::kJmpCond || k == OpKind::kJcond;
+      const bool mem =
+          k == OpKind::kLdx || k == OpKind::kLdxSx || k == OpKind::kSt || k == OpKind::kStx;
+      const AccessFact::Kind ak = access_[pc].kind;
+      if (jump  ? pc != l.test_pc && pc != l.back
+          : mem ? probe_[pc] || (ak != AccessFact::kStack && ak != AccessFact::kValue &&
+                                 ak != AccessFact::kObject)
+                : !alu && in.code != kLdImm64) {
+        plain = false;
+      }
+      if (in.code == kLdImm64) ++pc;  // its second slot names every register
+    }
+    if (!own_regs) {
+      uint16_t free_regs = static_cast<uint16_t>(~(named | live_in_[l.head]) & 0x3ff);
+      if (may_goto_reg_) free_regs &= static_cast<uint16_t>(~(1u << 9));  // r15: the count
+      for (size_t pc = l.head; pc + 2 <= l.back; ++pc) {
+        const Insn& in = insns_[pc];
+        if (in.code != kLdImm64) continue;
+        const int x = in.dst;
+        size_t acc = pc + 2;  // the access, after a folded add or right after
+        if (!folded_add_.empty() && folded_add_[acc] && insns_[acc].dst == x) ++acc;
+        const Insn& m = insns_[acc];
+        const uint8_t cls = insn_class(m.code);
+        const bool load = cls == kClassLdx;
+        const bool store = (cls == kClassSt || cls == kClassStx) && insn_mode(m.code) == kModeMem;
+        const AccessFact::Kind ak = access_[acc].kind;
+        const bool folded = acc == pc + 3;
+        if (acc > l.back || x == 10 || (!load && !store) || (load ? m.src : m.dst) != x ||
+            (cls == kClassStx && m.src == x) || probe_[acc] ||
+            (ak != AccessFact::kValue && ak != AccessFact::kObject) ||
+            (!folded && (live_out_[acc] >> x & 1) != 0 && !(load && m.dst == x))) {
+          ++pc;
+          continue;
+        }
+        const uint64_t k = static_cast<uint64_t>(static_cast<uint32_t>(in.imm)) |
+                           (static_cast<uint64_t>(static_cast<uint32_t>(insns_[pc + 1].imm)) << 32);
+        int reg = -1;
+        for (int h = 0; h < l.num_hoists; ++h) {
+          if (l.hoist_k[h] == k) reg = l.hoist_reg[h];
+        }
+        if (reg < 0 && free_regs != 0 && l.num_hoists < std::size(l.hoist_reg)) {
+          reg = std::countr_zero(free_regs);
+          free_regs &= static_cast<uint16_t>(free_regs - 1);
+          l.hoist_reg[l.num_hoists] = static_cast<uint8_t>(reg);
+          l.hoist_k[l.num_hoists++] = k;
+        }
+        if (reg >= 0) {
+          if (hoist_.empty()) hoist_.assign(n_, -1);
+          hoist_[pc] = hoist_[acc] = static_cast<int8_t>(reg);
+        }
+        ++pc;
+      }
+    }
+    // The back edges a run of the loop takes: the counter goes init,
+    // init + step, .. and goes round while it passes the test after its
+    // add, i.e. while it is at most last.
+    if (plain && l.counted && l.init_known && l.back + 1 < n_) {
+      const uint64_t width = l.add32 ? UINT32_MAX : UINT64_MAX;
+      const uint64_t last = l.test == CountedLoop::kLe ? l.end : l.end - 1;
+      const bool meets_end =
+          l.test != CountedLoop::kNe || (l.init < l.end && (l.end - l.init) % l.step == 0);
+      if (l.end != 0 && meets_end && l.init <= last && last <= width - l.step) {
+        const uint64_t back_edges = (last - l.init) / l.step;
+        const uint64_t dist = l.back + 1 - l.head;
+        if (back_edges != 0 && back_edges <= (uint64_t{1} << 40)) l.charge = back_edges * dist;
+      }
+    }
+    if (l.planned()) {
+      l.pre = new_label();
+      l.slow_head = new_label();
+    }
   }
 }
 

@@ -156,9 +156,17 @@ void Emitter::emit_mem(size_t pc, const Insn& in) {
   const int size = size_bytes(insn_size(in.code));
   const Reg64& d = kReg[in.dst];
   const Reg64& s = kReg[in.src];
+  // A base whose constant a loop keeps in another register (hoist_): that
+  // register, with the proven access's offset.
+  const int hoisted = hoist_.empty() ? -1 : hoist_[pc];
+  const auto address = [&](int base, bool write) -> RegExp {
+    const Reg64& b = hoisted >= 0 ? kReg[hoisted] : kReg[base];
+    if (add_folded_into(pc)) return b + kReg[insns_[pc - 1].src] + in.off;
+    if (hoisted >= 0) return b + in.off;
+    return checked_addr(pc, base, in.off, size, write, false);
+  };
   if (cls == kClassLdx) {
-    const RegExp a = add_folded_into(pc) ? kReg[in.src] + kReg[insns_[pc - 1].src] + in.off
-                                         : checked_addr(pc, in.src, in.off, size, false, false);
+    const RegExp a = address(in.src, false);
     const bool sx = insn_mode(in.code) == kModeMemsx;
     switch (size) {
       case 1:
@@ -175,8 +183,7 @@ void Emitter::emit_mem(size_t pc, const Insn& in) {
         return;
     }
   }
-  const RegExp a = add_folded_into(pc) ? kReg[in.dst] + kReg[insns_[pc - 1].src] + in.off
-                                       : checked_addr(pc, in.dst, in.off, size, true, false);
+  const RegExp a = address(in.dst, true);
   if (cls == kClassSt) {
     const uint32_t imm = static_cast<uint32_t>(in.imm);
     switch (size) {

@@ -153,6 +153,7 @@ class Emitter : public X86Asm {
     compute_liveness(true);
     find_folded_adds();
     may_goto_reg_ = find_may_goto_reg();
+    find_loop_plans();
   }
 
   // Emits the whole image; false if xbyak reported an error (buffer too small).
@@ -163,6 +164,14 @@ class Emitter : public X86Asm {
   bool run_keeps_state() const;
   std::vector<ExtableEntry> take_extable() { return std::move(extable_); }
   uint32_t checked_accesses() const { return checked_accesses_; }
+  JitLoopStats loop_stats() const {
+    JitLoopStats st;
+    for (const CountedLoop& l : loops_) {
+      st.hoisted_consts += l.num_hoists;
+      st.charged_at_entry += l.charge != 0 ? 1 : 0;
+    }
+    return st;
+  }
 
  private:
   void emit_entry();
@@ -175,6 +184,8 @@ class Emitter : public X86Asm {
   void emit_jmp(size_t pc, const Insn& in);
   void emit_branch(size_t pc, int64_t off, const Cond* cond);
   void charge_budget(size_t pc, uint64_t n);
+  void budget_sub(uint64_t n);
+  void budget_add(uint64_t n);
   void emit_call(size_t pc, const Insn& in);
   void emit_frame_push(size_t pc);
   // Zeroes the kFrame bytes from r10 up and records r10 as the new lowest
@@ -202,23 +213,43 @@ class Emitter : public X86Asm {
   Bits jump_targets() const;
   void find_const_r1_maps(const Bits& target);
   void find_safe_accesses(const Bits& target);
-  // Counted loops: a loop whose head is entered only by falling through
-  // from the instruction before it and by one back edge, whose body (head
-  // to back edge) is straight-line code left only by forward jumps, and
-  // whose counter is written once per iteration, by `reg += step` (step >
-  // 0), and tested against a constant before the back edge is taken (the
-  // shape clang gives `for (i = a; i < n; i += c)`). The facts bound the
-  // counter at the head (find_safe_accesses); only the test and the add
-  // are trusted, each at its width.
+  // Simple loops: a loop whose head is entered only by falling through
+  // from the instruction before it or by one jump from before it, and by
+  // one back edge, whose body (head to back edge) is straight-line code
+  // left only by forward jumps. Counted (the shape clang gives `for (i = a;
+  // i < n; i += c)`): its counter is written once per iteration, by `reg +=
+  // step` (step > 0), and tested against a constant before the back edge is
+  // taken. The facts bound a counted loop's counter at the head
+  // (find_safe_accesses); only the test and the add are trusted, each at
+  // its width. find_loop_plans then decides how each loop is emitted.
   struct CountedLoop {
     enum Test : uint8_t { kNe, kLt, kLe } test;  // the condition to go round again
     uint8_t reg;
     bool add32;   // the add is 32-bit (zero-extends)
     bool test32;  // the test is JMP32 (compares the low halves)
-    uint64_t step, end;
+    bool counted;
+    bool init_known;  // the counter enters with exactly init (find_safe_accesses)
+    uint64_t step, end, init;
     uint32_t entry_jump;  // the jump that enters it (UINT32_MAX: it is fallen into)
+    uint32_t head, back;  // the head and the back edge
+    uint32_t test_pc;     // the exit test: back, or the `if` before a `goto head`
+    // The plan (find_loop_plans): constants kept in free registers for the
+    // whole loop (hoist_), and the budget every back edge of the run would
+    // charge, charged once at entry (0: charged per back edge).
+    uint8_t num_hoists;
+    uint8_t hoist_reg[6];
+    uint64_t hoist_k[6];
+    uint64_t charge;
+    Lbl pre;        // the entry: hoisted constants set, budget charged
+    Lbl slow_head;  // the copy charged per back edge (budget too short)
+    bool planned() const { return num_hoists != 0 || charge != 0; }
   };
   void find_counted_loops();
+  // Constants hoisted out of simple loops into registers nobody uses in the
+  // loop, and the budget of counted loops charged at their entry.
+  void find_loop_plans();
+  void emit_loop_entry(CountedLoop& l);
+  void emit_loop_copy(int32_t loop);
   bool is_array_lookup(size_t pc, const maps::Map** map) const;
   // Whether bpf_map_lookup_elem of a constant map whose values the region
   // logic finds by address (MapOps::value_at: hash maps) is called directly
@@ -356,6 +387,16 @@ class Emitter : public X86Asm {
   // loop was found).
   std::pmr::vector<int32_t> loop_at_{mem_};
   Bits folded_add_ = Bits(mem_);  // per add pc: find_folded_adds (empty: none)
+  // Per pc (empty: none): for an ld_imm64 whose constant a loop keeps in a
+  // register, that BPF register (the ld_imm64 emits nothing); for the
+  // access its value (plus a folded add) addresses, the same register as
+  // the access's base. -1 elsewhere.
+  std::pmr::vector<int8_t> hoist_{mem_};
+  // While emitting a planned loop's body: the loop charged at entry (its
+  // back edge charges nothing), or the loop whose per-back-edge copy is
+  // being emitted (its pcs' labels are the first copy's). -1: none.
+  int32_t fast_loop_ = -1;
+  int32_t copy_loop_ = -1;
   std::pmr::vector<UseDef> ud_{mem_};
   std::pmr::vector<uint16_t> written_{mem_};
   Bits target_ = Bits(mem_);    // jump targets and function entries

@@ -75,6 +75,7 @@ struct JitImage {
   int extable_slot = -1;
   uint64_t compile_ns = 0;
   uint32_t checked_accesses = 0;  // jit_checked_accesses()
+  JitLoopStats loop_stats;        // jit_loop_stats()
   // Whether a run may write memory (a store, an atomic, or a helper or kfunc
   // call): if not, the stack stays as zeroed and need not be cleared again.
   bool writes_memory = true;

@@ -330,6 +330,11 @@ uint32_t jit_checked_accesses(const Program& prog) {
   return img != nullptr ? img->checked_accesses : 0;
 }
 
+JitLoopStats jit_loop_stats(const Program& prog) {
+  const JitImage* img = prog.jit.load(std::memory_order_acquire);
+  return img != nullptr ? img->loop_stats : JitLoopStats{};
+}
+
 uint64_t jit_compile_ns(const Program& prog) {
   const JitImage* img = prog.jit.load(std::memory_order_acquire);
   return img != nullptr ? img->compile_ns : 0;

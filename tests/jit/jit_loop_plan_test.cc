@@ -1,0 +1,267 @@
+// Loop plans (emit_facts.cc find_loop_plans): constants hoisted out of
+// simple loops into registers the loop does not use, and the budget of
+// counted loops charged once at their entry. Either way the JIT must behave
+// exactly like the interpreter: results, registers live across the loop,
+// memory, the budget left, and where a run whose budget runs out faults
+// (with what it stored until then).
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "isa/opcodes.h"
+#include "jit_test_util.h"
+#include "maps/registry.h"
+
+namespace userbpf::test {
+namespace {
+
+using namespace isa;
+
+// One ARRAY map of 1 value of `bytes` bytes: the program's global data.
+MapPtr make_global(uint32_t bytes) {
+  maps::MapAttr attr;
+  attr.type = static_cast<uint32_t>(maps::MapType::kARRAY);
+  attr.key_size = 4;
+  attr.value_size = bytes;
+  attr.max_entries = 1;
+  Result<maps::Map*> m = maps::create_map(attr);
+  EXPECT_TRUE(m.ok()) << (m.ok() ? "" : m.error().message);
+  return MapPtr(m.ok() ? m.value() : nullptr);
+}
+
+uint8_t* value(maps::Map* m) {
+  uint32_t k = 0;
+  return static_cast<uint8_t*>(m->ops->lookup_elem(m, &k));
+}
+
+// g's words 0..7 hold 1..8, the rest 0.
+void fill(maps::Map* g) {
+  std::memset(value(g), 0, g->attr.value_size);
+  auto* w = reinterpret_cast<uint64_t*>(value(g));
+  for (int i = 0; i < 8; ++i) w[i] = static_cast<uint64_t>(i + 1);
+}
+
+struct Both {
+  EngineRun interp, jit;
+  std::vector<uint8_t> interp_mem, jit_mem;
+};
+
+// Runs prog on both engines with the budget, g filled before each run.
+Both run_both(TestProg& t, maps::Map* g, uint64_t budget) {
+  Both b;
+  fill(g);
+  b.interp = run_engine(t.prog, false, {}, budget);
+  b.interp_mem.assign(value(g), value(g) + g->attr.value_size);
+  fill(g);
+  b.jit = run_engine(t.prog, true, {}, budget);
+  b.jit_mem.assign(value(g), value(g) + g->attr.value_size);
+  EXPECT_NE(t.prog.jit.load(), nullptr);
+  return b;
+}
+
+// Same outcome, budget left, fault and memory on both engines.
+void expect_same(const Both& b, const std::string& what) {
+  EXPECT_EQ(b.interp.ok, b.jit.ok)
+      << what << "\ninterp: " << b.interp.message << "\njit: " << b.jit.message;
+  EXPECT_EQ(b.interp.r0, b.jit.r0) << what;
+  EXPECT_EQ(b.interp.err, b.jit.err) << what;
+  EXPECT_EQ(b.interp.message, b.jit.message) << what;
+  EXPECT_EQ(b.interp.fault.pc, b.jit.fault.pc) << what;
+  // After a fault the interpreter leaves the budget as of its last call;
+  // only a completed run defines it.
+  if (b.interp.ok) EXPECT_EQ(b.interp.budget_left, b.jit.budget_left) << what;
+  EXPECT_EQ(b.interp_mem, b.jit_mem) << what;
+}
+
+// The copy loop of the benchmarks: words 0..7 of g copied to words 8..15,
+// through two constants (g + 0 and g + 64) added to the counter r2. Before
+// it, r0, r4, r5 and r7 get values read after it, so only r8 and r9 are
+// free for the constants: taking a register live across the loop changes
+// the result. `enter` sets r2 (and may jump to "head").
+Asm copy_loop(const std::function<void(Asm&)>& enter) {
+  Asm a;
+  a.mov64_imm(0, 1000).mov64_imm(4, 200).mov64_imm(5, 30).mov64_imm(7, 4);
+  enter(a);
+  a.label("head").ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 3, 1, 0);
+  a.ld_map_value(6, 0, 64).alu64_reg(kAluAdd, 6, 2).stx(kSizeDw, 6, 3, 0);
+  a.alu64_imm(kAluAdd, 2, 8).jmp_imm(kJmpJeq, 2, 64, "out").ja("head");
+  a.label("out").alu64_reg(kAluAdd, 0, 4).alu64_reg(kAluAdd, 0, 5).alu64_reg(kAluAdd, 0, 7);
+  a.ld_map_value(1, 0, 120).ldx(kSizeDw, 1, 1, 0).alu64_reg(kAluAdd, 0, 1).exit();
+  return a;
+}
+
+// The loop's budget: 7 back edges of 11 instruction slots each (head to
+// `goto head`).
+constexpr uint64_t kCopyCharge = 7 * 11;
+
+TEST(JitLoopPlan, HoistedConstantsKeepLiveRegistersAndChargeAtEntry) {
+  MapPtr g = make_global(128);
+  const std::function<void(Asm&)> entries[] = {
+      [](Asm& a) { a.mov64_imm(2, 0); },                                    // fallen into
+      [](Asm& a) { a.mov64_imm(2, 0).ja("head").mov64_imm(0, 0).exit(); },  // jumped into
+  };
+  for (size_t e = 0; e < std::size(entries); ++e) {
+    TestProg t(copy_loop(entries[e]), {g.get()});
+    ASSERT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+    Both b = run_both(t, g.get(), 1ull << 32);
+    expect_same(b, "entry " + std::to_string(e));
+    EXPECT_TRUE(b.jit.ok) << b.jit.message;
+    EXPECT_EQ(b.jit.r0, 1000u + 200 + 30 + 4 + 8);  // word 15 is word 7's 8
+    EXPECT_EQ((1ull << 32) - b.jit.budget_left, kCopyCharge);
+    const vm::JitLoopStats st = vm::jit_loop_stats(t.prog);
+    EXPECT_EQ(st.hoisted_consts, 2u) << "entry " << e;
+    EXPECT_EQ(st.charged_at_entry, 1u) << "entry " << e;
+  }
+}
+
+// Every budget around what the loop needs: enough runs it whole; one less
+// faults at the back edge where the interpreter's runs out, with the words
+// copied until then in memory.
+TEST(JitLoopPlan, ShortBudgetRunsTheChargedCopyAndFaultsLikeTheInterpreter) {
+  MapPtr g = make_global(128);
+  TestProg t(copy_loop([](Asm& a) { a.mov64_imm(2, 0); }), {g.get()});
+  ASSERT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+  ASSERT_EQ(vm::jit_loop_stats(t.prog).charged_at_entry, 0u);  // not compiled yet
+  int faults = 0;
+  for (uint64_t budget = 0; budget <= kCopyCharge + 3; ++budget) {
+    Both b = run_both(t, g.get(), budget);
+    expect_same(b, "budget " + std::to_string(budget));
+    EXPECT_EQ(b.jit.ok, budget >= kCopyCharge) << "budget " << budget;
+    if (!b.jit.ok) {
+      ++faults;
+      EXPECT_EQ(b.jit.err, ELOOP) << b.jit.message;
+    }
+  }
+  EXPECT_EQ(faults, static_cast<int>(kCopyCharge));
+  EXPECT_EQ(vm::jit_loop_stats(t.prog).charged_at_entry, 1u);
+}
+
+// Loops whose budget must stay charged per back edge (the number of back
+// edges is not known at entry, or the body can leave early or fault),
+// each run with budgets around what it needs: the same everywhere.
+TEST(JitLoopPlan, LoopsWithoutAKnownRunKeepTheirPerBackEdgeCharge) {
+  MapPtr g = make_global(128);
+  struct Case {
+    const char* what;
+    std::function<void(Asm&)> build;
+  };
+  // Each sums words of g into r0 with the counter r2, over [0, 64).
+  const Case cases[] = {
+      {"counter loaded, not a constant",
+       [](Asm& a) {
+         a.mov64_imm(0, 0).st(kSizeDw, 10, -8, 0).ldx(kSizeDw, 2, 10, -8);
+         a.label("head").ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 3, 1, 0);
+         a.alu64_reg(kAluAdd, 0, 3).alu64_imm(kAluAdd, 2, 8).jmp_imm(kJmpJne, 2, 64, "head");
+         a.exit();
+       }},
+      {"leaves early",
+       [](Asm& a) {
+         a.mov64_imm(0, 0).mov64_imm(2, 0);
+         a.label("head").ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 3, 1, 0);
+         a.jmp_imm(kJmpJeq, 3, 5, "out").alu64_reg(kAluAdd, 0, 3);
+         a.alu64_imm(kAluAdd, 2, 8).jmp_imm(kJmpJne, 2, 64, "head");
+         a.label("out").exit();
+       }},
+      {"an access it checks (may fault)",
+       [](Asm& a) {
+         a.mov64_imm(0, 0).mov64_imm(2, 0).ld_map_value(7, 0, 0);
+         a.label("head").ldx(kSizeDw, 3, 7, 0).alu64_reg(kAluAdd, 0, 3);
+         a.alu64_imm(kAluAdd, 7, 8).alu64_imm(kAluAdd, 2, 8).jmp_imm(kJmpJne, 2, 64, "head");
+         a.exit();
+       }},
+      {"`!=` that never meets its end",
+       [](Asm& a) {
+         a.mov64_imm(0, 0).mov64_imm(2, 4);
+         a.label("head").ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(kSizeB, 3, 1, 0);
+         a.alu64_reg(kAluAdd, 0, 3).alu64_imm(kAluAdd, 2, 8).jmp_imm(kJmpJne, 2, 64, "head");
+         a.exit();
+       }},
+      {"32-bit counter that wraps (0xfffffff0, 0xfffffff8, 0, 8)",
+       [](Asm& a) {
+         a.mov64_imm(0, 0).mov32_imm(2, -16);
+         a.label("head").alu64_imm(kAluAdd, 0, 1).alu32_imm(kAluAdd, 2, 8);
+         a.jmp32_imm(kJmpJne, 2, 8, "head").exit();
+       }},
+  };
+  for (const Case& c : cases) {
+    Asm a;
+    c.build(a);
+    TestProg t(a, {g.get()});
+    ASSERT_TRUE(t.prepared.ok()) << c.what << ": " << t.prepared.error().message;
+    Both full = run_both(t, g.get(), 1ull << 32);
+    expect_same(full, c.what);
+    const uint64_t needed = (1ull << 32) - full.jit.budget_left;
+    EXPECT_EQ(vm::jit_loop_stats(t.prog).charged_at_entry, 0u) << c.what;
+    for (uint64_t budget = needed > 30 ? needed - 30 : 0; budget <= needed + 2; ++budget) {
+      expect_same(run_both(t, g.get(), budget),
+                  std::string(c.what) + ", budget " + std::to_string(budget));
+    }
+  }
+}
+
+// The sieve's shape: a loop whose counter moves by a register, with
+// may_goto inside, and a masked index: its constant is hoisted, its budget
+// stays per back edge.
+TEST(JitLoopPlan, ConstantsOfLoopsWithoutACounterAreHoistedToo) {
+  MapPtr g = make_global(128);
+  Asm a;
+  a.mov64_imm(0, 7).mov64_imm(2, 1).mov64_imm(6, 3);
+  a.label("head").may_goto("out").mov64_reg(3, 2).alu32_imm(kAluAnd, 3, 127);
+  a.ld_map_value(4, 0, 0).alu64_reg(kAluAdd, 4, 3).st(kSizeB, 4, 0, 1);
+  a.alu32_reg(kAluAdd, 2, 6).jmp32_imm(kJmpJlt, 2, 1000, "head");
+  a.label("out").alu64_reg(kAluAdd, 0, 2).exit();
+  TestProg t(a, {g.get()});
+  ASSERT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+  Both b = run_both(t, g.get(), 1ull << 32);
+  expect_same(b, "full budget");
+  EXPECT_TRUE(b.jit.ok) << b.jit.message;
+  EXPECT_EQ(vm::jit_loop_stats(t.prog).hoisted_consts, 1u);
+  EXPECT_EQ(vm::jit_loop_stats(t.prog).charged_at_entry, 0u);
+  for (uint64_t budget = 0; budget < 40; ++budget) {
+    expect_same(run_both(t, g.get(), budget), "budget " + std::to_string(budget));
+  }
+}
+
+// No hoisting where the body's code takes x86 registers of its own, nor
+// where the constant is needed after the access.
+TEST(JitLoopPlan, ConstantsStayWhereTheLoopNeedsThemInTheirRegister) {
+  MapPtr g = make_global(128);
+  struct Case {
+    const char* what;
+    std::function<void(Asm&)> body;  // r1 = g + r2 is loaded from; r0 accumulates
+  };
+  const Case cases[] = {
+      {"division in the body",
+       [](Asm& a) {
+         a.ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 3, 1, 0);
+         a.alu64_imm(kAluDiv, 3, 3).alu64_reg(kAluAdd, 0, 3);
+       }},
+      {"shift by a register in the body",
+       [](Asm& a) {
+         a.ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 3, 1, 0);
+         a.alu64_reg(kAluLsh, 3, 3).alu64_reg(kAluAdd, 0, 3);
+       }},
+      {"the address is read again",
+       [](Asm& a) {
+         a.ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(kSizeDw, 3, 1, 0);
+         a.alu64_reg(kAluAdd, 0, 3).alu64_reg(kAluAdd, 0, 1);
+       }},
+  };
+  for (const Case& c : cases) {
+    Asm a;
+    a.mov64_imm(0, 0).mov64_imm(2, 0);
+    a.label("head");
+    c.body(a);
+    a.alu64_imm(kAluAdd, 2, 8).jmp_imm(kJmpJne, 2, 64, "head").exit();
+    TestProg t(a, {g.get()});
+    ASSERT_TRUE(t.prepared.ok()) << c.what << ": " << t.prepared.error().message;
+    Both b = run_both(t, g.get(), 1ull << 32);
+    expect_same(b, c.what);
+    EXPECT_TRUE(b.jit.ok) << c.what << ": " << b.jit.message;
+    EXPECT_EQ(vm::jit_loop_stats(t.prog).hoisted_consts, 0u) << c.what;
+  }
+}
+
+}  // namespace
+}  // namespace userbpf::test
