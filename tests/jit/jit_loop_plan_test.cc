@@ -263,5 +263,58 @@ TEST(JitLoopPlan, ConstantsStayWhereTheLoopNeedsThemInTheirRegister) {
   }
 }
 
+// `dst -= src` or `dst += src` then `dst += imm` or `dst -= imm` of the same
+// width is emitted off dst's dependency chain (emit_alu.cc
+// emit_reassociated): the same value modulo 2^width, at every boundary.
+TEST(JitReassociate, AddSubPairsMatchTheInterpreterAtEveryWidth) {
+  const uint64_t values[] = {
+      0, 1, 0x7fffffff, 0x80000000, 0xffffffff, 0x100000000ull, 0x8000000000000000ull, ~0ull};
+  const int32_t imms[] = {0, 1, -1, INT32_MAX, INT32_MIN};
+  int runs = 0;
+  for (const bool is64 : {false, true}) {
+    for (const uint8_t first : {kAluAdd, kAluSub}) {
+      for (const uint8_t second : {kAluAdd, kAluSub}) {
+        for (const uint64_t d : values) {
+          for (const uint64_t s : values) {
+            for (const int32_t k : imms) {
+              Asm a;
+              a.ld_imm64(0, d).ld_imm64(3, s);
+              is64 ? a.alu64_reg(first, 0, 3).alu64_imm(second, 0, k)
+                   : a.alu32_reg(first, 0, 3).alu32_imm(second, 0, k);
+              a.exit();
+              TestProg t(a);
+              ASSERT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+              EngineRun j = test::expect_same(t.prog);
+              uint64_t want = first == kAluAdd ? d + s : d - s;
+              want = second == kAluAdd ? want + static_cast<uint64_t>(int64_t{k})
+                                       : want - static_cast<uint64_t>(int64_t{k});
+              if (!is64) want = static_cast<uint32_t>(want);
+              ASSERT_EQ(j.r0, want) << is64 << " " << int{first} << " " << int{second} << " " << d
+                                    << " " << s << " " << k;
+              ++runs;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(runs, 2 * 2 * 2 * 8 * 8 * 5);
+}
+
+// A jump landing between the two must see dst as the first left it: no
+// reassociation there.
+TEST(JitReassociate, NotAcrossAJumpTarget) {
+  for (const int32_t jump : {0, 1}) {
+    Asm a;
+    a.mov64_imm(0, 100).mov64_imm(3, 30).mov64_imm(5, jump);
+    a.jmp_imm(kJmpJeq, 5, 1, "mid").alu64_reg(kAluSub, 0, 3).label("mid").alu64_imm(kAluAdd, 0, 7);
+    a.exit();
+    TestProg t(a);
+    ASSERT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+    EngineRun j = test::expect_same(t.prog);
+    EXPECT_EQ(j.r0, jump ? 107u : 77u);
+  }
+}
+
 }  // namespace
 }  // namespace userbpf::test

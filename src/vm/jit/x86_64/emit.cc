@@ -306,6 +306,8 @@ void Emitter::emit_insn(size_t pc, bool func_entry) {
 
   switch (opcode_info(code).kind) {
     case OpKind::kAluBin:
+      if (!emit_reassociated(pc)) emit_alu(in);
+      return;
     case OpKind::kAluNeg:
       emit_alu(in);
       return;
@@ -461,17 +463,26 @@ void Emitter::emit_jmp(size_t pc, const Insn& in) {
     return;
   }
   if (in.code == (kClassJmp | kJmpJcond)) {
-    // may_goto: falls through while the run's loop budget lasts.
-    static constexpr Cond kSpent = Cond::kEq;
+    // may_goto: falls through while the run's loop budget lasts. One
+    // decrement whose borrow (the budget was 0) goes to a cold stub that
+    // puts the 0 back and jumps.
+    const Lbl spent = new_label();
     if (may_goto_reg_) {
-      test(r15, r15);
-      emit_branch(pc, in.off, &kSpent);
-      dec(r15);
-      return;
+      sub(r15, 1);
+    } else {
+      sub(qword[r12 + kOffMayGoto], 1);
     }
-    cmp(qword[r12 + kOffMayGoto], 0);
-    emit_branch(pc, in.off, &kSpent);
-    dec(qword[r12 + kOffMayGoto]);
+    jcc(Cond::kB, spent);
+    const int64_t off = in.off;
+    cold_.push_back([this, spent, pc, off] {
+      bind(spent);
+      if (may_goto_reg_) {
+        add(r15, 1);
+      } else {
+        add(qword[r12 + kOffMayGoto], 1);
+      }
+      emit_branch(pc, off, nullptr);  // the last use of the captures
+    });
     return;
   }
   const bool is64 = insn_class(in.code) == kClassJmp;

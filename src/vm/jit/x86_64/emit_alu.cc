@@ -3,6 +3,47 @@
 
 namespace userbpf::vm::jit {
 
+// `dst -= src` or `dst += src`, then `dst += imm` or `dst -= imm` of the
+// same width, the second no jump target (so nothing sees dst between
+// them): r11 = src +/- imm off dst's dependency chain, then one add to dst
+// (a counter like `n -= x; n += 1` then costs one cycle per iteration, not
+// two). The value is the same modulo 2^width.
+bool Emitter::emit_reassociated(size_t pc) {
+  if (pc + 1 >= n_ || target_[pc + 1] || (!folded_add_.empty() && folded_add_[pc])) return false;
+  const Insn& a = insns_[pc];
+  const Insn& b = insns_[pc + 1];
+  const uint8_t cls = insn_class(a.code);
+  if ((cls != kClassAlu && cls != kClassAlu64) || a.code != (cls | kSrcX | insn_op(a.code)) ||
+      (insn_op(a.code) != kAluAdd && insn_op(a.code) != kAluSub) || a.off != 0 || a.dst == a.src ||
+      a.dst == 10 || b.dst != a.dst || b.off != 0 ||
+      (b.code != (cls | kSrcK | kAluAdd) && b.code != (cls | kSrcK | kAluSub))) {
+    return false;
+  }
+  const bool is64 = cls == kClassAlu64;
+  const int64_t k = insn_op(b.code) == kAluAdd ? int64_t{b.imm} : -int64_t{b.imm};
+  const Reg64& d = kReg[a.dst];
+  const Reg64& s = kReg[a.src];
+  if (insn_op(a.code) == kAluSub) {  // r11 = k - src
+    if (is64) {
+      mov(r11, static_cast<uint64_t>(k));
+      sub(r11, s);
+    } else {
+      mov(r11d, static_cast<uint32_t>(k));
+      sub(r11d, s.cvt32());
+    }
+  } else if (is64 && k >= INT32_MIN && k <= INT32_MAX) {  // r11 = src + k
+    lea(r11, ptr[s + static_cast<int32_t>(k)]);
+  } else if (is64) {
+    mov(r11, static_cast<uint64_t>(k));
+    add(r11, s);
+  } else {
+    lea(r11d, ptr[s + static_cast<int32_t>(static_cast<uint32_t>(k))]);
+  }
+  is64 ? add(d, r11) : add(d.cvt32(), r11d);
+  skip_pc_ = pc + 1;
+  return true;
+}
+
 void Emitter::emit_alu(const Insn& in) {
   const bool is64 = insn_class(in.code) == kClassAlu64;
   const bool x = insn_src(in.code) == kSrcX;

@@ -178,6 +178,7 @@ class Emitter : public X86Asm {
   void emit_prologue();
   void emit_insn(size_t pc, bool func_entry);
   void emit_alu(const Insn& in);
+  bool emit_reassociated(size_t pc);
   void emit_shift(const Insn& in, bool is64);
   void emit_divmod(const Insn& in, bool is64, bool is_div);
   void emit_end(const Insn& in);
