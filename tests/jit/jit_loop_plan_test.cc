@@ -316,5 +316,142 @@ TEST(JitReassociate, NotAcrossAJumpTarget) {
   }
 }
 
+// Array sums (emit_facts.cc find_reduction, emit.cc emit_reduction): the
+// loop `acc += *(uSZ *)(g + i + off); i += SZ` runs as vector code (AVX2
+// where the CPU has it, and SSE2 with JitOptions::no_avx2): every element
+// size, accumulator width, trip count around the vector blocks, unaligned
+// starts, the last element and the counter read after the loop, both loop
+// shapes, and every budget around what the loop needs.
+struct Reduction {
+  int size;  // 1, 4 or 8
+  bool acc32, tmp_live, exit_test;
+  uint32_t init, trips;
+  int16_t off;
+};
+
+Asm reduction_loop(const Reduction& r) {
+  const uint8_t size = r.size == 1 ? kSizeB : r.size == 4 ? kSizeW : kSizeDw;
+  const int32_t end = static_cast<int32_t>(r.init + r.trips * r.size);
+  Asm a;
+  a.mov64_imm(0, 5).mov64_imm(2, static_cast<int32_t>(r.init));
+  a.label("head").ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(size, 3, 1, r.off);
+  r.acc32 ? a.alu32_reg(kAluAdd, 0, 3) : a.alu64_reg(kAluAdd, 0, 3);
+  a.alu64_imm(kAluAdd, 2, r.size);
+  r.exit_test ? a.jmp_imm(kJmpJeq, 2, end, "out").ja("head") : a.jmp_imm(kJmpJne, 2, end, "head");
+  a.label("out").mov64_reg(4, 2).alu64_imm(kAluLsh, 4, 48).alu64_reg(kAluXor, 0, 4);
+  if (r.tmp_live) a.alu64_imm(kAluLsh, 3, 32).alu64_reg(kAluXor, 0, 3);
+  a.exit();
+  return a;
+}
+
+void fill_bytes(maps::Map* g) {
+  uint8_t* v = value(g);
+  uint32_t x = 0x12345678;
+  for (uint32_t i = 0; i < g->attr.value_size; ++i) {
+    x = x * 1103515245u + 12345u;
+    v[i] = static_cast<uint8_t>(x >> 16);
+  }
+}
+
+uint64_t reduction_want(const Reduction& r, const uint8_t* v) {
+  uint64_t sum = 5, last = 0;
+  for (uint32_t i = 0; i < r.trips; ++i) {
+    uint64_t e = 0;
+    std::memcpy(&e, v + r.init + r.off + i * r.size, static_cast<size_t>(r.size));
+    sum += e;
+    last = e;
+  }
+  if (r.acc32) sum = static_cast<uint32_t>(sum);
+  const uint64_t counter = r.init + uint64_t{r.trips} * r.size;
+  return sum ^ (counter << 48) ^ (r.tmp_live ? last << 32 : 0);
+}
+
+TEST(JitReduction, ArraySumsMatchTheInterpreterOnBothVectorForms) {
+  MapPtr g = make_global(512);
+  const uint32_t trip_counts[] = {2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 100};
+  int checked = 0;
+  for (const int size : {1, 4, 8}) {
+    for (const uint32_t trips : trip_counts) {
+      for (const uint32_t init_elems : {0u, 3u}) {
+        for (const int16_t off : {int16_t{0}, int16_t{5}}) {
+          const uint32_t init = init_elems * static_cast<uint32_t>(size);
+          if (init + static_cast<uint32_t>(off) + trips * static_cast<uint32_t>(size) > 512)
+            continue;
+          for (const int flags : {0, 1, 2, 3, 4, 5, 6, 7}) {
+            const Reduction r{
+                size, (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, init, trips, off};
+            const std::string what = "size " + std::to_string(size) + " trips " +
+                                     std::to_string(trips) + " init " + std::to_string(init) +
+                                     " off " + std::to_string(off) + " flags " +
+                                     std::to_string(flags);
+            for (const bool no_avx2 : {false, true}) {
+              TestProg t(reduction_loop(r), {g.get()});
+              ASSERT_TRUE(t.prepared.ok()) << what << ": " << t.prepared.error().message;
+              vm::JitOptions opts;
+              opts.no_avx2 = no_avx2;
+              ASSERT_TRUE(vm::jit_compile(t.prog, opts).ok()) << what;
+              EXPECT_EQ(vm::jit_loop_stats(t.prog).vectorized, 1u) << what;
+              fill_bytes(g.get());
+              EngineRun i = run_engine(t.prog, false, {}, 1ull << 32);
+              EngineRun j = run_engine(t.prog, true, {}, 1ull << 32);
+              ASSERT_TRUE(i.ok && j.ok) << what << ": " << i.message << " / " << j.message;
+              ASSERT_EQ(i.r0, reduction_want(r, value(g.get()))) << what;
+              ASSERT_EQ(j.r0, i.r0) << what << (no_avx2 ? " (SSE2)" : " (AVX2 if the CPU has it)");
+              ASSERT_EQ(j.budget_left, i.budget_left) << what;
+              ++checked;
+            }
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 700);
+}
+
+TEST(JitReduction, ShortBudgetRunsTheLoopAndFaultsLikeTheInterpreter) {
+  MapPtr g = make_global(512);
+  const Reduction r{4, false, true, true, 0, 40, 0};
+  TestProg t(reduction_loop(r), {g.get()});
+  ASSERT_TRUE(t.prepared.ok()) << t.prepared.error().message;
+  const uint64_t need = 39 * 8;  // 39 back edges over 8 instruction slots
+  for (uint64_t budget = need - 10; budget <= need + 2; ++budget) {
+    Both b = run_both(t, g.get(), budget);
+    expect_same(b, "budget " + std::to_string(budget));
+    EXPECT_EQ(b.jit.ok, budget >= need) << "budget " << budget;
+  }
+  EXPECT_EQ(vm::jit_loop_stats(t.prog).vectorized, 1u);
+}
+
+// Loops that are not plain sums stay loops.
+TEST(JitReduction, OtherBodiesAreNotVectorized) {
+  MapPtr g = make_global(512);
+  struct Case {
+    const char* what;
+    std::function<void(Asm&)> body;  // after `r1 = g + r2`; sums into r0
+  };
+  const Case cases[] = {
+      {"signed loads", [](Asm& a) { a.ldxsx(kSizeW, 3, 1, 0).alu64_reg(kAluAdd, 0, 3); }},
+      {"a subtraction", [](Asm& a) { a.ldx(kSizeW, 3, 1, 0).alu64_reg(kAluSub, 0, 3); }},
+      {"another instruction",
+       [](Asm& a) { a.ldx(kSizeW, 3, 1, 0).alu64_imm(kAluAnd, 3, 255).alu64_reg(kAluAdd, 0, 3); }},
+      {"2-byte elements", [](Asm& a) { a.ldx(kSizeH, 3, 1, 0).alu64_reg(kAluAdd, 0, 3); }},
+  };
+  for (const Case& c : cases) {
+    Asm a;
+    a.mov64_imm(0, 0).mov64_imm(2, 0);
+    a.label("head").ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2);
+    c.body(a);
+    a.alu64_imm(kAluAdd, 2, 4).jmp_imm(kJmpJne, 2, 256, "head").exit();
+    TestProg t(a, {g.get()});
+    ASSERT_TRUE(t.prepared.ok()) << c.what << ": " << t.prepared.error().message;
+    fill_bytes(g.get());
+    EngineRun i = run_engine(t.prog, false, {}, 1ull << 32);
+    EngineRun j = run_engine(t.prog, true, {}, 1ull << 32);
+    EXPECT_TRUE(i.ok && j.ok) << c.what;
+    EXPECT_EQ(i.r0, j.r0) << c.what;
+    EXPECT_EQ(vm::jit_loop_stats(t.prog).vectorized, 0u) << c.what;
+  }
+}
+
 }  // namespace
 }  // namespace userbpf::test

@@ -28,6 +28,9 @@ struct JitOptions {
   // The arena map will set these for its accesses.
   std::vector<uint32_t> probe_pcs;
   uint64_t probe_base = 0;
+  // Vectorized loops (array sums) use SSE2 even where the CPU has AVX2
+  // (tests run both forms).
+  bool no_avx2 = false;
 };
 
 // Compiles prog (prepared) if not compiled yet and publishes prog.jit.
@@ -68,6 +71,7 @@ uint32_t jit_checked_accesses(const Program& prog);
 struct JitLoopStats {
   uint32_t hoisted_consts = 0;
   uint32_t charged_at_entry = 0;
+  uint32_t vectorized = 0;  // array sums run as SSE2 code
 };
 JitLoopStats jit_loop_stats(const Program& prog);
 

@@ -208,8 +208,19 @@ bool Emitter::emit_all() {
     if (entry) ++func;
     const int32_t loop = loop_at_.empty() ? -1 : loop_at_[pc];
     if (loop >= 0 && loops_[static_cast<size_t>(loop)].planned()) {
-      emit_loop_entry(loops_[static_cast<size_t>(loop)]);
-      if (loops_[static_cast<size_t>(loop)].charge != 0) fast_loop_ = loop;
+      CountedLoop& l = loops_[static_cast<size_t>(loop)];
+      emit_loop_entry(l);
+      if (l.reduce) {
+        // The whole run, then the body's pcs with no code of their own.
+        emit_reduction(l);
+        for (; pc <= l.back; ++pc) {
+          pc_offset_[pc] = static_cast<uint32_t>(getSize());
+          bind(pc_lbl(pc));
+        }
+        --pc;
+        continue;
+      }
+      if (l.charge != 0) fast_loop_ = loop;
     }
     emit_insn(pc, entry);
     if (fast_loop_ >= 0 && pc == loops_[static_cast<size_t>(fast_loop_)].back) fast_loop_ = -1;
@@ -439,6 +450,112 @@ void Emitter::emit_loop_entry(CountedLoop& l) {
     budget_add(n);
     emit_loop_copy(loop);  // the last use of the captures (it adds stubs)
   });
+}
+
+// A reduction's run (find_reduction): blocks of 64 bytes (AVX2: 4-byte
+// elements zero-extended by vpmovzxdq, bytes summed by vpsadbw, into four
+// accumulators of 64-bit lanes) or 32 bytes (SSE2: zero-extended by
+// unpacking with zero), the rest one by one, then rA += the sum, rT = the
+// last element if read later, rI = its last value. Scratch: r10, r11,
+// xmm/ymm0-7, and rI's register until its value is set (rA is none of
+// them).
+void Emitter::emit_reduction(const CountedLoop& l) {
+  const uint64_t bytes = l.trips * l.red_size;
+  const uint64_t block = avx2_ ? 64 : 32;
+  const uint64_t vec_bytes = bytes / block * block;
+  const Reg64& acc = kReg[l.red_acc];
+  auto add_acc = [&](const Reg64& r) { l.red_acc32 ? add(acc.cvt32(), r.cvt32()) : add(acc, r); };
+  mov(r11, l.red_start);
+  if (vec_bytes != 0) {
+    const Reg64& end = kReg[l.reg];
+    mov(end, l.red_start + vec_bytes);
+    const Lbl top = new_label();
+    if (avx2_) {
+      for (const Ymm& y : {ymm0, ymm1, ymm2, ymm3, ymm7}) vpxor(y, y, y);
+      bind(top);
+      const Ymm acc_y[] = {ymm0, ymm1, ymm2, ymm3};
+      const Ymm in_y[] = {ymm4, ymm5, ymm6, ymm4};
+      for (int i = 0; i < 4; ++i) {
+        if (l.red_size == 4) {  // 16 bytes -> four 64-bit lanes
+          vpmovzxdq(in_y[i], ptr[r11 + 16 * i]);
+          vpaddq(acc_y[i], acc_y[i], in_y[i]);
+        } else if (i < 2) {  // 32 bytes at a time
+          if (l.red_size == 8) {
+            vpaddq(acc_y[i], acc_y[i], ptr[r11 + 32 * i]);
+          } else {
+            vmovdqu(in_y[i], ptr[r11 + 32 * i]);
+            vpsadbw(in_y[i], in_y[i], ymm7);
+            vpaddq(acc_y[i], acc_y[i], in_y[i]);
+          }
+        }
+      }
+      add(r11, 64);
+      cmp(r11, end);
+      jcc(Cond::kNe, top);
+      vpaddq(ymm0, ymm0, ymm1);
+      vpaddq(ymm2, ymm2, ymm3);
+      vpaddq(ymm0, ymm0, ymm2);
+      vextracti128(xmm1, ymm0, 1);
+      vpaddq(xmm0, xmm0, xmm1);
+      vzeroupper();
+    } else {
+      for (const Xmm& x : {xmm0, xmm1, xmm2, xmm3, xmm7}) pxor(x, x);
+      bind(top);
+      for (int half = 0; half < 2; ++half) {
+        const Xmm& a = half == 0 ? xmm4 : xmm5;
+        const Xmm& lo = half == 0 ? xmm0 : xmm2;
+        const Xmm& hi = half == 0 ? xmm1 : xmm3;
+        movdqu(a, ptr[r11 + 16 * half]);
+        if (l.red_size == 8) {
+          paddq(lo, a);
+        } else if (l.red_size == 1) {
+          psadbw(a, xmm7);
+          paddq(lo, a);
+        } else {
+          movdqa(xmm6, a);
+          punpckldq(a, xmm7);
+          punpckhdq(xmm6, xmm7);
+          paddq(lo, a);
+          paddq(hi, xmm6);
+        }
+      }
+      add(r11, 32);
+      cmp(r11, end);
+      jcc(Cond::kNe, top);
+      paddq(xmm0, xmm1);
+      paddq(xmm2, xmm3);
+      paddq(xmm0, xmm2);
+    }
+    pshufd(xmm1, xmm0, 0xee);
+    paddq(xmm0, xmm1);
+    movq(r10, xmm0);
+    add_acc(r10);
+  }
+  for (uint64_t off = 0; vec_bytes + off < bytes; off += l.red_size) {
+    const int32_t d = static_cast<int32_t>(off);
+    if (l.red_size == 1) {
+      movzx(r10d, byte[r11 + d]);
+    } else if (l.red_size == 4) {
+      mov(r10d, dword[r11 + d]);
+    } else {
+      mov(r10, qword[r11 + d]);
+    }
+    add_acc(r10);
+  }
+  if (l.red_tmp_live) {
+    const Reg64& t = kReg[l.red_tmp];
+    mov(r11, l.red_start + bytes - l.red_size);
+    if (l.red_size == 1) {
+      movzx(t.cvt32(), byte[r11]);
+    } else if (l.red_size == 4) {
+      mov(t.cvt32(), dword[r11]);
+    } else {
+      mov(t, qword[r11]);
+    }
+  }
+  const uint64_t last = l.init + l.trips * l.step;
+  l.add32 ? mov(kReg[l.reg].cvt32(), static_cast<uint32_t>(last)) : mov(kReg[l.reg], last);
+  if (l.red_exit != l.back + 1) jmp_to(pc_lbl(l.red_exit));
 }
 
 void Emitter::emit_loop_copy(int32_t loop) {

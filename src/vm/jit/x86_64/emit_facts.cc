@@ -758,7 +758,11 @@ void Emitter::find_loop_plans() {
       if (l.end != 0 && meets_end && l.init <= last && last <= width - l.step) {
         const uint64_t back_edges = (last - l.init) / l.step;
         const uint64_t dist = l.back + 1 - l.head;
-        if (back_edges != 0 && back_edges <= (uint64_t{1} << 40)) l.charge = back_edges * dist;
+        if (back_edges != 0 && back_edges <= (uint64_t{1} << 40)) {
+          l.charge = back_edges * dist;
+          l.trips = back_edges + 1;
+          find_reduction(l);
+        }
       }
     }
     if (l.planned()) {
@@ -766,6 +770,49 @@ void Emitter::find_loop_plans() {
       l.slow_head = new_label();
     }
   }
+}
+
+// A loop charged at entry that only sums an array (clang's `for (i = a; i
+// < n; i += SZ) acc += *(uSZ *)(g + i)`):
+//   rX = K; rX += rI; rT = *(uSZ *)(rX + off); rA += rT; rI += SZ; test
+// with the add folded into the load (so rX's sum is dead after it), rA
+// neither rT, rI nor rX, SZ 1, 4 or 8 and the add of rA 64-bit or 32-bit.
+// Its trips are known and its loads proven, so the whole run is: rA +=
+// the sum of trips elements from K + init + off (in any order: integer
+// sums modulo 2^width do not depend on it), rT = the last of them if it is
+// read after the loop, rI = its last value (emit_reduction).
+void Emitter::find_reduction(CountedLoop& l) {
+  const size_t x = l.head;
+  if (x + 6 != l.test_pc || insns_[x].code != kLdImm64 || folded_add_.empty() ||
+      !folded_add_[x + 2]) {
+    return;
+  }
+  const Insn& ld = insns_[x];
+  const Insn& add = insns_[x + 2];
+  const Insn& load = insns_[x + 3];
+  const Insn& acc = insns_[x + 4];
+  const Insn& step = insns_[x + 5];
+  const int sz = size_bytes(insn_size(load.code));
+  if (add.dst != ld.dst || add.src != l.reg ||
+      load.code != (kClassLdx | kModeMem | insn_size(load.code)) || load.src != ld.dst ||
+      (sz != 1 && sz != 4 && sz != 8) || probe_[x + 3] ||
+      (acc.code != (kClassAlu64 | kSrcX | kAluAdd) && acc.code != (kClassAlu | kSrcX | kAluAdd)) ||
+      acc.src != load.dst || acc.dst == load.dst || acc.dst == l.reg || acc.dst == ld.dst ||
+      acc.dst == 10 || !(written_[x + 5] >> l.reg & 1) || step.dst != l.reg ||
+      l.step != static_cast<uint64_t>(sz)) {
+    return;
+  }
+  l.reduce = true;
+  l.red_size = static_cast<uint8_t>(sz);
+  l.red_acc = acc.dst;
+  l.red_acc32 = insn_class(acc.code) == kClassAlu;
+  l.red_tmp = load.dst;
+  l.red_start = (static_cast<uint64_t>(static_cast<uint32_t>(ld.imm)) |
+                 (static_cast<uint64_t>(static_cast<uint32_t>(insns_[x + 1].imm)) << 32)) +
+                l.init + static_cast<uint64_t>(int64_t{load.off});
+  const uint32_t exit = l.test_pc == l.back ? l.back + 1 : node_[l.test_pc].to;
+  l.red_exit = exit;
+  l.red_tmp_live = exit >= n_ || (live_in_[exit] >> load.dst & 1) != 0;
 }
 
 bool Emitter::run_keeps_state() const {

@@ -131,7 +131,8 @@ class Emitter : public X86Asm {
         lbl_pos_(2 * n_, -1, mem),
         pc_offset_(n_, UINT32_MAX),
         probe_(n_, false, mem),
-        probe_base_(opts.probe_base) {
+        probe_base_(opts.probe_base),
+        avx2_(!opts.no_avx2 && __builtin_cpu_supports("avx2")) {
     for (uint32_t pc : opts.probe_pcs) {
       if (pc < n_) probe_[pc] = true;
     }
@@ -169,6 +170,7 @@ class Emitter : public X86Asm {
     for (const CountedLoop& l : loops_) {
       st.hoisted_consts += l.num_hoists;
       st.charged_at_entry += l.charge != 0 ? 1 : 0;
+      st.vectorized += l.reduce ? 1 : 0;
     }
     return st;
   }
@@ -241,8 +243,17 @@ class Emitter : public X86Asm {
     uint8_t hoist_reg[6];
     uint64_t hoist_k[6];
     uint64_t charge;
-    Lbl pre;        // the entry: hoisted constants set, budget charged
-    Lbl slow_head;  // the copy charged per back edge (budget too short)
+    uint64_t trips;  // the iterations of a run (charge != 0)
+    // A loop that sums an array (find_reduction): rA += SZ-byte elements
+    // from red_start on, emitted as SSE2 code (emit_reduction).
+    bool reduce;
+    bool red_acc32;  // the sum's add is 32-bit
+    bool red_tmp_live;
+    uint8_t red_size, red_acc, red_tmp;
+    uint64_t red_start;
+    uint32_t red_exit;  // where the loop goes when done
+    Lbl pre;            // the entry: hoisted constants set, budget charged
+    Lbl slow_head;      // the copy charged per back edge (budget too short)
     bool planned() const { return num_hoists != 0 || charge != 0; }
   };
   void find_counted_loops();
@@ -251,6 +262,8 @@ class Emitter : public X86Asm {
   void find_loop_plans();
   void emit_loop_entry(CountedLoop& l);
   void emit_loop_copy(int32_t loop);
+  void find_reduction(CountedLoop& l);
+  void emit_reduction(const CountedLoop& l);
   bool is_array_lookup(size_t pc, const maps::Map** map) const;
   // Whether bpf_map_lookup_elem of a constant map whose values the region
   // logic finds by address (MapOps::value_at: hash maps) is called directly
@@ -405,6 +418,7 @@ class Emitter : public X86Asm {
   // A conditional jump folded into the inlined lookup before it: no code.
   size_t skip_pc_ = SIZE_MAX;
   uint64_t probe_base_;
+  bool avx2_;  // emit_reduction may use AVX2
   std::vector<ExtableEntry> extable_;
   Lbl unwind_, fault_exit_, fault_exit_synced_, mem_thunk_;
   bool prologue_size_ok_ = true;  // every prologue is kPrologueBytes long
