@@ -327,6 +327,8 @@ struct Reduction {
   bool acc32, tmp_live, exit_test;
   uint32_t init, trips;
   int16_t off;
+  bool sub = false;  // acc -= element
+  int32_t k = 0;     // then acc += k (if not 0)
 };
 
 Asm reduction_loop(const Reduction& r) {
@@ -335,7 +337,9 @@ Asm reduction_loop(const Reduction& r) {
   Asm a;
   a.mov64_imm(0, 5).mov64_imm(2, static_cast<int32_t>(r.init));
   a.label("head").ld_map_value(1, 0, 0).alu64_reg(kAluAdd, 1, 2).ldx(size, 3, 1, r.off);
-  r.acc32 ? a.alu32_reg(kAluAdd, 0, 3) : a.alu64_reg(kAluAdd, 0, 3);
+  const uint8_t op = r.sub ? kAluSub : kAluAdd;
+  r.acc32 ? a.alu32_reg(op, 0, 3) : a.alu64_reg(op, 0, 3);
+  if (r.k != 0) r.acc32 ? a.alu32_imm(kAluAdd, 0, r.k) : a.alu64_imm(kAluAdd, 0, r.k);
   a.alu64_imm(kAluAdd, 2, r.size);
   r.exit_test ? a.jmp_imm(kJmpJeq, 2, end, "out").ja("head") : a.jmp_imm(kJmpJne, 2, end, "head");
   a.label("out").mov64_reg(4, 2).alu64_imm(kAluLsh, 4, 48).alu64_reg(kAluXor, 0, 4);
@@ -358,7 +362,8 @@ uint64_t reduction_want(const Reduction& r, const uint8_t* v) {
   for (uint32_t i = 0; i < r.trips; ++i) {
     uint64_t e = 0;
     std::memcpy(&e, v + r.init + r.off + i * r.size, static_cast<size_t>(r.size));
-    sum += e;
+    sum = r.sub ? sum - e : sum + e;
+    sum += static_cast<uint64_t>(int64_t{r.k});
     last = e;
   }
   if (r.acc32) sum = static_cast<uint32_t>(sum);
@@ -377,9 +382,13 @@ TEST(JitReduction, ArraySumsMatchTheInterpreterOnBothVectorForms) {
           const uint32_t init = init_elems * static_cast<uint32_t>(size);
           if (init + static_cast<uint32_t>(off) + trips * static_cast<uint32_t>(size) > 512)
             continue;
-          for (const int flags : {0, 1, 2, 3, 4, 5, 6, 7}) {
+          for (int flags = 0; flags < 32; ++flags) {
+            // Bits 3-4: plain sum; acc -= e, acc += 1 (counting zeros of a 0/1
+            // array); acc += e, acc -= 3; acc -= e, acc += INT32_MIN.
+            static constexpr int32_t kPerTrip[] = {0, 1, -3, INT32_MIN};
             const Reduction r{
-                size, (flags & 1) != 0, (flags & 2) != 0, (flags & 4) != 0, init, trips, off};
+                size, (flags & 1) != 0, (flags & 2) != 0,          (flags & 4) != 0, init, trips,
+                off,  (flags & 8) != 0, kPerTrip[(flags >> 3) & 3]};
             const std::string what = "size " + std::to_string(size) + " trips " +
                                      std::to_string(trips) + " init " + std::to_string(init) +
                                      " off " + std::to_string(off) + " flags " +
@@ -405,7 +414,7 @@ TEST(JitReduction, ArraySumsMatchTheInterpreterOnBothVectorForms) {
       }
     }
   }
-  EXPECT_GT(checked, 700);
+  EXPECT_GT(checked, 2800);
 }
 
 TEST(JitReduction, ShortBudgetRunsTheLoopAndFaultsLikeTheInterpreter) {
@@ -431,7 +440,9 @@ TEST(JitReduction, OtherBodiesAreNotVectorized) {
   };
   const Case cases[] = {
       {"signed loads", [](Asm& a) { a.ldxsx(kSizeW, 3, 1, 0).alu64_reg(kAluAdd, 0, 3); }},
-      {"a subtraction", [](Asm& a) { a.ldx(kSizeW, 3, 1, 0).alu64_reg(kAluSub, 0, 3); }},
+      {"mixed widths",
+       [](Asm& a) { a.ldx(kSizeW, 3, 1, 0).alu64_reg(kAluSub, 0, 3).alu32_imm(kAluAdd, 0, 1); }},
+      {"a product", [](Asm& a) { a.ldx(kSizeW, 3, 1, 0).alu64_reg(kAluMul, 0, 3); }},
       {"another instruction",
        [](Asm& a) { a.ldx(kSizeW, 3, 1, 0).alu64_imm(kAluAnd, 3, 255).alu64_reg(kAluAdd, 0, 3); }},
       {"2-byte elements", [](Asm& a) { a.ldx(kSizeH, 3, 1, 0).alu64_reg(kAluAdd, 0, 3); }},

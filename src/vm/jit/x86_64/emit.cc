@@ -455,7 +455,8 @@ void Emitter::emit_loop_entry(CountedLoop& l) {
 // A reduction's run (find_reduction): blocks of 64 bytes (AVX2: 4-byte
 // elements zero-extended by vpmovzxdq, bytes summed by vpsadbw, into four
 // accumulators of 64-bit lanes) or 32 bytes (SSE2: zero-extended by
-// unpacking with zero), the rest one by one, then rA += the sum, rT = the
+// unpacking with zero), the rest one by one, then rA +/-= the sum (and
+// += trips * k), rT = the
 // last element if read later, rI = its last value. Scratch: r10, r11,
 // xmm/ymm0-7, and rI's register until its value is set (rA is none of
 // them).
@@ -464,7 +465,13 @@ void Emitter::emit_reduction(const CountedLoop& l) {
   const uint64_t block = avx2_ ? 64 : 32;
   const uint64_t vec_bytes = bytes / block * block;
   const Reg64& acc = kReg[l.red_acc];
-  auto add_acc = [&](const Reg64& r) { l.red_acc32 ? add(acc.cvt32(), r.cvt32()) : add(acc, r); };
+  auto add_acc = [&](const Reg64& r) {
+    if (l.red_sub) {
+      l.red_acc32 ? sub(acc.cvt32(), r.cvt32()) : sub(acc, r);
+    } else {
+      l.red_acc32 ? add(acc.cvt32(), r.cvt32()) : add(acc, r);
+    }
+  };
   mov(r11, l.red_start);
   if (vec_bytes != 0) {
     const Reg64& end = kReg[l.reg];
@@ -541,6 +548,10 @@ void Emitter::emit_reduction(const CountedLoop& l) {
       mov(r10, qword[r11 + d]);
     }
     add_acc(r10);
+  }
+  if (l.red_per_trip != 0) {
+    mov(r10, l.red_per_trip * l.trips);
+    l.red_acc32 ? add(acc.cvt32(), r10d) : add(acc, r10);
   }
   if (l.red_tmp_live) {
     const Reg64& t = kReg[l.red_tmp];

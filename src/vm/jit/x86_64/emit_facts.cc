@@ -773,17 +773,20 @@ void Emitter::find_loop_plans() {
 }
 
 // A loop charged at entry that only sums an array (clang's `for (i = a; i
-// < n; i += SZ) acc += *(uSZ *)(g + i)`):
-//   rX = K; rX += rI; rT = *(uSZ *)(rX + off); rA += rT; rI += SZ; test
+// < n; i += SZ) acc += *(uSZ *)(g + i)`, or `acc += k - g[i]` as in
+// counting the zeros of a 0/1 array):
+//   rX = K; rX += rI; rT = *(uSZ *)(rX + off); rA +=/-= rT; [rA +=/-= k;]
+//   rI += SZ; test
 // with the add folded into the load (so rX's sum is dead after it), rA
-// neither rT, rI nor rX, SZ 1, 4 or 8 and the add of rA 64-bit or 32-bit.
-// Its trips are known and its loads proven, so the whole run is: rA +=
-// the sum of trips elements from K + init + off (in any order: integer
-// sums modulo 2^width do not depend on it), rT = the last of them if it is
-// read after the loop, rI = its last value (emit_reduction).
+// neither rT, rI nor rX, SZ 1, 4 or 8, and rA's operations of one width
+// (64 or 32 bits). Its trips are known and its loads proven, so the whole
+// run is: rA +/-= the sum of trips elements from K + init + off, plus trips
+// * k (integer sums modulo 2^width do not depend on the order), rT = the
+// last element if it is read after the loop, rI = its last value
+// (emit_reduction).
 void Emitter::find_reduction(CountedLoop& l) {
   const size_t x = l.head;
-  if (x + 6 != l.test_pc || insns_[x].code != kLdImm64 || folded_add_.empty() ||
+  if (x + 6 > l.test_pc || insns_[x].code != kLdImm64 || folded_add_.empty() ||
       !folded_add_[x + 2]) {
     return;
   }
@@ -791,21 +794,34 @@ void Emitter::find_reduction(CountedLoop& l) {
   const Insn& add = insns_[x + 2];
   const Insn& load = insns_[x + 3];
   const Insn& acc = insns_[x + 4];
-  const Insn& step = insns_[x + 5];
+  const uint8_t cls = insn_class(acc.code);
+  const bool acc_sub = acc.code == (cls | kSrcX | kAluSub);
+  int64_t k = 0;
+  size_t step_pc = x + 5;
+  const Insn& plus = insns_[x + 5];
+  if (plus.dst == acc.dst &&
+      (plus.code == (cls | kSrcK | kAluAdd) || plus.code == (cls | kSrcK | kAluSub))) {
+    k = insn_op(plus.code) == kAluAdd ? int64_t{plus.imm} : -int64_t{plus.imm};
+    ++step_pc;
+  }
+  const Insn& step = insns_[step_pc];
   const int sz = size_bytes(insn_size(load.code));
-  if (add.dst != ld.dst || add.src != l.reg ||
+  if (step_pc + 1 != l.test_pc || add.dst != ld.dst || add.src != l.reg ||
       load.code != (kClassLdx | kModeMem | insn_size(load.code)) || load.src != ld.dst ||
       (sz != 1 && sz != 4 && sz != 8) || probe_[x + 3] ||
-      (acc.code != (kClassAlu64 | kSrcX | kAluAdd) && acc.code != (kClassAlu | kSrcX | kAluAdd)) ||
-      acc.src != load.dst || acc.dst == load.dst || acc.dst == l.reg || acc.dst == ld.dst ||
-      acc.dst == 10 || !(written_[x + 5] >> l.reg & 1) || step.dst != l.reg ||
+      (cls != kClassAlu64 && cls != kClassAlu) ||
+      (acc.code != (cls | kSrcX | kAluAdd) && !acc_sub) || acc.src != load.dst ||
+      acc.dst == load.dst || acc.dst == l.reg || acc.dst == ld.dst || acc.dst == 10 ||
+      !(written_[step_pc] >> l.reg & 1) || step.dst != l.reg ||
       l.step != static_cast<uint64_t>(sz)) {
     return;
   }
   l.reduce = true;
   l.red_size = static_cast<uint8_t>(sz);
   l.red_acc = acc.dst;
-  l.red_acc32 = insn_class(acc.code) == kClassAlu;
+  l.red_acc32 = cls == kClassAlu;
+  l.red_sub = acc_sub;
+  l.red_per_trip = static_cast<uint64_t>(k);
   l.red_tmp = load.dst;
   l.red_start = (static_cast<uint64_t>(static_cast<uint32_t>(ld.imm)) |
                  (static_cast<uint64_t>(static_cast<uint32_t>(insns_[x + 1].imm)) << 32)) +

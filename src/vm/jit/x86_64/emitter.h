@@ -249,6 +249,8 @@ class Emitter : public X86Asm {
     bool reduce;
     bool red_acc32;  // the sum's add is 32-bit
     bool red_tmp_live;
+    bool red_sub;           // rA -= each element
+    uint64_t red_per_trip;  // rA += this per iteration too
     uint8_t red_size, red_acc, red_tmp;
     uint64_t red_start;
     uint32_t red_exit;  // where the loop goes when done
