@@ -142,7 +142,7 @@ int run_slot(mem::MemDomain& d, vm::ObjRunState* run) {
 
 u64 bpf_obj_new_in_slot(u64 size, u64 domain, vm::ObjRunState* run) {
   mem::MemDomain& d = domain_arg(domain);
-  void* o = maps::obj_new_in_slot(d, static_cast<uint32_t>(size), run_slot(d, run));
+  void* o = maps::obj_new_in_slot(d, static_cast<uint32_t>(size), run_slot(d, run), &run->memo);
   if (o) run->held++;
   return reinterpret_cast<u64>(o);
 }
@@ -150,7 +150,8 @@ u64 bpf_obj_new_in_slot(u64 size, u64 domain, vm::ObjRunState* run) {
 u64 bpf_obj_drop_in_slot(u64 p, u64 domain, vm::ObjRunState* run) {
   if (!p) return 0;
   mem::MemDomain& d = domain_arg(domain);
-  const maps::ObjError e = maps::obj_drop_in_slot(d, reinterpret_cast<void*>(p), run_slot(d, run));
+  const maps::ObjError e =
+      maps::obj_drop_in_slot(d, reinterpret_cast<void*>(p), run_slot(d, run), &run->memo);
   if (e != maps::ObjError::kOk) [[unlikely]] {
     drop_fault("bpf_obj_drop_impl", p, e);
     return 0;

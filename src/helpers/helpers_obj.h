@@ -18,7 +18,8 @@ u64 bpf_percpu_obj_new_resolved(u64 size, u64 domain, u64, u64, u64);
 u64 bpf_percpu_obj_drop_resolved(u64 p, u64 domain, u64, u64, u64);
 
 // Their HelperProto::slot_fn: the same with the run's ObjRunState (its
-// slot of the domain cached, the objects it holds counted).
+// slot of the domain cached, the objects it holds counted, the last ones it
+// allocated remembered for their drop: maps::ObjMemo).
 u64 bpf_obj_new_in_slot(u64 size, u64 domain, vm::ObjRunState* run);
 u64 bpf_obj_drop_in_slot(u64 p, u64 domain, vm::ObjRunState* run);
 

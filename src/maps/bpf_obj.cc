@@ -170,21 +170,40 @@ namespace {
   return o + 8;
 }
 
-[[gnu::noinline]] void* obj_new_slow(mem::MemDomain& d, uint32_t size, int slot, uint32_t cls) {
+// Records object p of class cls in memo (if any).
+[[gnu::always_inline]] inline void* remember(ObjMemo* memo, void* p, uint32_t cls) {
+  if (memo) {
+    const uint32_t i = memo->next++ % ObjMemo::kEntries;
+    memo->ptr[i] = reinterpret_cast<uintptr_t>(p);
+    memo->cls[i] = static_cast<uint8_t>(cls);
+  }
+  return p;
+}
+
+// The end of obj_new_in_slot for objects whose zeroing is a call.
+[[gnu::noinline]] void* obj_new_finish(mem::MemDomain& d, char* o, uint32_t size, int slot,
+                                       uint32_t cls, ObjMemo* memo) {
+  return remember(memo, init_obj(d, o, size, slot), cls);
+}
+
+[[gnu::noinline]] void* obj_new_slow(mem::MemDomain& d, uint32_t size, int slot, uint32_t cls,
+                                     ObjMemo* memo) {
   auto* o = static_cast<char*>(d.global_ma.alloc_class(slot, cls));
-  return o ? init_obj(d, o, size, slot) : nullptr;
+  return o ? obj_new_finish(d, o, size, slot, cls, memo) : nullptr;
 }
 
 }  // namespace
 
-void* obj_new_in_slot(mem::MemDomain& d, uint32_t size, int slot) {
+void* obj_new_in_slot(mem::MemDomain& d, uint32_t size, int slot, ObjMemo* memo) {
   if (size == 0 || size > kObjMaxSize || slot < 0) return nullptr;
-  const int cls = mem::size_class_for(size + 8);  // >= 0 for these sizes
-  // No call on the fast path (the slow one is a tail call).
-  auto* o = static_cast<char*>(d.global_ma.try_alloc_class(slot, static_cast<uint32_t>(cls)));
+  const auto cls = static_cast<uint32_t>(mem::size_class_for(size + 8));  // >= 0 for these sizes
+  // No call on the fast path (the others are tail calls), so it saves no
+  // registers: objects of up to 48 bytes (zero_data's inline stores).
+  auto* o = static_cast<char*>(d.global_ma.try_alloc_class(slot, cls));
   if (!o) [[unlikely]]
-    return obj_new_slow(d, size, slot, static_cast<uint32_t>(cls));
-  return init_obj(d, o, size, slot);
+    return obj_new_slow(d, size, slot, cls, memo);
+  if (size > 48) return obj_new_finish(d, o, size, slot, cls, memo);
+  return remember(memo, init_obj(d, o, size, slot), cls);
 }
 
 void* obj_new(mem::MemDomain& d, uint32_t size) {
@@ -226,19 +245,12 @@ namespace {
     ma.free_class(slot, cls, reinterpret_cast<void*>(o));
 }
 
-// bpf_obj_drop of a plain object: the page cache says which object of which
-// class p is, one compare of the state word says the caller's run owns it.
-ObjError obj_drop_plain(mem::MemDomain& d, void* p, int slot) {
+// bpf_obj_drop of the plain object whose data pointer is a, of class cls of
+// d.global_ma: one compare of the state word says the caller's run owns it.
+[[gnu::always_inline]] inline ObjError obj_drop_object(mem::MemDomain& d, uintptr_t a, int slot,
+                                                       uint32_t cls) {
   mem::MemAlloc& ma = d.global_ma;
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  uintptr_t o;
-  size_t usable;
-  uint32_t cls;
-  if (!ma.find_object(a, &o, &usable, &cls) || o + 8 != a) [[unlikely]]
-    return ObjError::kNotObject;
-  // From here o is a - 8: addressing by a keeps the state word's load off
-  // the dependency chain of the lookup (the branch above is predicted).
-  o = a - 8;
+  const uintptr_t o = a - 8;
   std::atomic<uint64_t>& sw = state_word(o);
   const uint64_t w = sw.load(std::memory_order_relaxed);
   // Tag, state and owner at once; size and published may be anything.
@@ -247,6 +259,20 @@ ObjError obj_drop_plain(mem::MemDomain& d, void* p, int slot) {
     return drop_error(&ma, w);
   drop_owned(ma, o, w, slot, cls);
   return ObjError::kOk;
+}
+
+// bpf_obj_drop of a plain object: the page cache says which object of which
+// class p is, then obj_drop_object.
+ObjError obj_drop_plain(mem::MemDomain& d, void* p, int slot) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uintptr_t o;
+  size_t usable;
+  uint32_t cls;
+  if (!d.global_ma.find_object(a, &o, &usable, &cls) || o + 8 != a) [[unlikely]]
+    return ObjError::kNotObject;
+  // Addressing the state word by a, not o, keeps its load off the
+  // dependency chain of the lookup (the branch above is predicted).
+  return obj_drop_object(d, a, slot, cls);
 }
 
 // The objects of ma owned by slot, dropped.
@@ -267,7 +293,14 @@ uint32_t drop_all_owned(mem::MemAlloc& ma, int slot) {
 
 }  // namespace
 
-ObjError obj_drop_in_slot(mem::MemDomain& d, void* p, int slot) {
+ObjError obj_drop_in_slot(mem::MemDomain& d, void* p, int slot, const ObjMemo* memo) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  if (memo && a != 0) {
+    // ObjMemo: a known object of a known class, no page lookup (a is not 0:
+    // unused entries are).
+    for (uint32_t i = 0; i < ObjMemo::kEntries; i++)
+      if (memo->ptr[i] == a) return obj_drop_object(d, a, slot, memo->cls[i]);
+  }
   return obj_drop_plain(d, p, slot);
 }
 

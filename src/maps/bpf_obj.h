@@ -34,8 +34,10 @@
 // Costs (bpf_obj_new + bpf_obj_drop is a program's malloc/free pair): new is
 // the slot's list pop, the zeroing and one store of the state word; drop
 // finds the object through the allocator's page cache (MemAlloc::find_object,
-// one load for an address in a known slab), checks tag, state and owner with
-// one compare of the state word and pushes the object on the slot's list.
+// one load for an address in a known slab; no lookup at all for one of the
+// last objects the run allocated, ObjMemo), checks tag, state and owner
+// with one compare of the state word and pushes the object on the slot's
+// list.
 // The loader resolves each call's size and domain (helpers/helpers_obj.h).
 //
 // Contexts: everything here runs from programs (the caller holds a slot of
@@ -65,9 +67,31 @@ int percpu_obj_class(uint32_t size);
 // A zeroed object of size bytes (1..kObjMaxSize), owned by the caller, or
 // nullptr (empty cache, no slot held, bad size).
 void* obj_new(mem::MemDomain& d, uint32_t size);
+
+// The last objects obj_new_in_slot gave one run (its pointers and size
+// classes), so that run's obj_drop_in_slot of one of them skips the
+// allocator's page lookup (MemAlloc::find_object): a program's malloc/free
+// pair usually drops what it just allocated. An entry is a fact about the
+// allocator, never about ownership: an address that was the data pointer of
+// an object of class c of d.global_ma stays one for as long as d.global_ma
+// exists (slabs go back to the page pool only in its destructor, and an
+// object never changes class), whatever happened to the object since
+// (dropped, stored in a map, taken out, reused). So a stale entry is still
+// true and the drop still decides by the state word alone, exactly as
+// without the memo; entries need no invalidation. A memo belongs to one
+// domain (a run's, like ObjRunState::slot); unused entries are 0, which
+// never matches (0 is never an object).
+struct ObjMemo {
+  static constexpr uint32_t kEntries = 4;
+  uintptr_t ptr[kEntries] = {};
+  uint8_t cls[kEntries] = {};
+  uint32_t next = 0;  // entry the next obj_new overwrites (mod kEntries)
+};
+
 // obj_new for a caller that knows it holds slot of d's table (the JIT keeps
-// its run's slot): skips the search of the thread's held slots.
-void* obj_new_in_slot(mem::MemDomain& d, uint32_t size, int slot);
+// its run's slot): skips the search of the thread's held slots. With a
+// memo, the object is recorded in it.
+void* obj_new_in_slot(mem::MemDomain& d, uint32_t size, int slot, ObjMemo* memo = nullptr);
 // A zeroed per-CPU object (every copy), or nullptr. The per-CPU allocator of
 // its class must exist (MemDomain::percpu_ma, created at load).
 void* percpu_obj_new(mem::MemDomain& d, uint32_t size);
@@ -96,7 +120,9 @@ uint64_t obj_free_state(mem::MemDomain& d, uint32_t size);
 // bpf_obj_drop / bpf_percpu_obj_drop of an object the caller owns.
 ObjError obj_drop(mem::MemDomain& d, void* p, bool percpu);
 // bpf_obj_drop of a plain object by the holder of slot (as obj_new_in_slot).
-ObjError obj_drop_in_slot(mem::MemDomain& d, void* p, int slot);
+// With the memo obj_new_in_slot recorded p in (if it did), p's class comes
+// from it instead of the page lookup; the outcome is the same either way.
+ObjError obj_drop_in_slot(mem::MemDomain& d, void* p, int slot, const ObjMemo* memo = nullptr);
 
 // Drops every object the run holding slot still owns (kOwned with that
 // owner, plain and per-CPU), each exactly as obj_drop would (published ones

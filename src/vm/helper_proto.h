@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "maps/bpf_obj.h"
+
 namespace userbpf::vm {
 
 // Every helper and kfunc has this native signature: five 64-bit arguments in
@@ -53,7 +55,8 @@ struct HelperProto {
   bool moves_packet = false;
   // The same call for engines that keep the run's ObjRunState (below): the
   // loader's resolved bpf_obj_new / bpf_obj_drop, whose r2 is the memory
-  // domain. Saves the search of the thread's held slots on every call.
+  // domain. Saves the search of the thread's held slots on every call. Only
+  // for protos that need nothing around the call (call_needs_nothing).
   uint64_t (*slot_fn)(uint64_t r1, uint64_t r2, struct ObjRunState* run) = nullptr;
   // Which of those it is: an engine may inline them for plain objects of
   // the program's memory domain (maps/bpf_obj.h says how), kNew with the
@@ -69,21 +72,60 @@ inline constexpr int32_t kSlotUnknown = -2;
 // run holds (from bpf_obj_new or taken out of a map with bpf_kptr_xchg, not
 // dropped or stored since). A run that returns holding some is refused, as
 // the kernel's verifier refuses such a program (unreleased reference).
+// memo: the run's last objects from bpf_obj_new, so their bpf_obj_drop
+// skips the allocator's page lookup (maps::ObjMemo says why that is exact).
 struct ObjRunState {
   int32_t slot = kSlotUnknown;
   uint32_t held = 0;
+  maps::ObjMemo memo;
 };
+
+// Bit k set for each kind k among p's arguments: one word answers what a
+// call needs (e.g. whether check_helper_args has anything to check).
+// Computed at each call from the proto itself, never stored beside it:
+// protos are built by assigning their arguments one by one (registry.cc,
+// tests), so a field derived at construction would be stale.
+constexpr uint32_t arg_kind_bit(ArgKind k) {
+  return uint32_t{1} << static_cast<unsigned>(k);
+}
+static_assert(static_cast<unsigned>(ArgKind::kFixedSizeMem) < 32, "arg_kinds: one bit per kind");
+inline uint32_t arg_kinds(const HelperProto& p) {
+  return arg_kind_bit(p.args[0]) | arg_kind_bit(p.args[1]) | arg_kind_bit(p.args[2]) |
+         arg_kind_bit(p.args[3]) | arg_kind_bit(p.args[4]);
+}
+// The kinds that need no check before the call: scalars, and sizes (which
+// the pointer argument before them checks, with its own kind).
+inline constexpr uint32_t kUncheckedArgKinds =
+    arg_kind_bit(ArgKind::kNone) | arg_kind_bit(ArgKind::kAnything) |
+    arg_kind_bit(ArgKind::kConstSize) | arg_kind_bit(ArgKind::kConstSizeOrZero);
 
 // Whether memory a run could reach before the call may have moved by the
 // time it returns: the packet, by the helper itself or by a callback of the
 // program it runs (which may call such helpers). The engines then forget
-// their cached last region; after any other call it stays valid.
+// their cached last region; after any other call it stays valid. kinds:
+// arg_kinds(p).
+inline bool call_may_move_packet(const HelperProto& p, uint32_t kinds) {
+  return p.moves_packet || (kinds & arg_kind_bit(ArgKind::kFunc)) != 0;
+}
 inline bool call_may_move_packet(const HelperProto& p) {
-  if (p.moves_packet) return true;
-  for (ArgKind k : p.args) {
-    if (k == ArgKind::kFunc) return true;
-  }
-  return false;
+  return call_may_move_packet(p, arg_kinds(p));
+}
+
+// Whether the memory a call of p returns becomes accessible to the run
+// (grant_return). bpf_obj_new's objects take no grant: the engines find
+// objects by address (maps::obj_region).
+inline bool returns_grant(const HelperProto& p) {
+  return (p.ret == RetKind::kMemOrNull || p.ret == RetKind::kMapValueOrNull) &&
+         p.obj_call != HelperProto::ObjCall::kNew;
+}
+
+// Whether a call of p needs none of the protocol around a helper call: no
+// argument to check, no packet move or callback, no grant. A proto with a
+// slot_fn must be such (prepare_program refuses others): both engines call
+// a slot_fn with nothing around it but the fault check.
+inline bool call_needs_nothing(const HelperProto& p) {
+  const uint32_t kinds = arg_kinds(p);
+  return (kinds & ~kUncheckedArgKinds) == 0 && !call_may_move_packet(p, kinds) && !returns_grant(p);
 }
 
 // Helper ids are the kernel's (enum bpf_func_id); the table is indexed by id.

@@ -14,7 +14,13 @@
 // one contiguous range), then a one-entry cache of the last other region hit,
 // then interp_check.cc. The instruction budget is charged only on backward
 // jumps (with the jump distance, the size of the loop body) and calls, so
-// straight-line code and forward branches pay nothing.
+// straight-line code and forward branches pay nothing. A helper or kfunc
+// call pays only for what its proto needs: a slot_fn (the loader's
+// bpf_obj_new / bpf_obj_drop, each from a call site and dispatch of its
+// own) is called bare; otherwise one word of argument kinds (arg_kinds)
+// says whether check_helper_args has anything to check and whether the
+// call may move the packet, and a map value's grant reuses the map the
+// check found.
 #include <cinttypes>
 #include <cstring>
 #include <optional>
@@ -171,6 +177,8 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
   enter_frame(s);
   const int base = s.depth;
   const Insn* const insns = s.insns;
+  const HelperProto* const* const helpers = s.prog->helpers;
+  const HelperProto* const* const kfuncs = s.prog->kfuncs.data();
   const Insn* pc = insns + entry;
   const Insn* target;
   uint64_t reg[kNumRegs] = {0, args[0], args[1], args[2], args[3], args[4]};
@@ -412,23 +420,51 @@ call:
     goto push_frame;
   }
   {
-    const HelperProto& proto =
-        pc->src == kPseudoCallHelper ? *s.prog->helpers[pc->imm] : *s.prog->kfuncs[pc->imm];
+    const HelperProto& proto = pc->src == kPseudoCallHelper ? *helpers[pc->imm] : *kfuncs[pc->imm];
     s.budget = budget;
     s.call_pc = pc;
-    if (!check_helper_args(s, proto, reg)) goto stopped;
-    reg[0] = proto.slot_fn ? proto.slot_fn(reg[1], reg[2], &s.obj)
-                           : proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
-    if (call_may_move_packet(proto)) s.hit = Region{};
-    // (bpf_obj_new's objects are found by address, obj_region: no grant)
-    if ((proto.ret == RetKind::kMemOrNull || proto.ret == RetKind::kMapValueOrNull) &&
-        proto.obj_call != HelperProto::ObjCall::kNew) {
-      grant_return(s, proto, reg + 1, reg[0]);  // also caches it: the next access is likely there
+    // After the call: r1-r5 unreadable, a fault in the callee stops the
+    // run, callbacks may have spent budget.
+#define CALL_RETURNED()                                         \
+  do {                                                          \
+    reg[1] = reg[2] = reg[3] = reg[4] = reg[5] = kClobberedReg; \
+    if (s.stop != Stop::kRunning) goto stopped;                 \
+    budget = s.budget;                                          \
+    NEXT();                                                     \
+  } while (0)
+    if (proto.slot_fn != nullptr) {
+      // The loader's bpf_obj_new / bpf_obj_drop: nothing to check, no
+      // packet moved, no grant (prepare_program holds protos with a
+      // slot_fn to call_needs_nothing). New and drop get a call and a
+      // dispatch each: a program alternates them, and one shared indirect
+      // call and jump would alternate their targets too, which predicts
+      // worse than two sites with one target each.
+      if (proto.obj_call == HelperProto::ObjCall::kNew) {
+        asm volatile("");  // keeps the two calls apart (no hoisting)
+        reg[0] = proto.slot_fn(reg[1], reg[2], &s.obj);
+        CALL_RETURNED();
+      }
+      reg[0] = proto.slot_fn(reg[1], reg[2], &s.obj);
+      CALL_RETURNED();
     }
-    reg[1] = reg[2] = reg[3] = reg[4] = reg[5] = kClobberedReg;
-    if (s.stop != Stop::kRunning) goto stopped;
-    budget = s.budget;
-    NEXT();
+    const uint32_t kinds = arg_kinds(proto);
+    // Protos whose arguments are all scalars (the time and id helpers, ...)
+    // have nothing to check.
+    const maps::Map* map = nullptr;
+    if ((kinds & ~kUncheckedArgKinds) != 0 && !check_helper_args(s, proto, reg, &map)) goto stopped;
+    reg[0] = proto.fn(reg[1], reg[2], reg[3], reg[4], reg[5]);
+    if (call_may_move_packet(proto, kinds)) s.hit = Region{};
+    // Granted returns also become the cached region: the next access is
+    // likely there. A map value's map is the one the check found.
+    if (returns_grant(proto)) {
+      if (map != nullptr && proto.ret == RetKind::kMapValueOrNull) {
+        grant_map_value(s, map, reg[0]);
+      } else {
+        grant_return(s, proto, reg + 1, reg[0]);
+      }
+    }
+    CALL_RETURNED();
+#undef CALL_RETURNED
   }
 callx:
   if (!is_callback_value(*s.prog, DST)) {

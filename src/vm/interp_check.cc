@@ -209,9 +209,12 @@ bool check_mem(InterpState& s, uint64_t addr, uint64_t size, bool write) {
   return stack.contains(addr, size) || check_mem_nonstack(s, addr, size, write);
 }
 
-bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t* regs) {
+bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t* regs,
+                       const maps::Map** map_out) {
   const maps::Map* map = nullptr;  // of the last kConstMapPtr argument
   for (int i = 0; i < 5; ++i) {
+    // Scalars and sizes (most arguments) skip the switch's jump table.
+    if (arg_kind_bit(proto.args[i]) & kUncheckedArgKinds) continue;
     const uint64_t v = regs[i + 1];
     switch (proto.args[i]) {
       case ArgKind::kNone:
@@ -274,6 +277,7 @@ bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t*
         break;
     }
   }
+  if (map_out != nullptr) *map_out = map;
   return true;
 }
 

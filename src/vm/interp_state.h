@@ -101,8 +101,12 @@ inline bool check_mem_nonstack(InterpState& s, uint64_t addr, uint64_t size, boo
 bool check_mem(InterpState& s, uint64_t addr, uint64_t size, bool write);
 
 // Checks a helper's or kfunc's pointer arguments (regs = r0..r5) against its
-// proto; on failure records the fault and returns false.
-bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t* regs);
+// proto; on failure records the fault and returns false. On success
+// *map_out (if given) = the map of the last kConstMapPtr argument (nullptr
+// if none): the map grant_return would find for a kMapValueOrNull return
+// (grant_map_value then needs no search).
+bool check_helper_args(InterpState& s, const HelperProto& proto, const uint64_t* regs,
+                       const maps::Map** map_out = nullptr);
 
 // Remembers the memory a kMemOrNull or kMapValueOrNull helper returned as an
 // accessible region (args = r1..r5 as passed). Values of maps whose lookup is

@@ -53,6 +53,13 @@ Status check_call_target(const Program& prog, const HelperProto* proto, size_t p
     return prog_error(prog, EINVAL, pc, "%s %s may sleep; program is not sleepable", what,
                       proto->name ? proto->name : "?");
   }
+  // The engines call a slot_fn bare: it must need nothing else.
+  if (proto->slot_fn != nullptr && !call_needs_nothing(*proto)) {
+    return prog_error(prog, EINVAL, pc,
+                      "%s %s has a slot_fn but checked arguments, a callback, a packet move or "
+                      "a granted return",
+                      what, proto->name ? proto->name : "?");
+  }
   return Status::Ok();
 }
 

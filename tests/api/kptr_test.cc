@@ -48,6 +48,16 @@ class KptrTest : public ::testing::TestWithParam<Engine> {
   }
   userbpf::mem::MemDomain& dom() { return *rt->impl()->mem; }
   // Objects handed out and not dropped, once frees in flight have settled.
+  // Waits until no object of the domain waits for a grace period (true),
+  // or gives up after 100 grace periods.
+  bool settle_rcu_frees() {
+    userbpf::mem::MemAlloc& ma = dom().global_ma;
+    for (int i = 0; i < 100 && ma.stats().rcu_waiting != 0; i++) {
+      (void)dom().rcu.synchronize_rcu(userbpf::mem::RcuFlavor::kBoth);
+      ma.flush();
+    }
+    return ma.stats().rcu_waiting == 0;
+  }
   uint64_t in_use() {
     (void)dom().rcu.rcu_barrier();
     dom().global_ma.flush();
@@ -314,11 +324,7 @@ TEST_P(KptrTest, LeakedObjectTakenFromAMapWaitsForAGracePeriod) {
   ASSERT_EQ(run_ok("stash_array", a), 0);
   EXPECT_EQ(in_use(), base + 1);
   userbpf::mem::MemAlloc& ma = dom().global_ma;
-  for (int i = 0; i < 100 && ma.stats().rcu_waiting != 0; i++) {
-    (void)dom().rcu.synchronize_rcu(userbpf::mem::RcuFlavor::kBoth);
-    ma.flush();
-  }
-  ASSERT_EQ(ma.stats().rcu_waiting, 0u);
+  ASSERT_TRUE(settle_rcu_frees());
   {
     // A reader that entered before the drop (as a run that loaded the
     // kptr would have): the object is not reusable while it stays.
@@ -331,6 +337,30 @@ TEST_P(KptrTest, LeakedObjectTakenFromAMapWaitsForAGracePeriod) {
     EXPECT_EQ(st.in_use, base);
   }
   EXPECT_EQ(in_use(), base);
+}
+
+// bpf_obj_drop of an object the run allocated itself (its class comes
+// from the allocation, maps::ObjMemo, not the page lookup) still follows
+// the object's state: stored in a map, the drop is refused and the object
+// stays stored; taken back out, it is dropped, after a grace period (it
+// was published).
+TEST_P(KptrTest, DropOfOwnNewObjectFollowsItsState) {
+  expect_stop("stash_then_drop", Args{1, 0, 5, 0}, EINVAL, "does not own");
+  Args a{1, 0, 0, 0};
+  EXPECT_EQ(run_ok("peek_array", a), 1);  // still stored, intact
+  EXPECT_EQ(a.out, 15u);
+  EXPECT_EQ(in_use(), base + 1);
+  userbpf::mem::MemAlloc& ma = dom().global_ma;
+  ASSERT_TRUE(settle_rcu_frees());
+  {
+    userbpf::mem::RcuReadGuard reader(dom().rcu);
+    ASSERT_TRUE(reader.ok());
+    a = {2, 0, 0, 0};
+    ASSERT_EQ(run_ok("stash_take_drop", a), 0);
+    ma.flush();
+    EXPECT_EQ(ma.stats().rcu_waiting, 1u);  // not reusable while the reader stays
+  }
+  EXPECT_EQ(in_use(), base + 1);  // element 1's object
 }
 
 TEST_P(KptrTest, PercpuObjects) {

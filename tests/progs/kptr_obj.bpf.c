@@ -312,6 +312,44 @@ int past_object(struct args* a) {
   return 0;
 }
 
+// The object just allocated (the engines know it from the allocation,
+// maps::ObjMemo, and skip the page lookup when it is dropped), stored in
+// kptr_array[key], then dropped: stored, it is not the program's to drop.
+SEC("syscall")
+int stash_then_drop(struct args* a) {
+  struct val* v = bpf_map_lookup_elem(&kptr_array, &a->key);
+  if (!v) return -2;
+  struct node* n = bpf_obj_new(struct node);
+  if (!n) return -1;
+  n->a = a->val;
+  n->b = a->val * 2;
+  struct node* old = bpf_kptr_xchg(&v->ptr, n);
+  if (old) bpf_obj_drop(old);
+  bpf_obj_drop(n);
+  return 0;
+}
+
+// The object just allocated, stored in kptr_array[key] and taken straight
+// back out, then dropped: the program's again, but published (another run
+// may have loaded it meanwhile), so it waits for a grace period. r0 -3 if
+// what came out is not the object that went in.
+SEC("syscall")
+int stash_take_drop(struct args* a) {
+  struct val* v = bpf_map_lookup_elem(&kptr_array, &a->key);
+  if (!v) return -2;
+  struct node* n = bpf_obj_new(struct node);
+  if (!n) return -1;
+  struct node* old = bpf_kptr_xchg(&v->ptr, n);
+  if (old) bpf_obj_drop(old);
+  old = bpf_kptr_xchg(&v->ptr, 0);
+  if (old != n) {
+    if (old) bpf_obj_drop(old);
+    return -3;
+  }
+  bpf_obj_drop(n);
+  return 0;
+}
+
 // Per-CPU objects: a new one with this CPU's copy set to val, stored in
 // pcpu_array[0] (the previous one dropped).
 SEC("syscall")

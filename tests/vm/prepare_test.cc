@@ -97,6 +97,48 @@ TEST(Prepare, HelpersAndKfuncs) {
   EXPECT_EQ(vm::prepare_program(prog).error().code, EINVAL);
 }
 
+uint64_t fake_slot_fn(uint64_t, uint64_t, vm::ObjRunState*) {
+  return 0;
+}
+
+// The engines call a proto's slot_fn with nothing around it (no argument
+// check, no region reset, no grant), so only protos that need none of that
+// may have one.
+TEST(Prepare, SlotFnProtosNeedNothingAroundTheCall) {
+  auto prep_kfunc = [](const vm::HelperProto& proto) {
+    vm::Program prog;
+    prog.name = "p";
+    prog.insns = Asm().mov64_imm(0, 0).call_kfunc(0).exit().build();
+    prog.helpers = fake_helper_table();
+    prog.kfuncs = {&proto};
+    return vm::prepare_program(prog);
+  };
+  using vm::ArgKind;
+  vm::HelperProto ok{"slot", kFakeKfuncAdd.fn, {ArgKind::kAnything, ArgKind::kAnything}};
+  ok.slot_fn = fake_slot_fn;
+  EXPECT_TRUE(prep_kfunc(ok).ok());
+  vm::HelperProto p = ok;
+  p.args[2] = ArgKind::kMem;
+  p.args[3] = ArgKind::kConstSize;
+  expect_reject(prep_kfunc(p), EINVAL, "pc 1: kfunc slot has a slot_fn");
+  p = ok;
+  p.args[4] = ArgKind::kFunc;
+  expect_reject(prep_kfunc(p), EINVAL, "slot_fn");
+  p = ok;
+  p.moves_packet = true;
+  expect_reject(prep_kfunc(p), EINVAL, "slot_fn");
+  p = ok;
+  p.ret = vm::RetKind::kMemOrNull;
+  p.ret_size = 16;
+  expect_reject(prep_kfunc(p), EINVAL, "slot_fn");
+  // bpf_obj_new's: its objects are found by address, never granted.
+  p.obj_call = vm::HelperProto::ObjCall::kNew;
+  EXPECT_TRUE(prep_kfunc(p).ok());
+  p = ok;
+  p.ret = vm::RetKind::kMapValueOrNull;
+  expect_reject(prep_kfunc(p), EINVAL, "slot_fn");
+}
+
 TEST(Prepare, MapReferences) {
   auto map = make_fake_map(16, 1, "data");
   expect_reject(prep(Asm().ld_map(1, 1).exit(), {map.get()}), EINVAL,
