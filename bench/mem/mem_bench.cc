@@ -60,15 +60,30 @@ BENCHMARK(BM_CurrentCpuId);
 // of the domain): what bpf_rcu_read_lock/unlock and nested host lookups pay.
 void BM_RcuReadSectionNested(benchmark::State& state) {
   RcuDomain& rcu = env().rcu;
+  SlotGuard run(rcu.slots());  // as a run: a slot, marked as the domain's section
+  RcuDomain* outer = RcuReadGuard::set_current(&rcu);
+  for (auto _ : state) {
+    RcuReadGuard g(rcu);
+    benchmark::DoNotOptimize(&g);
+  }
+  RcuReadGuard::set_current(outer);
+}
+BENCHMARK(BM_RcuReadSectionNested);
+
+// The same inside a host thread's section on its reader record.
+void BM_RcuReadSectionNestedInRecord(benchmark::State& state) {
+  RcuDomain& rcu = env().rcu;
   RcuReadGuard outer(rcu);
+  if (!outer.on_record()) state.SkipWithError("no reader record");
   for (auto _ : state) {
     RcuReadGuard g(rcu);
     benchmark::DoNotOptimize(&g);
   }
 }
-BENCHMARK(BM_RcuReadSectionNested);
+BENCHMARK(BM_RcuReadSectionNestedInRecord);
 
-// A read-side section from a thread outside any section: claims a slot.
+// A read-side section from a host thread outside any section: on the
+// thread's reader record (rcu.h; the first one registers it).
 void BM_RcuReadSectionStandalone(benchmark::State& state) {
   RcuDomain& rcu = env().rcu;
   for (auto _ : state) {
@@ -76,15 +91,44 @@ void BM_RcuReadSectionStandalone(benchmark::State& state) {
     benchmark::DoNotOptimize(&g);
   }
 }
-BENCHMARK(BM_RcuReadSectionStandalone);
+BENCHMARK(BM_RcuReadSectionStandalone)->Threads(1)->Threads(2);
 
-void BM_SynchronizeRcuIdle(benchmark::State& state) {
+// The same on the slot fallback (pool full, or a thread that may not
+// register): claims and releases a slot.
+void BM_RcuReadSectionSlot(benchmark::State& state) {
   RcuDomain& rcu = env().rcu;
+  RcuReadGuard::use_slots_only(true);
+  for (auto _ : state) {
+    RcuReadGuard g(rcu);
+    benchmark::DoNotOptimize(&g);
+  }
+  RcuReadGuard::use_slots_only(false);
+}
+BENCHMARK(BM_RcuReadSectionSlot);
+
+// A grace period with nothing to wait for, on a domain no reader record
+// ever entered (readers hold slots: program runs, map operations).
+void BM_SynchronizeRcuIdle(benchmark::State& state) {
+  Env& e = env();
+  RcuDomain rcu{e.slots, e.worker};
   for (auto _ : state) {
     if (!rcu.synchronize_rcu().ok()) state.SkipWithError("synchronize_rcu failed");
   }
 }
 BENCHMARK(BM_SynchronizeRcuIdle)->UseRealTime();
+
+// The same on a domain read through records (this thread owns one): each
+// grace period pays a membarrier.
+void BM_SynchronizeRcuIdleRecordReaders(benchmark::State& state) {
+  RcuDomain& rcu = env().rcu;
+  {
+    RcuReadGuard registers(rcu);
+  }
+  for (auto _ : state) {
+    if (!rcu.synchronize_rcu().ok()) state.SkipWithError("synchronize_rcu failed");
+  }
+}
+BENCHMARK(BM_SynchronizeRcuIdleRecordReaders)->UseRealTime();
 
 // alloc+free pair on a held slot (a program's bpf_obj_new + bpf_obj_drop
 // without the interpreter around it).

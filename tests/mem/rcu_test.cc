@@ -63,21 +63,33 @@ TEST(Rcu, SynchronizeInsideSectionIsEdeadlk) {
   EXPECT_EQ(r.rcu.rcu_barrier().error().code, EDEADLK);
 }
 
+// Outer section on the thread's record, then on a slot (records off): the
+// inner one takes nothing of its own.
 TEST(Rcu, ReadGuardNestsWithoutASecondSlot) {
   Rcu r;
-  RcuReadGuard outer(r.rcu);
-  ASSERT_TRUE(outer.ok());
-  EXPECT_TRUE(RcuReadGuard::in_section(r.rcu));
-  {
-    RcuReadGuard inner(r.rcu, EnterMode::kNoWait);
-    EXPECT_TRUE(inner.ok());
-    // One slot held: a second claim from this thread would have succeeded
-    // too (2 slots), so check the count of free slots instead.
-    int held = 0;
-    for (uint32_t i = 0; i < r.slots.num_slots(); i++) held += r.slots.slot_state(i) != 0;
-    EXPECT_EQ(held, 1);
+  for (bool slots_only : {false, true}) {
+    RcuReadGuard::use_slots_only(slots_only);
+    auto held = [&] {
+      int n = 0;
+      for (uint32_t i = 0; i < r.slots.num_slots(); i++) n += r.slots.slot_state(i) != 0;
+      return n;
+    };
+    RcuReadGuard outer(r.rcu);
+    ASSERT_TRUE(outer.ok());
+    EXPECT_EQ(outer.on_record(), !slots_only);
+    EXPECT_EQ(held(), slots_only ? 1 : 0);
+    EXPECT_TRUE(RcuReadGuard::in_section(r.rcu));
+    {
+      // A second claim from this thread would have succeeded too (2 slots),
+      // so check the count of held slots instead.
+      RcuReadGuard inner(r.rcu, EnterMode::kNoWait);
+      EXPECT_TRUE(inner.ok());
+      EXPECT_FALSE(inner.on_record());
+      EXPECT_EQ(held(), slots_only ? 1 : 0);
+    }
+    EXPECT_TRUE(RcuReadGuard::in_section(r.rcu));
   }
-  EXPECT_TRUE(RcuReadGuard::in_section(r.rcu));
+  RcuReadGuard::use_slots_only(false);
 }
 
 std::atomic<int> g_cb_runs{0};
