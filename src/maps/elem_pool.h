@@ -434,17 +434,31 @@ template <class Next>
 inline void ElemPool::free_rcu_chain(int slot, void* e, Next&& next) {
   if (static_cast<uint32_t>(slot) < nslots_) [[likely]] {
     SlotCache& c = caches_[static_cast<uint32_t>(slot)];
+    // In locals: the link stores would make the compiler reload them.
+    const uintptr_t base = base_;
+    const uint64_t magic = magic_;
+    const uint32_t elem_size = elem_size_;
+    const uint32_t link_offset = link_offset_;
+    const bool fast_index = fast_index_;
     while (e && cache_enter(c)) {
       uint32_t n = c.pend_cnt.load(std::memory_order_relaxed);
+      uint32_t head = c.pend_head;
+      if (!head) c.pend_tail = static_cast<uint32_t>(index_of(e) + 1);
       do {
         void* following = next(e);
-        const auto i = static_cast<uint32_t>(index_of(e) + 1);
+        const uint64_t off = reinterpret_cast<uintptr_t>(e) - base;
+        const auto i = static_cast<uint32_t>(
+            (fast_index ? static_cast<uint64_t>((static_cast<unsigned __int128>(magic) * off) >> 64)
+                        : off / elem_size) +
+            1);
+        USERBPF_DEBUG_ASSERT(i == index_of(e) + 1);
         USERBPF_DEBUG_ASSERT(i <= carved_.load(std::memory_order_relaxed));
-        link_of(e)->store(c.pend_head, std::memory_order_relaxed);
-        if (!c.pend_head) c.pend_tail = i;
-        c.pend_head = i;
+        reinterpret_cast<std::atomic<uint32_t>*>(static_cast<char*>(e) + link_offset)
+            ->store(head, std::memory_order_relaxed);
+        head = i;
         e = following;
       } while (++n < kSlotBatch && e);
+      c.pend_head = head;
       c.pend_cnt.store(n, std::memory_order_relaxed);
       if (n >= kSlotBatch)
         seal_slot(c);  // leaves

@@ -20,7 +20,8 @@
 //
 // LRU hash (LRU_HASH, LRU_PERCPU_HASH; lru_hash.cc, the kernel's htab_lru_*):
 // the same table, elements and ElemPool (always preallocated: the kernel
-// answers BPF_F_NO_PREALLOC with ENOTSUPP), plus an LruList (lru_list.h)
+// answers BPF_F_NO_PREALLOC with ENOTSUPP; LRU_HASH's chains run oldest
+// first, lru_hash.cc says why), plus an LruList (lru_list.h)
 // that picks the element to evict. Each element ends with its LruNode, after
 // the value copies (lru_offset), so HASH elements do not grow and access_ok
 // never lets a program reach a node. An insert takes its element from the
@@ -56,8 +57,9 @@
 //     `next` with acquire loads. A new element is fully written (special
 //     fields zeroed) before the release store that links it.
 //   - An update of an existing key links the new element at the head before
-//     unlinking the old one, so a concurrent lookup finds one or the other,
-//     never neither, never a half-written value.
+//     unlinking the old one (LRU_HASH: puts it in the old one's place with
+//     one store), so a concurrent lookup finds one or the other, never
+//     neither, never a half-written value.
 //   - An unlinked element keeps its `next`, key and value until a grace
 //     period has passed, so readers standing on it end at their own bucket's
 //     marker and see the bytes they looked up. The nulls restart (a walk
@@ -383,9 +385,10 @@ template <uint32_t kSize>
 bool htab_reclaim_host(HashMap* h);
 
 // htab_update_in_section's retries after ENOMEM (out of line, so the first
-// update inlines into its caller).
+// update inlines into its caller; update by value, so the first one keeps
+// its captures in registers).
 template <class Update>
-[[gnu::noinline]] long htab_update_retry(HashMap* h, HtabSection& sec, Update& update) {
+[[gnu::noinline]] long htab_update_retry(HashMap* h, HtabSection& sec, Update update) {
   long rc = -ENOMEM;
   KeepErrno keep_errno;
   for (int round = 0; rc == -ENOMEM && sec.owned() && round < kHostNomemRetries; round++) {

@@ -10,15 +10,35 @@
 // cannot be had, never a wait for a lock this thread holds). The callbacks
 // run inside LruList operations. htab_lru_init: host, at creation.
 //
+// Chains run oldest first (LRU_HASH; the kernel and HASH link new elements
+// at the head): an insert appends its element where its search for the key
+// ended, at the chain's last link, and a replacement takes the old
+// element's place in one store. The LRU evicts the oldest elements, so a
+// victim mostly leads its chain and is unlinked from the bucket head, whose
+// line eviction fetched ahead; linked at the head it was mostly last, and
+// the walk to it waited for each element before it (the largest stall of
+// eviction). Nothing observable depends on the order within a chain (a
+// walk's order across buckets already differs from the kernel's).
+//
 // Speed (bench/progs/lru_hash_update.bpf.c: every insert evicts). The path
 // runs at about 3 instructions per cycle, so what it executes is what
 // counts: the update is one function per key size with the hash, the
 // pool's and the LRU's fast paths inlined; eviction unlinks its victims a
 // batch at a time, their buckets fetched first, and frees them as one chain;
 // LRU maps keep no element count. 720 -> 500 instructions and 72 -> 58 ns
-// per insert. Tried without effect: dropping the count or prefetching alone
-// (before the instruction count fell, the stalls only moved), fetching each
-// chain's first element ahead (insert and eviction).
+// per insert. Then 537 -> 432 instructions (callgrind: all of an insert's,
+// its share of eviction included) and 58 -> about 45 ns: the LRU's locks
+// record nothing per acquisition (untracked, lru_list.h), a batch of
+// evictions keeps one record entry for all its bucket locks (MapLockSeq),
+// chains run oldest first (above; the largest part), the update reads its
+// bucket's head once, and the eviction loops keep their counts and the
+// pool's fields in registers. Tried without effect: dropping the count or
+// prefetching alone (before the instruction count fell, the stalls only
+// moved), fetching each chain's first element ahead (insert; eviction
+// before chains ran oldest first), fetching the pool's next free element
+// ahead (nothing here, HASH inserts 4% slower). Measured, not done: the
+// Local lock's exchange costs about 1.3 ns of an insert; an owner-only
+// Local would need every other thread's push_free to defer its entry.
 #include <cerrno>
 #include <new>
 
@@ -67,8 +87,24 @@ uint32_t lru_del_batch(void* arg, LruNode** nodes, uint32_t n) {
     buckets[j] = lru_bucket_of(h, nodes[j]);
     __builtin_prefetch(&h->buckets[buckets[j]], 1);
   }
-  const bool nested = LruList::in_nested_op();
   uint32_t k = 0;
+  // Not nested: the thread holds no bucket lock of this map (LRU locks are
+  // untracked), so one record entry serves the whole batch. Values with
+  // special fields go one lock at a time (lru_unlink): their release, after
+  // each unlock, may take long, and the entry would keep the group busy.
+  MapLockSeq seq;
+  if (n && !LruList::in_nested_op() && !map_fields(h) && seq.begin(h, buckets[0] & h->lock_mask)) {
+    for (uint32_t j = 0; j < n; j++) {
+      std::atomic<uint32_t>& lock = h->buckets[buckets[j]].lock;
+      seq.acquire(lock, buckets[j] & h->lock_mask);
+      const bool found = htab_unlink_if_linked(h, buckets[j], htab_lru_elem(h, nodes[j]));
+      MapLockSeq::release(lock);
+      if (found) nodes[k++] = nodes[j];
+    }
+    seq.end();
+    return k;
+  }
+  const bool nested = LruList::in_nested_op();
   for (uint32_t j = 0; j < n; j++)
     if (lru_unlink(h, htab_lru_elem(h, nodes[j]), buckets[j], nested)) nodes[k++] = nodes[j];
   return k;
@@ -85,9 +121,12 @@ void lru_free_node(void* arg, LruNode* node) {
 // LruList::free_nodes: the same for a chain of nodes.
 void lru_free_nodes(void* arg, LruNode* chain) {
   auto* h = static_cast<HashMap*>(arg);
-  h->pool.free_rcu_chain(h->dom->slots.held_slot(), htab_lru_elem(h, chain), [h](void* e) {
-    auto* next = static_cast<LruNode*>(htab_lru_node(h, static_cast<HashElem*>(e))->next);
-    return next ? static_cast<void*>(htab_lru_elem(h, next)) : nullptr;
+  const uint32_t off = h->lru_offset;
+  h->pool.free_rcu_chain(h->dom->slots.held_slot(), htab_lru_elem(h, chain), [off](void* e) {
+    // node->next, as an element (htab_lru_node/htab_lru_elem with the
+    // offset in a register).
+    LruLink* next = reinterpret_cast<LruLink*>(static_cast<char*>(e) + off)->next;
+    return next ? static_cast<void*>(reinterpret_cast<char*>(next) - off) : nullptr;
   });
 }
 
@@ -113,39 +152,52 @@ void lru_free_nodes(void* arg, LruNode* chain) {
 // kSize: the key size when known at compile time (4, 8), else 0.
 // Kernel htab_lru_map_update_elem: the element is taken and filled before
 // the bucket lock; a replacement is marked used (it inherits the old key's
-// recency) and links ahead of the element it replaces.
+// recency) and takes the place of the element it replaces (the kernel links
+// it at the head, then unlinks the old one).
 template <uint32_t kSize>
 [[gnu::always_inline]] inline long lru_htab_update(HashMap* h, const void* key, const void* value,
                                                    uint64_t op, int slot) {
   const uint32_t hash = hash_key(key, kSize ? kSize : h->key_size, h->secret);
   const uint32_t bucket = htab_bucket_index(h, hash);
+  HashBucket* const b = &h->buckets[bucket];
   // The bucket is fetched while the LRU works.
-  __builtin_prefetch(&h->buckets[bucket], 1);
+  __builtin_prefetch(b, 1);
   HashElem* e = lru_pop_elem(h, slot);
   if (!e) return -ENOMEM;
   htab_init_elem_sized<kSize>(h, e, key, value, hash);
   HashElem* old = nullptr;
-  long err = htab_lock_bucket(h, bucket);
+  long err = map_lock_acquire(b->lock, h, bucket & h->lock_mask);
   if (!err) {
-    old = htab_lookup_locked_sized<kSize>(h, bucket, key, hash);
+    // The search ends on old's link or on the chain's last one, where e
+    // goes: chains run oldest first (see the top of this file).
+    std::atomic<uintptr_t>* link = &b->head;
+    uintptr_t p = link->load(std::memory_order_relaxed);
+    if (!p) p = nulls_marker(bucket);
+    while (!is_nulls(p)) {
+      auto* c = reinterpret_cast<HashElem*>(p);
+      if (c->hash.load(std::memory_order_relaxed) == hash &&
+          equal_padded(elem_key(c), key, kSize ? kSize : h->key_size)) {
+        old = c;
+        break;
+      }
+      link = &c->next;
+      p = link->load(std::memory_order_relaxed);
+    }
     if (old && op == kBpfNoexist) {
       err = -EEXIST;
     } else if (!old && op == kBpfExist) {
       err = -ENOENT;
     } else {
-      const uintptr_t first = htab_first(h, bucket);
-      e->next.store(first, std::memory_order_relaxed);
-      h->buckets[bucket].head.store(reinterpret_cast<uintptr_t>(e), std::memory_order_release);
       if (old) {
+        // e takes old's place in one store: a reader finds one or the
+        // other; one standing on old goes on from old's next.
         LruList::set_ref(htab_lru_node(h, e));
-        // Mostly old led the chain and follows e now: no second walk.
-        if (first == reinterpret_cast<uintptr_t>(old))
-          e->next.store(old->next.load(std::memory_order_relaxed), std::memory_order_release);
-        else
-          htab_unlink_locked(h, bucket, old);
+        p = old->next.load(std::memory_order_relaxed);
       }
+      e->next.store(p, std::memory_order_relaxed);
+      link->store(reinterpret_cast<uintptr_t>(e), std::memory_order_release);
     }
-    htab_unlock_bucket(h, bucket);
+    map_lock_release(b->lock);
   }
   if (err) {
     htab_free_elem(h, slot, e);

@@ -242,24 +242,40 @@ uint32_t LruList::shrink_inactive(List& l, uint32_t target, uint32_t* free, Evic
   LruLink* cur = head->prev;
   uint32_t freed = 0;
   uint32_t i = 0;
+  const uint32_t scans = nr_scans_;
   LruNode* batch[kDelBatch];
-  while (freed < target && i < nr_scans_ && cur != head) {
+  while (freed < target && i < scans && cur != head) {
+    // Candidates for this batch: at most what target still misses.
     uint32_t m = 0;
-    for (; m < target - freed && m < kDelBatch && i < nr_scans_ && cur != head; i++) {
+    uint32_t room = std::min(target - freed, kDelBatch);
+    while (i < scans && cur != head) {
       LruLink* older = cur->prev;
       LruNode* n = as_node(cur);
-      if (is_pending_free(n)) {
+      i++;
+      if (is_pending_free(n)) [[unlikely]] {
         evict(l, n, free, ev);
         freed++;
+        room = std::min(target - freed, kDelBatch);
       } else if (is_ref(n)) {
         move(l, n, LruNodeType::kActive);
       } else {
         batch[m++] = n;
       }
       cur = older;
+      if (m >= room) break;
     }
+    // evict() for each, knowing they are inactive; the counts once.
     const uint32_t k = del_batch(batch, m);
-    for (uint32_t j = 0; j < k; j++) evict(l, batch[j], free, ev);
+    for (uint32_t j = 0; j < k; j++) {
+      LruNode* n = batch[j];
+      USERBPF_DEBUG_ASSERT(type_of(n) == LruNodeType::kInactive);
+      if (l.rotation == n) l.rotation = n->prev;
+      list_del(n);
+      set_type(n, LruNodeType::kFree);
+      ev.push(n);
+    }
+    l.n_inactive -= k;
+    *free += k;
     freed += k;
   }
   return freed;
@@ -318,14 +334,14 @@ void LruList::flush_pending(Local& loc, Evicted& ev) {
 }
 
 void LruList::refill_local(Local& loc, bool nested, Evicted& ev) {
-  if (lock(global_.lock, kGlobalGroup, nested) != 0) return;
+  if (lock(global_.lock, nested) != 0) return;
   flush_pending(loc, ev);
   rotate(global_);
   uint32_t take = std::min(global_.free, target_free_);
   global_.free -= take;
   loc.free += take;
   if (take < target_free_) shrink(global_, target_free_ - take, &loc.free, ev);
-  map_lock_release(global_.lock);
+  unlock(global_.lock);
 }
 
 bool LruList::steal_pending(Local& v, Evicted& ev) {
@@ -348,16 +364,16 @@ bool LruList::steal_pending(Local& v, Evicted& ev) {
 // ready): evicts one more element, from the global list or else loc's own
 // pending list, and hands over its memory; its entry joins loc's.
 LruNode* LruList::evict_for_reuse(Local& loc, bool nested, Evicted& ev) {
-  if (!ev.head && lock(global_.lock, kGlobalGroup, nested) == 0) {
+  if (!ev.head && lock(global_.lock, nested) == 0) {
     shrink(global_, 1, &loc.free, ev);
-    map_lock_release(global_.lock);
+    unlock(global_.lock);
   }
   if (!ev.head && steal_pending(loc, ev)) loc.free++;
   return ev.pop();
 }
 
 LruNode* LruList::common_pop_free(uint32_t s, LruNode* fresh, bool nested) {
-  if (lock(local_[s].lock, slot_group(s), nested) != 0) return nullptr;
+  if (lock(local_[s].lock, nested) != 0) return nullptr;
   return common_pop_free_locked(s, fresh, nested);
 }
 
@@ -378,7 +394,7 @@ LruNode* LruList::common_pop_free_locked(uint32_t s, LruNode* fresh, bool nested
     else
       loc.free++;
   }
-  map_lock_release(loc.lock);
+  unlock(loc.lock);
   release(ev);
   if (node) return node;
 
@@ -389,9 +405,9 @@ LruNode* LruList::common_pop_free_locked(uint32_t s, LruNode* fresh, bool nested
   uint32_t v = first;
   do {
     Local& victim = local_[v];
-    if (lock(victim.lock, slot_group(v), nested) == 0) {
+    if (lock(victim.lock, nested) == 0) {
       got = (fresh && take_local(victim)) || steal_pending(victim, ev);
-      map_lock_release(victim.lock);
+      unlock(victim.lock);
     }
     v = v + 1 == ncpus_ ? 0 : v + 1;
   } while (!got && v != first);
@@ -399,7 +415,7 @@ LruNode* LruList::common_pop_free_locked(uint32_t s, LruNode* fresh, bool nested
   node = got ? (fresh ? fresh : ev.pop()) : nullptr;
   release(ev);
   if (!node) return nullptr;
-  if (lock(loc.lock, slot_group(s), nested) != 0) {
+  if (lock(loc.lock, nested) != 0) {
     // Busy now (nested try-lock): the entry stays with this slot, an
     // evicted node goes the way of all evicted nodes.
     loc.returned.fetch_add(1, std::memory_order_relaxed);
@@ -407,7 +423,7 @@ LruNode* LruList::common_pop_free_locked(uint32_t s, LruNode* fresh, bool nested
     return nullptr;
   }
   add_pending(loc, s, node);
-  map_lock_release(loc.lock);
+  unlock(loc.lock);
   return node;
 }
 
@@ -419,7 +435,7 @@ void LruList::common_push_free(LruNode* node, bool nested) {
     // check again under the lock.
     uint32_t s = node->cpu;
     Local& loc = local_[s];
-    if (lock(loc.lock, slot_group(s), nested) != 0) {
+    if (lock(loc.lock, nested) != 0) {
       node->pending_free.store(1, std::memory_order_release);
       return;
     }
@@ -427,19 +443,19 @@ void LruList::common_push_free(LruNode* node, bool nested) {
       list_del(node);
       set_type(node, LruNodeType::kFree);
       loc.free++;
-      map_lock_release(loc.lock);
+      unlock(loc.lock);
       cb_.free_node(cb_.arg, node);
       return;
     }
-    map_lock_release(loc.lock);
+    unlock(loc.lock);
   }
-  if (lock(global_.lock, kGlobalGroup, nested) != 0) {
+  if (lock(global_.lock, nested) != 0) {
     node->pending_free.store(1, std::memory_order_release);
     return;
   }
   remove(global_, node);
   global_.free++;
-  map_lock_release(global_.lock);
+  unlock(global_.lock);
   cb_.free_node(cb_.arg, node);
 }
 
@@ -449,7 +465,7 @@ LruNode* LruList::percpu_pop_free(uint32_t s, LruNode* fresh, bool nested) {
   NestedScope scope(t_nested, nested);  // for del_from_htab
   List& l = lists_[s];
   Evicted ev;
-  if (lock(l.lock, slot_group(s), nested) != 0) return nullptr;
+  if (lock(l.lock, nested) != 0) return nullptr;
   rotate(l);
   if (l.free == 0) shrink(l, kPercpuFreeTarget, &l.free, ev);
   // No element ready: evict one even if entries are free, for its memory.
@@ -461,7 +477,7 @@ LruNode* LruList::percpu_pop_free(uint32_t s, LruNode* fresh, bool nested) {
     init_node(node, s);
     move_in(l, node, LruNodeType::kInactive);
   }
-  map_lock_release(l.lock);
+  unlock(l.lock);
   release(ev);
   return node;
 }
@@ -470,13 +486,13 @@ void LruList::percpu_push_free(LruNode* node, bool nested) {
   USERBPF_DEBUG_ASSERT(type_of(node) != LruNodeType::kFree);
   uint32_t s = node->cpu;
   List& l = lists_[s];
-  if (lock(l.lock, slot_group(s), nested) != 0) {
+  if (lock(l.lock, nested) != 0) {
     node->pending_free.store(1, std::memory_order_release);
     return;
   }
   remove(l, node);
   l.free++;
-  map_lock_release(l.lock);
+  unlock(l.lock);
   cb_.free_node(cb_.arg, node);
 }
 
@@ -484,13 +500,13 @@ void LruList::percpu_push_free(LruNode* node, bool nested) {
 
 LruNode* LruList::pop_free_slow(int slot, LruNode* fresh) {
   USERBPF_DEBUG_ASSERT(slot >= 0);
-  const bool nested = thread_holds_map_lock();
+  const bool nested = map_lock_thread_busy();
   const uint32_t s = slot_index(slot);
   return percpu_ ? percpu_pop_free(s, fresh, nested) : common_pop_free(s, fresh, nested);
 }
 
 void LruList::push_free(LruNode* node) {
-  bool nested = thread_holds_map_lock();
+  bool nested = map_lock_thread_busy();
   if (percpu_)
     percpu_push_free(node, nested);
   else

@@ -85,14 +85,18 @@
 // first bucket lock (each lock's exchange would otherwise wait for its own
 // cache misses; the batch is on the stack, hence the bound).
 //
-// Locks (map_lock.h spin locks, owner = this LruList; group 0 the global
-// list, 1 + s slot s's Local or List). Order: Local -> global List ->
-// bucket lock (taken by del_from_htab). Never two Locals at once (a steal
-// drops its own Local first). An operation that starts while its thread
-// already holds a map lock (a signal handler that interrupted a lock holder,
-// or a caller under a bucket lock) only try-locks (map_lock_try_acquire), so it can
-// never wait for a lock its own thread holds; in_nested_op() tells
-// del_from_htab to try-lock its bucket too. Failures are clean: pop_free
+// Locks (map_lock.h spin locks, untracked: one per Local, the global list's,
+// one per per-CPU List). Order: Local -> global List -> bucket lock (taken
+// by del_from_htab). Never two Locals at once (a steal drops its own Local
+// first). An operation that starts while its thread already holds a map
+// lock (map_lock_thread_busy(): a signal handler that interrupted a lock
+// holder, or a caller under a bucket lock) only try-locks, so it can never
+// wait for a lock its own thread holds, nor for one whose holder waits for
+// a lock of ours; in_nested_op() tells del_from_htab to try-lock its bucket
+// too. That rule is what keeps re-entry safe, so the locks need no (owner,
+// group) record: a re-entered operation finds the word taken and fails as
+// the record would have made it fail (the record cost ~20 instructions per
+// lock round trip on the insert path). Failures are clean: pop_free
 // returns nullptr; push_free that cannot lock marks the node pending_free
 // and returns, and whoever next flushes, shrinks or steals past it frees its
 // entry and calls free_node, without calling del_from_htab (the map has
@@ -134,11 +138,10 @@
 //           and is reused at once: reinitialise it (bump seq) like a fresh
 //           one. Fill key and value, lock the bucket (failure: push_free(n));
 //           link n's element; if it replaced one, set_ref(n) and unlink the
-//           old one; unlock; then push_free the element that left the table
-//           (the old one, or n's on EEXIST/ENOENT/lock failure) after
-//           releasing its fields. LRU_PERCPU_HASH writes an existing key's
-//           copies in place instead (set_ref on it) and gives n back; its
-//           BPF_EXIST updates take no entry.
+//           old one (LRU_HASH: n's element takes its place); unlock; then push_free the element
+//           that left the table (the old one, or n's on EEXIST/ENOENT/lock failure) after releasing
+//           its fields. LRU_PERCPU_HASH writes an existing key's copies in place instead (set_ref
+//           on it) and gives n back; its BPF_EXIST updates take no entry.
 //   delete  unlink under the bucket lock, unlock, release the fields,
 //           push_free(&e->lru). The same for lookup_and_delete and batch
 //           deletes.
@@ -149,7 +152,7 @@
 //           element if it is still on the chain, release its fields; true
 //           iff unlinked. Lock order: LRU locks -> bucket.
 //   del_batch(arg, nodes, n): del_from_htab of each, the buckets of all
-//           prefetched first.
+//           prefetched first, one lock record entry for all (MapLockSeq).
 //   free_node(arg, node): pool.free_rcu(element); free_nodes(arg, chain):
 //           pool.free_rcu_chain (one pass over the slot's cache).
 //   count   none: elements never exceed max_entries through the LRU's
@@ -259,17 +262,16 @@ class LruList {
   // The common case is inline: a fresh node, common mode, outside any other
   // map lock, and a free entry in the slot's Local.
   [[gnu::always_inline]] LruNode* pop_free(int slot, LruNode* fresh) {
-    if (!percpu_ && fresh && !thread_holds_map_lock()) [[likely]] {
+    if (!percpu_ && fresh && !map_lock_thread_busy()) [[likely]] {
       const uint32_t s = slot_index(slot);
       Local& loc = local_[s];
-      if (map_lock_acquire(loc.lock, this, slot_group(s)) == 0) [[likely]] {
-        if (take_local(loc)) [[likely]] {
-          add_pending(loc, s, fresh);
-          map_lock_release(loc.lock);
-          return fresh;
-        }
-        return common_pop_free_locked(s, fresh, false);
+      map_lock_acquire_untracked(loc.lock);
+      if (take_local(loc)) [[likely]] {
+        add_pending(loc, s, fresh);
+        map_lock_release_untracked(loc.lock);
+        return fresh;
       }
+      return common_pop_free_locked(s, fresh, false);
     }
     return pop_free_slow(slot, fresh);
   }
@@ -334,22 +336,17 @@ class LruList {
     }
   };
 
-  static constexpr uint32_t kGlobalGroup = 0;  // lock group of the global list
-  static uint32_t slot_group(uint32_t s) { return s + 1; }
-  // Whether this thread already holds (or is taking) a map lock: an LRU
-  // operation started now only try-locks.
-  static bool thread_holds_map_lock() {
-    return t_held_map_locks.depth.load(std::memory_order_relaxed) != 0;
-  }
-
   static void init_list(List& l);
   uint32_t slot_index(int slot) const {
     uint32_t s = static_cast<uint32_t>(slot);
     return s < ncpus_ ? s : s % ncpus_;
   }
-  [[gnu::always_inline]] int lock(std::atomic<uint32_t>& word, uint32_t group, bool nested) {
-    return nested ? map_lock_try_acquire(word, this, group) : map_lock_acquire(word, this, group);
+  [[gnu::always_inline]] static int lock(std::atomic<uint32_t>& word, bool nested) {
+    if (nested) return map_lock_try_acquire_untracked(word);
+    map_lock_acquire_untracked(word);
+    return 0;
   }
+  static void unlock(std::atomic<uint32_t>& word) { map_lock_release_untracked(word); }
   bool del(LruNode* n) { return cb_.del_from_htab(cb_.arg, n); }
   // del for each of n nodes: those unlinked moved to the front; how many.
   uint32_t del_batch(LruNode** nodes, uint32_t n);

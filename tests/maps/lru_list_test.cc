@@ -154,9 +154,7 @@ class FakeTable {
  private:
   // A signal handler that interrupted a lock holder only try-locks: it must
   // not spin on a lock whose holder may be waiting for one of ours.
-  int lock_bucket(uint32_t b) {
-    return lock_bucket(b, t_held_map_locks.depth.load(std::memory_order_relaxed) != 0);
-  }
+  int lock_bucket(uint32_t b) { return lock_bucket(b, map_lock_thread_busy()); }
   int lock_bucket(uint32_t b, bool nested) {
     return nested ? map_lock_try_acquire(locks[b], this, b) : map_lock_acquire(locks[b], this, b);
   }
