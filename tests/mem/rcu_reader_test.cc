@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "mem/rcu.h"
+#include "signal_kicker.h"
 
 namespace userbpf::mem {
 namespace {
@@ -29,6 +30,14 @@ struct Rcu {
   BackgroundWorker worker;
   RcuDomain rcu{slots, worker};
 };
+
+// The calling thread's reader record, registered by a first section of rcu.
+detail::RcuReader* registered_record(RcuDomain& rcu) {
+  {
+    RcuReadGuard registers(rcu);
+  }
+  return detail::t_reader;
+}
 
 // Spins (a while: the two threads of a round should stay on their CPUs),
 // then yields.
@@ -178,9 +187,7 @@ TEST(RcuReaders, RecordsAreReusedAfterThreadsExit) {
 // periods.
 TEST(RcuReaders, ForkedChildIsNotBlockedByTheParentsOtherThreads) {
   Rcu r;
-  {
-    RcuReadGuard registers(r.rcu);
-  }
+  ASSERT_NE(registered_record(r.rcu), nullptr);
   std::atomic<uint64_t> phase{0};
   std::thread reader([&] {
     RcuReadGuard g(r.rcu);
@@ -239,14 +246,9 @@ void section_in_handler(int) {
 TEST(RcuReaders, SignalHandlerTakesASlotWhileTheRecordIsBusy) {
   Rcu r, other;
   g_entry_rcu = &r.rcu;
-  struct sigaction sa{}, old{};
-  sa.sa_handler = section_in_handler;
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
-  {
-    RcuReadGuard registers(r.rcu);
-  }
-  detail::RcuReader* rec = detail::t_reader;
+  test::ScopedSignal action(SIGUSR2, section_in_handler);
+  ASSERT_TRUE(action.ok());
+  detail::RcuReader* rec = registered_record(r.rcu);
   ASSERT_NE(rec, nullptr);
 
   // Between sections, the record showing the handler's domain: its whole
@@ -282,7 +284,6 @@ TEST(RcuReaders, SignalHandlerTakesASlotWhileTheRecordIsBusy) {
     EXPECT_EQ(rec->epoch.load(), e);
   }
   EXPECT_EQ(rec->epoch.load(), 0u);
-  sigaction(SIGUSR2, &old, nullptr);
 }
 
 // A signal storm against a loop of entries: handlers of another domain land
@@ -305,14 +306,9 @@ TEST(RcuReaders, HandlersOfAnotherDomainLeaveTheRecordAlone) {
   Rcu r, other;
   g_storm_other = &other.rcu;
   for (auto& k : g_storm_kinds) k = 0;
-  struct sigaction sa{}, old{};
-  sa.sa_handler = other_domain_section;
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGUSR2, &sa, &old), 0);
-  {
-    RcuReadGuard registers(r.rcu);
-  }
-  detail::RcuReader* rec = detail::t_reader;
+  test::ScopedSignal action(SIGUSR2, other_domain_section);
+  ASSERT_TRUE(action.ok());
+  detail::RcuReader* rec = registered_record(r.rcu);
   ASSERT_NE(rec, nullptr);
   std::atomic<bool> stop{false};
   const pthread_t self = pthread_self();
@@ -330,7 +326,6 @@ TEST(RcuReaders, HandlersOfAnotherDomainLeaveTheRecordAlone) {
   }
   stop = true;
   storm.join();
-  sigaction(SIGUSR2, &old, nullptr);
   EXPECT_EQ(wrong, 0u) << "of " << sections << " sections";
   EXPECT_EQ(g_storm_kinds[kOnRecord].load(), 0u);
   EXPECT_EQ(g_storm_kinds[kNested].load(), 0u);
@@ -505,10 +500,8 @@ TEST(RcuReaders, NoReuseWhileAReaderCanSeeIt) {
   first->word.store(first->word.load() | 1);
   s.cur.store(first);
 
-  struct sigaction sa{}, old{};
-  sa.sa_handler = read_in_handler;
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+  test::ScopedSignal action(SIGUSR1, read_in_handler);
+  ASSERT_TRUE(action.ok());
 
   std::atomic<uint64_t> record_sections{0}, slot_sections{0};
   auto reader = [&](bool slots_only, int spins, int gap) {
@@ -556,7 +549,6 @@ TEST(RcuReaders, NoReuseWhileAReaderCanSeeIt) {
   on_record.join();
   on_slots.join();
   signaled.join();
-  sigaction(SIGUSR1, &old, nullptr);
   ASSERT_TRUE(s.r.rcu.rcu_barrier().ok());
 
   EXPECT_EQ(s.bad.load(), 0u);
