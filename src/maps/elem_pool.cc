@@ -500,7 +500,7 @@ bool ElemPool::grow(uint64_t min_elems) {
   int saved_errno = errno;  // may run in a signal handler: mprotect must not leak errno
   // A signal handler interrupting this thread's own growth gets -EBUSY here
   // and fails the allocation rather than spinning forever.
-  if (map_lock_acquire(grow_lock_, this, 0) != 0) return false;
+  if (map_lock_acquire(grow_lock_, this, 0, MapLockRank::kPoolGrowth) != 0) return false;
   bool ok = true;
   uint64_t have = committed_bytes_.load(std::memory_order_relaxed);
   if (have / elem_size_ < min_elems) {

@@ -354,6 +354,94 @@ TEST_P(HashReentry, SignalHandlerInLockedWindowGetsEbusy) {
   EXPECT_EQ(test::erase(s.map, s.held_key), 0);
 }
 
+// Two threads each inside an update (holding a bucket lock of their own
+// lock group) are interrupted by handlers that delete the key of the other
+// thread's bucket: an ABBA between handlers. Each handler waits until both
+// run before its delete and until both deletes returned after it, so both
+// buckets are held while they try. The kernel's rqspinlock
+// reports this as a deadlock; here each handler gets -EBUSY instead of
+// waiting for a lock whose holder waits for it (before map locks had ranks
+// this hung; the watchdog aborts then).
+struct CrossState {
+  Map* map = nullptr;
+  uint32_t keys[2] = {};
+  std::atomic<int> in_window{0}, in_handler{0}, deleted{0};
+  long rc[2] = {1, 1};
+  bool handlers_met[2] = {}, deletes_met[2] = {};
+};
+CrossState g_cross;
+thread_local int t_cross_role = -1;  // 0 or 1 on the two threads
+
+// Waits (bounded: a failure must not hang) until counter reaches 2.
+bool meet(std::atomic<int>& counter) {
+  counter.fetch_add(1);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (counter.load() < 2)
+    if (std::chrono::steady_clock::now() > deadline) return false;
+  return true;
+}
+
+void cross_handler(int) {
+  CrossState& s = g_cross;
+  const int me = t_cross_role;
+  s.handlers_met[me] = meet(s.in_handler);
+  s.rc[me] = s.map->ops->delete_elem(s.map, &s.keys[1 - me]);
+  s.deletes_met[me] = meet(s.deleted);
+}
+
+void cross_in_window(Map*) {
+  if (t_cross_role < 0) return;
+  meet(g_cross.in_window);
+  pthread_kill(pthread_self(), SIGUSR1);
+}
+
+TEST_P(HashReentry, CrossedHandlersGetEbusyInsteadOfDeadlock) {
+  Watchdog dog(std::chrono::seconds(30));
+  MapPtr m = must_create(make_attr(MapType::kHASH, 4, 8, 64, GetParam()));
+  ASSERT_TRUE(m);
+  CrossState& s = g_cross;
+  s.map = m.get();
+  s.in_window = s.in_handler = s.deleted = 0;
+  s.keys[0] = 5;
+  const uint32_t group0 = testing::lock_group_of_key(s.map, &s.keys[0]);
+  bool found = false;
+  for (uint32_t k = 100; k < 10000 && !found; k++)
+    if (testing::lock_group_of_key(s.map, &k) != group0) {
+      s.keys[1] = k;
+      found = true;
+    }
+  ASSERT_TRUE(found);
+  for (uint32_t k : s.keys) ASSERT_EQ(test::update(s.map, k, uint64_t{1}), 0);
+
+  struct sigaction sa{}, old{};
+  sa.sa_handler = cross_handler;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+  testing::set_bucket_locked_hook(cross_in_window);
+  long update_rc[2] = {1, 1};
+  std::thread threads[2];
+  for (int i = 0; i < 2; i++)
+    threads[i] = std::thread([&, i] {
+      t_cross_role = i;
+      update_rc[i] = test::update(s.map, s.keys[i], uint64_t{2});
+      t_cross_role = -1;
+    });
+  for (auto& t : threads) t.join();
+  testing::set_bucket_locked_hook(nullptr);
+  sigaction(SIGUSR1, &old, nullptr);
+
+  for (int i = 0; i < 2; i++) {
+    EXPECT_TRUE(s.handlers_met[i] && s.deletes_met[i]) << i;
+    EXPECT_EQ(s.rc[i], -EBUSY) << i;
+    EXPECT_EQ(update_rc[i], 0) << i;
+    uint64_t v = 0;
+    ASSERT_EQ(test::lookup(s.map, s.keys[i], &v), 0) << i;  // not deleted
+    EXPECT_EQ(v, 2u);
+  }
+  // Nothing stays locked.
+  for (uint32_t k : s.keys) EXPECT_EQ(test::erase(s.map, k), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Prealloc, HashReentry, ::testing::Values(0u, kBpfFNoPrealloc),
                          [](const ::testing::TestParamInfo<uint32_t>& info) {
                            return info.param ? std::string("NoPrealloc") : std::string("Prealloc");

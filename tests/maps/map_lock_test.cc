@@ -1,13 +1,15 @@
-// map_lock.h beyond the tracked locks (their tests are in elem_pool_test.cc):
-// untracked locks make the thread busy without a record entry, and a
-// MapLockSeq keeps one entry whose group follows the lock it takes, so a
-// re-entry into the group it holds is -EBUSY and other groups are not.
+// map_lock.h beyond the tracked locks' (owner, group) record (tested in
+// elem_pool_test.cc): untracked locks make the thread busy without a record
+// entry; a MapLockSeq keeps one entry whose group follows the lock it takes,
+// so a re-entry into the group it holds is -EBUSY and other groups are not;
+// ranks: a thread holding a lock of the same or a higher rank never waits.
 #include "maps/map_lock.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -62,8 +64,9 @@ TEST(MapLockUntracked, OtherThreadsWait) {
 TEST(MapLockSeq, OneEntryFollowsTheGroupTaken) {
   std::atomic<uint32_t> a{0}, b{0}, c{0}, other{0};
   int owner = 0, owner2 = 0;
-  // An outer tracked lock of another owner stays recorded below the entry.
-  ASSERT_EQ(map_lock_acquire(other, &owner2, 3), 0);
+  // An outer tracked lock of another owner stays recorded below the entry
+  // (of a lower rank: the sequence spins).
+  ASSERT_EQ(map_lock_acquire(other, &owner2, 3, MapLockRank::kLruList), 0);
   {
     MapLockSeq seq;
     ASSERT_TRUE(seq.begin(&owner, 3));
@@ -80,7 +83,7 @@ TEST(MapLockSeq, OneEntryFollowsTheGroupTaken) {
     EXPECT_EQ(map_lock_acquire(c, &owner, 5), -EBUSY);
     ASSERT_EQ(map_lock_acquire(c, &owner, 3), 0);  // the entry moved on
     map_lock_release(c);
-    EXPECT_EQ(map_lock_acquire(c, &owner2, 3), -EBUSY);  // the outer lock
+    EXPECT_EQ(map_lock_acquire(c, &owner2, 3, MapLockRank::kLruList), -EBUSY);  // the outer lock
     MapLockSeq::release(b);
     seq.end();
   }
@@ -129,6 +132,93 @@ TEST(MapLockSeq, OtherThreadsWaitForItsLocks) {
     });
   for (auto& t : ts) t.join();
   for (auto& c : counters) EXPECT_EQ(c.load(), 4 * 5000);
+}
+
+// Another thread holds word for hold, then releases it. Its ready flag is
+// set once the word is taken.
+class Holder {
+ public:
+  Holder(std::atomic<uint32_t>& word, std::chrono::milliseconds hold)
+      : t_([this, &word, hold] {
+          map_lock_acquire_untracked(word);
+          ready_.store(true);
+          std::this_thread::sleep_for(hold);
+          map_lock_release_untracked(word);
+        }) {
+    while (!ready_.load()) std::this_thread::yield();
+  }
+  ~Holder() { t_.join(); }
+
+ private:
+  std::atomic<bool> ready_{false};
+  std::thread t_;
+};
+
+// The ABBA of two handlers: this thread holds a bucket lock (its handler
+// runs now) and wants another map's bucket, which another thread holds (and
+// whose handler might want ours). It must not wait: -EBUSY while the word
+// is taken, with the record as it was.
+TEST(MapLockRank, SameRankHeldOnlyTries) {
+  std::atomic<uint32_t> mine{0}, theirs{0};
+  int map1 = 0, map2 = 0;
+  ASSERT_EQ(map_lock_acquire(mine, &map1, 3), 0);
+  {
+    Holder other(theirs, std::chrono::milliseconds(300));
+    const auto t0 = std::chrono::steady_clock::now();
+    // ASSERT: taken, the word would be this thread's and the next acquire
+    // of it would spin forever.
+    ASSERT_EQ(map_lock_acquire(theirs, &map2, 4), -EBUSY);
+    ASSERT_EQ(map_lock_acquire(theirs, &map1, 4), -EBUSY);  // same map, other group
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(200));
+    EXPECT_EQ(t_held_map_locks.depth.load(), 1u);
+    EXPECT_EQ(theirs.load(), 1u);  // still the other thread's
+  }
+  // Free, it is taken as usual (a try that succeeds).
+  ASSERT_EQ(map_lock_acquire(theirs, &map2, 4), 0);
+  EXPECT_EQ(t_held_map_locks.depth.load(), 2u);
+  map_lock_release(theirs);
+  map_lock_release(mine);
+  EXPECT_FALSE(map_lock_thread_busy());
+}
+
+// Holding pool growth (rank 2), a bucket (rank 1) is only tried; holding a
+// bucket, pool growth is waited for (the normal order: an insert allocates
+// under its bucket lock).
+TEST(MapLockRank, WaitsOnlyUpTheOrder) {
+  std::atomic<uint32_t> grow{0}, bucket{0}, word{0};
+  int pool = 0, map = 0;
+  ASSERT_EQ(map_lock_acquire(grow, &pool, 0, MapLockRank::kPoolGrowth), 0);
+  {
+    Holder other(word, std::chrono::milliseconds(300));
+    ASSERT_EQ(map_lock_acquire(word, &map, 1), -EBUSY);
+    EXPECT_EQ(map_lock_try_acquire(word, &map, 1), -EBUSY);
+  }
+  map_lock_release(grow);
+
+  ASSERT_EQ(map_lock_acquire(bucket, &map, 1), 0);
+  {
+    Holder other(word, std::chrono::milliseconds(50));
+    EXPECT_EQ(map_lock_acquire(word, &pool, 0, MapLockRank::kPoolGrowth), 0);
+    EXPECT_EQ(t_held_map_locks.depth.load(), 2u);
+    map_lock_release(word);
+  }
+  map_lock_release(bucket);
+  EXPECT_FALSE(map_lock_thread_busy());
+}
+
+// A sequence always waits, so it does not begin on a thread that holds a
+// lock of its rank (the caller takes its locks one at a time instead).
+TEST(MapLockRank, SeqRefusesUnderItsRank) {
+  std::atomic<uint32_t> bucket{0};
+  int map = 0, map2 = 0;
+  ASSERT_EQ(map_lock_acquire(bucket, &map, 0), 0);
+  MapLockSeq seq;
+  EXPECT_FALSE(seq.begin(&map2, 0));
+  EXPECT_EQ(t_held_map_locks.depth.load(), 1u);
+  EXPECT_TRUE(seq.begin(&map2, 0, MapLockRank::kPoolGrowth));
+  seq.end();
+  map_lock_release(bucket);
+  EXPECT_FALSE(map_lock_thread_busy());
 }
 
 }  // namespace
