@@ -179,7 +179,7 @@ TEST_P(SpinLockApi, MisusesStopTheRunAndReleaseTheLock) {
       {"lock_stack", EINVAL, "not the struct bpf_spin_lock of a map value"},
       {"lock_not_field", EINVAL, "not the struct bpf_spin_lock of a map value"},
       {"update_under_lock", EINVAL, "function calls are not allowed while holding a lock"},
-      {"fault_under_lock", EFAULT, "out-of-bounds load"},
+      {"fault_under_lock", EFAULT, "null pointer load"},
   };
   for (uint32_t which : {0u, 1u}) {
     for (const Case& c : cases) {

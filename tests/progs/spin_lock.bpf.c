@@ -182,13 +182,15 @@ int update_under_lock(struct args *a) {
 }
 
 // A bad access inside the critical section: the run faults holding the lock.
+// The address is in the never-mapped first page: one relative to v (v + 1
+// MiB once) can land in another map's memory, which the run may read.
 SEC("raw_tp")
 int fault_under_lock(struct args *a) {
   struct val *v = pick(a);
   if (!v) return -1;
   bpf_spin_lock(&v->lock);
   v->a++;
-  v->b += *(volatile __u64 *)((char *)v + (1 << 20));
+  v->b += *(volatile __u64 *)8ul;
   bpf_spin_unlock(&v->lock);
   return 0;
 }
