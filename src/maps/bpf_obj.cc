@@ -8,21 +8,13 @@
 #include <cstring>
 #include <ctime>
 
+#include "maps/bpf_obj_fast.h"
 #include "mem/domain.h"
 
 namespace userbpf::maps {
-namespace {
+using namespace objw;
 
-// State word: bits 0-12 size, 13 published, 14-15 state, 16-31 the slot
-// of the run owning the object (kOwned), 32-63 tag.
-constexpr uint64_t kStOwned = 1;
-constexpr uint64_t kStInMap = 2;
-constexpr uint64_t kStFree = 3;
-constexpr uint64_t kSizeMask = 0x1fff;
-constexpr uint64_t kPublished = 1u << 13;
-constexpr uint64_t kStateMask = uint64_t{3} << 14;
-constexpr uint64_t kSlotMask = uint64_t{0xffff} << 16;
-static_assert(kSlotMask == uint64_t{0xffff} << kObjSlotShift);
+namespace {
 
 uint64_t make_secret() {
   uint64_t s = 0;
@@ -30,53 +22,13 @@ uint64_t make_secret() {
     s = static_cast<uint64_t>(time(nullptr)) * 0x9e3779b97f4a7c15ull;
   return s;
 }
+
+}  // namespace
+
 // Initialized before main: first use may be in a signal handler.
-const uint64_t g_secret = make_secret();
+const uint64_t objw::g_obj_secret = make_secret();
 
-uint64_t tag_of(const mem::MemAlloc* ma) {
-  uint64_t h = (g_secret ^ reinterpret_cast<uintptr_t>(ma)) * 0x9e3779b97f4a7c15ull;
-  return ((h >> 32) | 1) << 32;
-}
-uint64_t make_state(const mem::MemAlloc* ma, uint64_t st, uint32_t size) {
-  return tag_of(ma) | st << 14 | size;
-}
-uint64_t state_of(uint64_t w) {
-  return (w >> 14) & 3;
-}
-uint32_t size_of(uint64_t w) {
-  return static_cast<uint32_t>(w & kSizeMask);
-}
-uint64_t owned_by(uint64_t w, int slot) {
-  return (w & ~(kStateMask | kSlotMask)) | kStOwned << 14 | uint64_t(uint16_t(slot)) << 16;
-}
-uint64_t with_state(uint64_t w, uint64_t st) {
-  return (w & ~(kStateMask | kSlotMask)) | st << 14;
-}
-// Whether w says "owned by the run holding slot": only that run (one at a
-// time per slot) may move such an object on, so its transitions need no
-// atomic read-modify-write.
-bool owned_by_slot(uint64_t w, int slot) {
-  return state_of(w) == kStOwned && ((w & kSlotMask) >> 16) == uint64_t(uint16_t(slot));
-}
-bool tag_ok(const mem::MemAlloc* ma, uint64_t w) {
-  return (w & ~uint64_t{0xffffffff}) == tag_of(ma);
-}
-std::atomic<uint64_t>& state_word(uintptr_t o) {
-  return *reinterpret_cast<std::atomic<uint64_t>*>(o);
-}
-
-// Zeroes an object's data (size bytes after the state word). Small objects
-// get the whole data area of their class in a few stores (constant sizes,
-// no call): up to 16 bytes the class is 32 (16 data bytes), up to 48 it is
-// 64 (48 data bytes).
-[[gnu::always_inline]] inline void zero_data(char* data, uint32_t size) {
-  if (size <= 16) [[likely]]
-    std::memset(data, 0, 16);
-  else if (size <= 48)
-    std::memset(data, 0, 48);
-  else
-    std::memset(data, 0, size);
-}
+namespace {
 
 struct Found {
   mem::MemAlloc* ma = nullptr;
@@ -162,24 +114,6 @@ const char* obj_error_name(ObjError e) {
 
 namespace {
 
-// A fresh object o of global_ma: zeroed, owned by slot.
-[[gnu::always_inline]] inline void* init_obj(mem::MemDomain& d, char* o, uint32_t size, int slot) {
-  zero_data(o + 8, size);
-  state_word(reinterpret_cast<uintptr_t>(o))
-      .store(owned_by(make_state(&d.global_ma, kStOwned, size), slot), std::memory_order_relaxed);
-  return o + 8;
-}
-
-// Records object p of class cls in memo (if any).
-[[gnu::always_inline]] inline void* remember(ObjMemo* memo, void* p, uint32_t cls) {
-  if (memo) {
-    const uint32_t i = memo->next++ % ObjMemo::kEntries;
-    memo->ptr[i] = reinterpret_cast<uintptr_t>(p);
-    memo->cls[i] = static_cast<uint8_t>(cls);
-  }
-  return p;
-}
-
 // The end of obj_new_in_slot for objects whose zeroing is a call.
 [[gnu::noinline]] void* obj_new_finish(mem::MemDomain& d, char* o, uint32_t size, int slot,
                                        uint32_t cls, ObjMemo* memo) {
@@ -232,30 +166,14 @@ namespace {
   return tag_ok(ma, w) ? ObjError::kNotOwned : ObjError::kNotObject;
 }
 
-// The drop of object o of class cls of ma, whose state word w says the
-// caller's run (holding slot) owns it: kFree, then back to the allocator,
-// after a grace period if it was ever in a map. bpf_obj_drop and the sweep
-// of a stopped run both end here.
-[[gnu::always_inline]] inline void drop_owned(mem::MemAlloc& ma, uintptr_t o, uint64_t w, int slot,
-                                              uint32_t cls) {
-  state_word(o).store(with_state(w, kStFree), std::memory_order_relaxed);
-  if (w & kPublished) [[unlikely]]
-    ma.free_rcu(slot, reinterpret_cast<void*>(o));
-  else if (!ma.try_free_class(slot, cls, reinterpret_cast<void*>(o))) [[unlikely]]
-    ma.free_class(slot, cls, reinterpret_cast<void*>(o));
-}
-
 // bpf_obj_drop of the plain object whose data pointer is a, of class cls of
 // d.global_ma: one compare of the state word says the caller's run owns it.
 [[gnu::always_inline]] inline ObjError obj_drop_object(mem::MemDomain& d, uintptr_t a, int slot,
                                                        uint32_t cls) {
   mem::MemAlloc& ma = d.global_ma;
   const uintptr_t o = a - 8;
-  std::atomic<uint64_t>& sw = state_word(o);
-  const uint64_t w = sw.load(std::memory_order_relaxed);
-  // Tag, state and owner at once; size and published may be anything.
-  const uint64_t want = tag_of(&ma) | kStOwned << 14 | uint64_t(uint16_t(slot)) << 16;
-  if (slot < 0 || (w & ~(kPublished | kSizeMask)) != want) [[unlikely]]
+  const uint64_t w = state_word(o).load(std::memory_order_relaxed);
+  if (!owned_here(ma, w, slot)) [[unlikely]]
     return drop_error(&ma, w);
   drop_owned(ma, o, w, slot, cls);
   return ObjError::kOk;

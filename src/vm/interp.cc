@@ -20,13 +20,17 @@
 // own) is called bare; otherwise one word of argument kinds (arg_kinds)
 // says whether check_helper_args has anything to check and whether the
 // call may move the packet, and a map value's grant reuses the map the
-// check found.
+// check found. The program runs in the interpreter's form
+// (Program::interp_insns, interp_form.cc): bpf_obj_new / bpf_obj_drop with
+// the moves that set their arguments, and `add K` with the jump after it,
+// are one dispatch each.
 #include <cinttypes>
 #include <cstring>
 #include <optional>
 
 #include "isa/decode.h"
 #include "isa/opcodes.h"
+#include "maps/bpf_obj_fast.h"
 #include "vm/interp_state.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
@@ -129,6 +133,15 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
   [kClassJmp | kSrcX | op] = &&jmp_##name##_x,           \
   [kClassJmp32 | kSrcK | op] = &&jmp32_##name##_k,       \
   [kClassJmp32 | kSrcX | op] = &&jmp32_##name##_x,
+#define USERBPF_FUSED_ENTRY(name, op)                                       \
+  [fused_add_jump_code(false, kClassJmp | kSrcK | op)] = &&add64_jmp_##name##_k,     \
+  [fused_add_jump_code(false, kClassJmp | kSrcX | op)] = &&add64_jmp_##name##_x,     \
+  [fused_add_jump_code(false, kClassJmp32 | kSrcK | op)] = &&add64_jmp32_##name##_k, \
+  [fused_add_jump_code(false, kClassJmp32 | kSrcX | op)] = &&add64_jmp32_##name##_x, \
+  [fused_add_jump_code(true, kClassJmp | kSrcK | op)] = &&add32_jmp_##name##_k,      \
+  [fused_add_jump_code(true, kClassJmp | kSrcX | op)] = &&add32_jmp_##name##_x,      \
+  [fused_add_jump_code(true, kClassJmp32 | kSrcK | op)] = &&add32_jmp32_##name##_k,  \
+  [fused_add_jump_code(true, kClassJmp32 | kSrcX | op)] = &&add32_jmp32_##name##_x,
 #define USERBPF_MEM_ENTRY(name, size, bytes)             \
   [kClassLdx | kModeMem | size] = &&ldx_##name,          \
   [kClassSt | kModeMem | size] = &&st_##name,            \
@@ -138,6 +151,9 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
       USERBPF_ALU_BINOPS(USERBPF_ALU_ENTRY)
       USERBPF_JMP_CONDS(USERBPF_JMP_ENTRY)
       USERBPF_MEM_SIZES(USERBPF_MEM_ENTRY)
+      USERBPF_JMP_CONDS(USERBPF_FUSED_ENTRY)
+      [fused_add_jump_code(false, kClassJmp | kJmpJa)] = &&add64_ja,
+      [fused_add_jump_code(true, kClassJmp | kJmpJa)] = &&add32_ja,
       [kClassAlu64 | kAluNeg] = &&alu64_neg,
       [kClassAlu | kAluNeg] = &&alu32_neg,
       [kClassAlu | kSrcK | kAluEnd] = &&end_le,
@@ -149,6 +165,8 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
       [kExecMovsx64] = &&exec_movsx64,
       [kExecMovsx32] = &&exec_movsx32,
       [kExecAddrSpaceCast] = &&exec_addr_space_cast,
+      [kExecObjNew] = &&exec_obj_new,
+      [kExecObjDrop] = &&exec_obj_drop,
       [kCall] = &&call,
       [kCallx] = &&callx,
       [kExit] = &&exit,
@@ -168,6 +186,7 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
 #undef USERBPF_ALU_ENTRY
 #undef USERBPF_JMP_ENTRY
 #undef USERBPF_MEM_ENTRY
+#undef USERBPF_FUSED_ENTRY
   // clang-format on
 
   if (s.depth + 1 >= kMaxCallFrames) {
@@ -179,6 +198,7 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
   const Insn* const insns = s.insns;
   const HelperProto* const* const helpers = s.prog->helpers;
   const HelperProto* const* const kfuncs = s.prog->kfuncs.data();
+  const InterpObjCall* const obj_calls = s.prog->interp_obj_calls.data();
   const Insn* pc = insns + entry;
   const Insn* target;
   uint64_t reg[kNumRegs] = {0, args[0], args[1], args[2], args[3], args[4]};
@@ -383,17 +403,62 @@ end_be:
 #define LT(a, b) ((a) < (b))
 #define LE(a, b) ((a) <= (b))
 #define SET(a, b) (((a) & (b)) != 0)
-  JMP_COND(jeq, uint64_t, uint32_t, EQ)
-  JMP_COND(jne, uint64_t, uint32_t, NE)
-  JMP_COND(jgt, uint64_t, uint32_t, GT)
-  JMP_COND(jge, uint64_t, uint32_t, GE)
-  JMP_COND(jlt, uint64_t, uint32_t, LT)
-  JMP_COND(jle, uint64_t, uint32_t, LE)
-  JMP_COND(jset, uint64_t, uint32_t, SET)
-  JMP_COND(jsgt, int64_t, int32_t, GT)
-  JMP_COND(jsge, int64_t, int32_t, GE)
-  JMP_COND(jslt, int64_t, int32_t, LT)
-  JMP_COND(jsle, int64_t, int32_t, LE)
+#define JMP_CONDS(X)               \
+  X(jeq, uint64_t, uint32_t, EQ)   \
+  X(jne, uint64_t, uint32_t, NE)   \
+  X(jgt, uint64_t, uint32_t, GT)   \
+  X(jge, uint64_t, uint32_t, GE)   \
+  X(jlt, uint64_t, uint32_t, LT)   \
+  X(jle, uint64_t, uint32_t, LE)   \
+  X(jset, uint64_t, uint32_t, SET) \
+  X(jsgt, int64_t, int32_t, GT)    \
+  X(jsge, int64_t, int32_t, GE)    \
+  X(jslt, int64_t, int32_t, LT)    \
+  X(jsle, int64_t, int32_t, LE)
+  JMP_CONDS(JMP_COND)
+
+  // `add K` fused with the jump after it (fused_add_jump_code): the add at
+  // pc, then the jump at pc + 1 exactly as its own handler does it.
+#define ADD64_K DST += IMM64
+#define ADD32_K DST = static_cast<uint32_t>(static_cast<uint32_t>(DST) + IMM32)
+#define FUSED_ADD_JMP(A, ADD, name, T64, T32, COND)                                \
+  A##_jmp_##name##_k : ADD;                                                        \
+  ++pc;                                                                            \
+  if (COND(static_cast<T64>(DST), static_cast<T64>(IMM64))) JUMP_BY(pc->off);      \
+  NEXT();                                                                          \
+  A##_jmp_##name##_x : ADD;                                                        \
+  ++pc;                                                                            \
+  if (COND(static_cast<T64>(DST), static_cast<T64>(SRC))) JUMP_BY(pc->off);        \
+  NEXT();                                                                          \
+  A##_jmp32_##name##_k : ADD;                                                      \
+  ++pc;                                                                            \
+  if (COND(static_cast<T32>(static_cast<uint32_t>(DST)), static_cast<T32>(IMM32))) \
+    JUMP_BY(pc->off);                                                              \
+  NEXT();                                                                          \
+  A##_jmp32_##name##_x : ADD;                                                      \
+  ++pc;                                                                            \
+  if (COND(static_cast<T32>(static_cast<uint32_t>(DST)),                           \
+           static_cast<T32>(static_cast<uint32_t>(SRC))))                          \
+    JUMP_BY(pc->off);                                                              \
+  NEXT();
+#define FUSED_ADD64_JMP(name, T64, T32, COND) FUSED_ADD_JMP(add64, ADD64_K, name, T64, T32, COND)
+#define FUSED_ADD32_JMP(name, T64, T32, COND) FUSED_ADD_JMP(add32, ADD32_K, name, T64, T32, COND)
+  JMP_CONDS(FUSED_ADD64_JMP)
+  JMP_CONDS(FUSED_ADD32_JMP)
+add64_ja:
+  ADD64_K;
+  ++pc;
+  JUMP_BY(pc->off);
+add32_ja:
+  ADD32_K;
+  ++pc;
+  JUMP_BY(pc->off);
+#undef FUSED_ADD64_JMP
+#undef FUSED_ADD32_JMP
+#undef FUSED_ADD_JMP
+#undef ADD64_K
+#undef ADD32_K
+#undef JMP_CONDS
 #undef EQ
 #undef NE
 #undef GT
@@ -465,6 +530,64 @@ call:
     }
     CALL_RETURNED();
 #undef CALL_RETURNED
+  }
+  // Fused obj calls (interp_form.cc): pc moves to the call, so a fault in
+  // the call names it. The inline paths do what the call's fast path does
+  // (maps/bpf_obj_fast.h) and read no argument they do not need; anything
+  // they decline is the call, which decides (the run's slot not known yet,
+  // an empty or busy list, an object not among the last new ones, faults).
+  {
+    const InterpObjCall* f;
+#define OBJ_CALL_ARG(i) (f->arg_reg[i] == InterpObjCall::kArgConst ? f->arg[i] : reg[f->arg_reg[i]])
+#define OBJ_CALL_SLOW()                                        \
+  do {                                                         \
+    const uint64_t a1 = OBJ_CALL_ARG(0), a2 = OBJ_CALL_ARG(1); \
+    pc += f->call_off;                                         \
+    s.budget = budget;                                         \
+    s.call_pc = pc;                                            \
+    reg[0] = f->slot_fn(a1, a2, &s.obj);                       \
+    if (s.stop != Stop::kRunning) goto stopped;                \
+    budget = s.budget;                                         \
+  } while (0)
+#define OBJ_CALL_RETURNED()                                     \
+  do {                                                          \
+    reg[1] = reg[2] = reg[3] = reg[4] = reg[5] = kClobberedReg; \
+    if (f->null_branch) {                                       \
+      ++pc;                                                     \
+      if (reg[0] == 0) JUMP_BY(pc->off);                        \
+    }                                                           \
+    NEXT();                                                     \
+  } while (0)
+  exec_obj_new:
+    f = &obj_calls[pc->imm];
+    if (f->size != 0 && s.obj.slot >= 0) [[likely]] {
+      if (void* o = maps::obj_new_fast(*f->domain, f->owned, f->size, f->cls, s.obj.slot,
+                                       &s.obj.memo)) [[likely]] {
+        pc += f->call_off;
+        ++s.obj.held;
+        reg[0] = reinterpret_cast<uintptr_t>(o);
+        OBJ_CALL_RETURNED();
+      }
+    }
+    OBJ_CALL_SLOW();
+    OBJ_CALL_RETURNED();
+  exec_obj_drop:
+    f = &obj_calls[pc->imm];
+    if (f->domain != nullptr && s.obj.slot >= 0) [[likely]] {
+      const uint64_t a1 = OBJ_CALL_ARG(0);
+      if (a1 != 0 && maps::obj_drop_fast(*f->domain, f->owned, a1, s.obj.slot, s.obj.memo))
+          [[likely]] {
+        pc += f->call_off;
+        --s.obj.held;
+        reg[0] = 0;
+        OBJ_CALL_RETURNED();
+      }
+    }
+    OBJ_CALL_SLOW();
+    OBJ_CALL_RETURNED();
+#undef OBJ_CALL_ARG
+#undef OBJ_CALL_SLOW
+#undef OBJ_CALL_RETURNED
   }
 callx:
   if (!is_callback_value(*s.prog, DST)) {
@@ -767,7 +890,7 @@ Status begin_interp_loop(RunLoop& loop, Program& prog, RunContext& rc) {
   interp::InterpState& s = l.s;
   s.prog = &prog;
   s.rc = &rc;
-  s.insns = prog.exec_insns.data();
+  s.insns = prog.interp_insns.data();
   s.stack_top = l.stack + sizeof(l.stack);
   s.user_base_hi = interp::arena_user_base_hi(prog);
   l.saved_call_fn = rc.call_fn;

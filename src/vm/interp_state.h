@@ -92,7 +92,8 @@ bool is_callback_value(const Program& prog, uint64_t v);
 // packet, helper-granted memory, map memory. Updates the cache on a hit.
 bool check_mem_slow(InterpState& s, uint64_t addr, uint64_t size, bool write);
 
-inline bool check_mem_nonstack(InterpState& s, uint64_t addr, uint64_t size, bool write) {
+[[gnu::always_inline]] inline bool check_mem_nonstack(InterpState& s, uint64_t addr, uint64_t size,
+                                                      bool write) {
   if (s.hit.contains(addr, size) && (!write || s.hit.writable)) return true;
   return check_mem_slow(s, addr, size, write);
 }

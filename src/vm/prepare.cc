@@ -19,7 +19,9 @@ namespace userbpf::vm {
 
 static_assert(isa::opcode_info(kExecMovsx64).kind == isa::OpKind::kInvalid &&
                   isa::opcode_info(kExecMovsx32).kind == isa::OpKind::kInvalid &&
-                  isa::opcode_info(kExecAddrSpaceCast).kind == isa::OpKind::kInvalid,
+                  isa::opcode_info(kExecAddrSpaceCast).kind == isa::OpKind::kInvalid &&
+                  isa::opcode_info(kExecObjNew).kind == isa::OpKind::kInvalid &&
+                  isa::opcode_info(kExecObjDrop).kind == isa::OpKind::kInvalid,
               "executable-form opcodes must be invalid in the ISA");
 namespace {
 
@@ -193,6 +195,7 @@ Status prepare_program(Program& prog) {
 
   prog.exec_insns = std::move(out);
   prog.func_entries = std::move(entries);
+  build_interp_form(prog);
   prog.prepared = true;
   return Status::Ok();
 }

@@ -16,6 +16,9 @@
 // encoding of the engine (make_callback_value()); sign-extending moves and
 // addr_space_cast get opcodes of their own (kExec*), so engines dispatch on
 // the opcode byte alone and a plain register move never tests off.
+//
+// Interpreter's form (interp_insns, same length and pcs): the executable form
+// with fused obj calls (InterpObjCall).
 #pragma once
 
 #include <atomic>
@@ -26,6 +29,7 @@
 
 #include "base/result.h"
 #include "isa/insn.h"
+#include "isa/opcodes.h"
 #include "maps/map.h"
 #include "vm/helper_proto.h"
 #include "vm/prog_types.h"
@@ -41,6 +45,31 @@ struct ProgramStats {
 
 // The JIT's compiled form of a Program (src/vm/jit); opaque to the rest of vm.
 struct JitImage;
+
+// A bpf_obj_new / bpf_obj_drop call (a kfunc with a slot_fn) fused with the
+// moves that set its arguments, in the interpreter's form: the first of
+// those moves (or the call itself) becomes kExecObjNew / kExecObjDrop with
+// imm = this entry's index. It does what the moves and the call would (r0,
+// r1-r5 clobbered), and the `if r0 == 0 goto` after the call if
+// null_branch. The moves and the call keep their instructions, so a jump
+// between them runs them one by one.
+struct InterpObjCall {
+  static constexpr uint8_t kArgConst = 0xff;
+  uint64_t (*slot_fn)(uint64_t r1, uint64_t r2, ObjRunState* run) = nullptr;
+  uint64_t arg[2] = {};                         // r1, r2 when constant
+  uint8_t arg_reg[2] = {kArgConst, kArgConst};  // else the register read
+  bool null_branch = false;
+  uint32_t call_off = 0;  // from the fused instruction to the call
+  // The inline fast path (maps/bpf_obj_fast.h) when r2 is a constant
+  // domain: new also needs a constant size of 1..48 bytes (its class in
+  // cls). nullptr: always the call.
+  mem::MemDomain* domain = nullptr;
+  // maps::obj_owned_state(*domain, size) (drop: size 0, the state word of
+  // an owned object without its size and slot).
+  uint64_t owned = 0;
+  uint32_t size = 0;
+  uint32_t cls = 0;
+};
 
 struct Program {
   std::string name;     // function name
@@ -63,6 +92,9 @@ struct Program {
   mem::MemDomain* mem_domain = nullptr;
 
   std::vector<isa::Insn> exec_insns;  // executable form
+  // The interpreter's form: exec_insns with fused calls (InterpObjCall).
+  std::vector<isa::Insn> interp_insns;
+  std::vector<InterpObjCall> interp_obj_calls;
   // First pc of every function (entry 0, bpf-to-bpf call and callback
   // targets), sorted; built by prepare_program(). Callback values must name one.
   std::vector<uint32_t> func_entries;
@@ -82,6 +114,57 @@ struct Program {
 inline constexpr uint8_t kExecMovsx64 = 0xef;        // ALU64 MOV X, off 8/16/32
 inline constexpr uint8_t kExecMovsx32 = 0xec;        // ALU MOV X, off 8/16
 inline constexpr uint8_t kExecAddrSpaceCast = 0xff;  // ALU64 MOV X, off 1
+// The interpreter's form only (interp_insns): fused obj calls.
+inline constexpr uint8_t kExecObjNew = 0xe7;   // InterpObjCall of a bpf_obj_new
+inline constexpr uint8_t kExecObjDrop = 0xe4;  // InterpObjCall of a bpf_obj_drop
+
+// The interpreter's form only: an add of an immediate (ALU64 or ALU32)
+// fused with the jump after it (a loop's counter and its test or its goto).
+// The add's slot gets the fused code; the jump keeps its own, and its
+// fields are read from there. Codes: the ISA's invalid bytes not used
+// above, in order; fused_add_jump_code gives 0 for a pair with none.
+namespace fused_detail {
+constexpr bool is_exec_code(uint8_t c) {
+  return c == kExecMovsx64 || c == kExecMovsx32 || c == kExecAddrSpaceCast || c == kExecObjNew ||
+         c == kExecObjDrop;
+}
+// The n-th byte that is invalid in the ISA and no other kExec code, or 0.
+constexpr uint8_t free_code(unsigned n) {
+  for (unsigned c = 1; c < 256; c++) {
+    const auto b = static_cast<uint8_t>(c);
+    if (isa::opcode_info(b).kind != isa::OpKind::kInvalid || is_exec_code(b)) continue;
+    if (n-- == 0) return b;
+  }
+  return 0;
+}
+// 0..10 for the 11 conditional jump ops, -1 for others.
+constexpr int cond_index(uint8_t op) {
+  constexpr uint8_t kOps[] = {isa::kJmpJeq, isa::kJmpJgt,  isa::kJmpJge,  isa::kJmpJset,
+                              isa::kJmpJne, isa::kJmpJsgt, isa::kJmpJsge, isa::kJmpJlt,
+                              isa::kJmpJle, isa::kJmpJslt, isa::kJmpJsle};
+  for (int i = 0; i < 11; i++)
+    if (kOps[i] == op) return i;
+  return -1;
+}
+}  // namespace fused_detail
+
+// The fused code of `add K` (ALU32 if alu32) followed by jump_code: a
+// conditional jump (JMP or JMP32, K or X) or JMP's ja; 0 if none.
+constexpr uint8_t fused_add_jump_code(bool alu32, uint8_t jump_code) {
+  const uint8_t cls = isa::insn_class(jump_code);
+  if (cls != isa::kClassJmp && cls != isa::kClassJmp32) return 0;
+  unsigned k;
+  if (jump_code == (isa::kClassJmp | isa::kJmpJa)) {
+    k = 44;
+  } else {
+    const int cond = fused_detail::cond_index(jump_code & 0xf0);
+    if (cond < 0) return 0;
+    k = static_cast<unsigned>(cond) * 4 + (cls == isa::kClassJmp32 ? 2 : 0) +
+        ((jump_code & isa::kSrcX) ? 1 : 0);
+  }
+  return fused_detail::free_code((alu32 ? 45 : 0) + k);
+}
+static_assert(fused_detail::free_code(89) != 0, "not enough free opcode bytes for the fusions");
 
 // Checks the linked form (valid opcodes and variants, registers, r10 never
 // written, jumps and calls inside the program and not into the middle of an
@@ -89,6 +172,10 @@ inline constexpr uint8_t kExecAddrSpaceCast = 0xff;  // ALU64 MOV X, off 1
 // the last instruction of every path's end) and builds exec_insns. Errors
 // name the pc.
 Status prepare_program(Program& prog);
+
+// Builds prog.interp_insns and interp_obj_calls from exec_insns (called by
+// prepare_program; interp_form.cc).
+void build_interp_form(Program& prog);
 
 // Callback values (BPF_PSEUDO_FUNC) in the interpreter's executable form: the
 // target pc tagged so helpers can pass it back to RunContext::call_fn.
