@@ -32,8 +32,16 @@ struct Program::Handle {
 };
 
 struct Map::Handle {
+  // The ENOENT outcomes whose Error is built once (a missing key is an
+  // ordinary answer, and the end of every key walk): copying it costs a
+  // fraction of formatting it.
+  enum NotFound { kLookup, kDelete, kNextKey, kNotFoundOps };
+
+  Handle(maps::Map* m, internal::RuntimeImpl* r);
+
   maps::Map* map = nullptr;
   internal::RuntimeImpl* rt = nullptr;
+  Error not_found[kNotFoundOps];
 };
 
 namespace internal {

@@ -49,7 +49,21 @@ Result<BatchResult> batch_result(const maps::Map* m, const char* op, int rc,
   return BatchResult{args.count, false};
 }
 
+constexpr const char* kNotFoundOpNames[Map::Handle::kNotFoundOps] = {"lookup", "delete",
+                                                                     "get_next_key"};
+
+// op_status of op, with the Error prebuilt for ENOENT.
+Status op_status(const Map::Handle& h, Map::Handle::NotFound op, long rc, uint64_t flags = 0) {
+  if (rc == -ENOENT) return h.not_found[op];
+  return op_status(h.map, kNotFoundOpNames[op], rc, flags);
+}
+
 }  // namespace
+
+Map::Handle::Handle(maps::Map* m, internal::RuntimeImpl* r) : map(m), rt(r) {
+  for (int op = 0; op < kNotFoundOps; op++)
+    not_found[op] = op_status(m, kNotFoundOpNames[op], -ENOENT).take_error();
+}
 
 const std::string& Map::name() const {
   return h_->map->attr.name;
@@ -97,7 +111,7 @@ Status Map::lookup(const void* key, void* value, uint64_t flags) const {
   maps::Map* m = h_->map;
   USERBPF_TRY(host_access(m, "lookup", true, false));
   if (!m->ops->lookup_elem_copy) return unsupported(m, "lookup");
-  return op_status(m, "lookup", m->ops->lookup_elem_copy(m, key, value, flags), flags);
+  return op_status(*h_, Handle::kLookup, m->ops->lookup_elem_copy(m, key, value, flags), flags);
 }
 
 Status Map::update(const void* key, const void* value, uint64_t flags) {
@@ -118,7 +132,7 @@ Status Map::erase(const void* key) {
   maps::Map* m = h_->map;
   USERBPF_TRY(host_access(m, "delete", false, true));
   if (!m->ops->delete_elem) return unsupported(m, "delete");
-  return op_status(m, "delete", m->ops->delete_elem(m, key));
+  return op_status(*h_, Handle::kDelete, m->ops->delete_elem(m, key));
 }
 
 Status Map::lookup_and_delete(const void* key, void* value, uint64_t flags) {
@@ -132,7 +146,7 @@ Status Map::get_next_key(const void* key, void* next_key) const {
   maps::Map* m = h_->map;
   USERBPF_TRY(host_access(m, "get_next_key", true, false));
   if (!m->ops->get_next_key) return unsupported(m, "get_next_key");
-  return op_status(m, "get_next_key", m->ops->get_next_key(m, key, next_key));
+  return op_status(*h_, Handle::kNextKey, m->ops->get_next_key(m, key, next_key));
 }
 
 Result<BatchResult> Map::lookup_batch(const void* in_batch, void* out_batch, void* keys,

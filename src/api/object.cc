@@ -78,7 +78,7 @@ Status Object::load() {
   auto loaded = loader::load_object(o.spec, o.rt->mem.get());
   if (!loaded.ok()) return loaded.take_error();
   o.loaded = std::move(loaded.value());
-  for (auto& m : o.loaded->maps) o.map_handles.push_back(Map::Handle{m.get(), o.rt});
+  for (auto& m : o.loaded->maps) o.map_handles.emplace_back(m.get(), o.rt);
   for (auto& p : o.loaded->programs) o.prog_handles.push_back(Program::Handle{p.get(), o.rt});
   return Status::Ok();
 }

@@ -57,6 +57,34 @@ TEST_F(MapApiTest, UpdateLookupEraseAndFlags) {
   EXPECT_EQ(map->erase(&k).error().code, ENOENT);
 }
 
+// A missing key (and the end of a key walk) is ENOENT with a message naming
+// the map and the operation, the same on every call (its Error is built
+// once per map handle and copied), and other errors of the same operation
+// keep their own messages.
+TEST_F(MapApiTest, NotFoundNamesTheMapAndTheOperation) {
+  uint32_t k = 99, next = 0;
+  uint64_t out = 0;
+  for (int round = 0; round < 2; round++) {
+    auto lookup = map->lookup(&k, &out);
+    ASSERT_FALSE(lookup.ok());
+    EXPECT_EQ(lookup.error().code, ENOENT);
+    EXPECT_EQ(lookup.error().message, "map squares: lookup: No such file or directory");
+    auto erase = map->erase(&k);
+    ASSERT_FALSE(erase.ok());
+    EXPECT_EQ(erase.error().code, ENOENT);
+    EXPECT_EQ(erase.error().message, "map squares: delete: No such file or directory");
+    auto walk = map->get_next_key(nullptr, &next);  // empty map: the walk ends at once
+    ASSERT_FALSE(walk.ok());
+    EXPECT_EQ(walk.error().code, ENOENT);
+    EXPECT_EQ(walk.error().message, "map squares: get_next_key: No such file or directory");
+  }
+  auto bad_flags = map->lookup(&k, &out, 1u << 20);
+  ASSERT_FALSE(bad_flags.ok());
+  EXPECT_EQ(bad_flags.error().code, EINVAL);
+  EXPECT_NE(bad_flags.error().message.find("map squares: lookup: "), std::string::npos)
+      << bad_flags.error().message;
+}
+
 TEST_F(MapApiTest, BatchWalkSeesEveryElementOnce) {
   std::vector<uint32_t> keys;
   std::vector<uint64_t> vals;
