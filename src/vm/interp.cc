@@ -566,6 +566,9 @@ call:
         pc += f->call_off;
         ++s.obj.held;
         reg[0] = reinterpret_cast<uintptr_t>(o);
+        // The object's data is the region its first accesses hit (exactly
+        // what obj_region gives, without asking it).
+        s.hit = Region{reg[0], f->size, true};
         OBJ_CALL_RETURNED();
       }
     }

@@ -783,6 +783,37 @@ TEST_F(InterpObjCall, NewStoreDropLoopBalances) {
   }
 }
 
+// The inline new makes its object the region the next accesses hit: all of
+// its data, not a byte more (the store just past it faults, as without the
+// cache), both for the run's first object (the call) and later ones.
+TEST_F(InterpObjCall, NewObjectsRegionIsExactlyItsData) {
+  for (int32_t off : {ObjDomain::kSize - 8, ObjDomain::kSize}) {
+    SCOPED_TRACE(off);
+    ObjDomain d;
+    Asm a;
+    d.obj_new(a);  // the call: the run's slot not known yet
+    a.jmp_imm(kJmpJeq, 0, 0, "out").mov64_reg(6, 0);
+    d.obj_new(a);  // inline
+    a.jmp_imm(kJmpJeq, 0, 0, "drop6").mov64_reg(7, 0);
+    const size_t store = a.pc();
+    a.st(kSizeDw, 7, static_cast<int16_t>(off), 1);
+    d.obj_drop(a, 7);
+    a.label("drop6");
+    d.obj_drop(a, 6);
+    a.label("out").mov64_imm(0, 0).exit();
+    auto p = d.prepare(a);
+    const RunOutcome o = run(*p);
+    EXPECT_EQ(g_slow_new, 1u);
+    if (off < ObjDomain::kSize) {
+      EXPECT_TRUE(o.ok) << o.error.message;
+    } else {
+      ASSERT_FALSE(o.ok);
+      EXPECT_EQ(o.error.code, EFAULT) << o.error.message;
+      EXPECT_EQ(o.fault.pc, store);
+    }
+  }
+}
+
 // bpf_obj_drop of what is no object, or of an object already dropped: the
 // inline path declines, the call faults at its own pc.
 TEST_F(InterpObjCall, BadDropFaultsAtTheCall) {
