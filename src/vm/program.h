@@ -18,7 +18,8 @@
 // the opcode byte alone and a plain register move never tests off.
 //
 // Interpreter's form (interp_insns, same length and pcs): the executable form
-// with fused obj calls (InterpObjCall).
+// with fused obj calls (InterpObjCall) and `add K` + jump pairs
+// (fused_add_jump_code), built by build_interp_form().
 #pragma once
 
 #include <atomic>
@@ -92,7 +93,8 @@ struct Program {
   mem::MemDomain* mem_domain = nullptr;
 
   std::vector<isa::Insn> exec_insns;  // executable form
-  // The interpreter's form: exec_insns with fused calls (InterpObjCall).
+  // The interpreter's form: exec_insns with fused obj calls (their entries
+  // in interp_obj_calls) and add + jump pairs.
   std::vector<isa::Insn> interp_insns;
   std::vector<InterpObjCall> interp_obj_calls;
   // First pc of every function (entry 0, bpf-to-bpf call and callback
