@@ -549,14 +549,17 @@ call:
     if (s.stop != Stop::kRunning) goto stopped;                \
     budget = s.budget;                                         \
   } while (0)
-#define OBJ_CALL_RETURNED()                                     \
-  do {                                                          \
-    reg[1] = reg[2] = reg[3] = reg[4] = reg[5] = kClobberedReg; \
-    if (f->null_branch) {                                       \
-      ++pc;                                                     \
-      if (reg[0] == 0) JUMP_BY(pc->off);                        \
-    }                                                           \
-    NEXT();                                                     \
+#define OBJ_CALL_RETURNED()                                   \
+  do {                                                        \
+    if (f->clobber != 0) [[unlikely]] {                       \
+      for (int r_ = 1; r_ <= 5; r_++)                         \
+        if (f->clobber & (1u << r_)) reg[r_] = kClobberedReg; \
+    }                                                         \
+    if (f->null_branch) {                                     \
+      ++pc;                                                   \
+      if (reg[0] == 0) JUMP_BY(pc->off);                      \
+    }                                                         \
+    NEXT();                                                   \
   } while (0)
   exec_obj_new:
     f = &obj_calls[pc->imm];

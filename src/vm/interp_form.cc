@@ -12,7 +12,8 @@
 // constant (mov, ld_imm64) or of a register (mov64) into r1-r5: the call
 // clobbers r1-r5, so of those moves only the values they leave in r1 and r2
 // matter. Only the fused run's first instruction changes; a jump into the
-// run or onto the call runs the original instructions.
+// run or onto the call runs the original instructions. The call writes
+// kClobberedReg only into the r1-r5 some path reads afterwards.
 //
 // A loop's counter update and its test or goto (`add K` and the jump right
 // after it) are one dispatch too (fused_add_jump_code, program.h).
@@ -101,6 +102,145 @@ InterpObjCall make_obj_call(const Program& prog, const HelperProto& proto, const
   return f;
 }
 
+// ---- which of r1-r5 are read after a call ------------------------------------
+// A call leaves r1-r5 holding kClobberedReg, the value a program that reads
+// them anyway sees. A fused call writes it only into the registers some
+// path reads before writing them (InterpObjCall::clobber): for the others
+// the value is never seen.
+
+constexpr uint8_t kArgRegs = 0x3e;  // bits 1-5
+
+constexpr uint8_t arg_bit(uint8_t r) {
+  return r >= 1 && r <= 5 ? static_cast<uint8_t>(1u << r) : 0;
+}
+
+// The r1-r5 that insn (at pc, of the main function if main) reads and the
+// ones it certainly writes. Reads may be over-counted, writes never.
+void args_used_and_set(const Program& prog, const Insn& insn, bool main, uint8_t* use,
+                       uint8_t* set) {
+  *use = *set = 0;
+  const uint8_t code = insn.code;
+  if (code == kExecMovsx64 || code == kExecMovsx32 || code == kExecAddrSpaceCast) {
+    *use = arg_bit(insn.src);
+    *set = arg_bit(insn.dst);
+    return;
+  }
+  switch (isa::opcode_info(code).kind) {
+    case isa::OpKind::kAluBin:
+      if ((code & 0xf0) == isa::kAluMov) {
+        *use = (code & isa::kSrcX) ? arg_bit(insn.src) : 0;
+      } else {
+        *use = arg_bit(insn.dst) | ((code & isa::kSrcX) ? arg_bit(insn.src) : 0);
+      }
+      *set = arg_bit(insn.dst);
+      return;
+    case isa::OpKind::kAluNeg:
+    case isa::OpKind::kAluEnd:
+      *use = *set = arg_bit(insn.dst);
+      return;
+    case isa::OpKind::kLdImm64:
+      *set = arg_bit(insn.dst);
+      return;
+    case isa::OpKind::kLdx:
+    case isa::OpKind::kLdxSx:
+      *use = arg_bit(insn.src);
+      *set = arg_bit(insn.dst);
+      return;
+    case isa::OpKind::kSt:
+      *use = arg_bit(insn.dst);
+      return;
+    case isa::OpKind::kStx:
+    case isa::OpKind::kAtomic:
+      *use = arg_bit(insn.dst) | arg_bit(insn.src);
+      return;
+    case isa::OpKind::kLdInd:
+      *use = arg_bit(insn.src);
+      return;
+    case isa::OpKind::kJmpCond:
+      *use = arg_bit(insn.dst) | ((code & isa::kSrcX) ? arg_bit(insn.src) : 0);
+      return;
+    case isa::OpKind::kCall: {
+      const HelperProto* proto = nullptr;
+      if (isa::is_helper_call(insn) && prog.helpers && insn.imm >= 0 &&
+          static_cast<uint32_t>(insn.imm) < kMaxHelperId)
+        proto = prog.helpers[insn.imm];
+      else if (isa::is_kfunc_call(insn) && insn.imm >= 0 &&
+               static_cast<size_t>(insn.imm) < prog.kfuncs.size())
+        proto = prog.kfuncs[static_cast<size_t>(insn.imm)];
+      if (proto == nullptr) {  // a bpf-to-bpf call: the callee's arguments, its r1-r5 after
+        *use = kArgRegs;
+        return;
+      }
+      for (uint8_t a = 0; a < 5; a++)
+        if (proto->args[a] != ArgKind::kNone) *use |= arg_bit(static_cast<uint8_t>(a + 1));
+      *set = kArgRegs;
+      return;
+    }
+    case isa::OpKind::kCallx:
+      *use = kArgRegs;
+      return;
+    case isa::OpKind::kExit:
+      // A function's caller (or the helper of a callback) may read what its
+      // r1-r5 hold; the host reads only the program's r0.
+      *use = main ? 0 : kArgRegs;
+      return;
+    default:  // ja, may_goto, ld_abs
+      return;
+  }
+}
+
+// For each pc, the r1-r5 some path from the instruction after it reads
+// before writing (a worklist over the instructions' predecessors).
+std::vector<uint8_t> args_live_after(const Program& prog) {
+  const std::vector<Insn>& in = prog.exec_insns;
+  const size_t n = in.size();
+  const size_t main_end = prog.func_entries.size() > 1 ? prog.func_entries[1] : n;
+  std::vector<uint8_t> use(n, 0), set(n, 0), live_in(n, 0), live_out(n, 0);
+  std::vector<std::vector<uint32_t>> preds(n);
+  std::vector<bool> is_insn(n, false);
+  for (size_t pc = 0; pc < n; ++pc) {
+    const Insn& insn = in[pc];
+    is_insn[pc] = true;
+    args_used_and_set(prog, insn, pc < main_end, &use[pc], &set[pc]);
+    const isa::OpKind kind = isa::opcode_info(insn.code).kind;
+    const size_t next = pc + (insn.code == isa::kLdImm64 ? 2 : 1);
+    auto edge = [&](int64_t to) {
+      if (to >= 0 && static_cast<size_t>(to) < n) preds[static_cast<size_t>(to)].push_back(pc);
+    };
+    if (kind == isa::OpKind::kJa) {
+      edge(isa::branch_target(insn, pc));
+    } else if (kind == isa::OpKind::kJmpCond || kind == isa::OpKind::kJcond) {
+      edge(isa::branch_target(insn, pc));
+      edge(static_cast<int64_t>(next));
+    } else if (kind != isa::OpKind::kExit) {
+      edge(static_cast<int64_t>(next));
+    }
+    if (insn.code == isa::kLdImm64) ++pc;
+  }
+  std::vector<uint32_t> work;
+  for (size_t pc = 0; pc < n; ++pc)
+    if (is_insn[pc]) work.push_back(static_cast<uint32_t>(pc));
+  std::vector<bool> queued(n, true);
+  while (!work.empty()) {
+    const uint32_t pc = work.back();
+    work.pop_back();
+    queued[pc] = false;
+    const auto li = static_cast<uint8_t>(use[pc] | (live_out[pc] & ~set[pc]));
+    if (li == live_in[pc]) continue;  // (0 the first time: nothing to pass on)
+    live_in[pc] = li;
+    for (uint32_t p : preds[pc]) {
+      const auto lo = static_cast<uint8_t>(live_out[p] | li);
+      if (lo == live_out[p]) continue;
+      live_out[p] = lo;
+      if (!queued[p]) {
+        queued[p] = true;
+        work.push_back(p);
+      }
+    }
+  }
+  return live_out;
+}
+
 }  // namespace
 
 void build_interp_form(Program& prog) {
@@ -145,6 +285,15 @@ void build_interp_form(Program& prog) {
     const bool add32 = code == (isa::kClassAlu | isa::kSrcK | isa::kAluAdd);
     if (!add64 && !add32) continue;
     if (const uint8_t fused = fused_add_jump_code(add32, in[pc + 1].code)) out[pc].code = fused;
+  }
+  if (!calls.empty()) {
+    const std::vector<uint8_t> live = args_live_after(prog);
+    for (size_t pc = 0; pc < n; ++pc) {
+      const uint8_t code = out[pc].code;
+      if (code != kExecObjNew && code != kExecObjDrop) continue;
+      InterpObjCall& f = calls[static_cast<size_t>(out[pc].imm)];
+      f.clobber = live[pc + f.call_off];
+    }
   }
   prog.interp_insns = std::move(out);
   prog.interp_obj_calls = std::move(calls);

@@ -51,7 +51,7 @@ struct JitImage;
 // moves that set its arguments, in the interpreter's form: the first of
 // those moves (or the call itself) becomes kExecObjNew / kExecObjDrop with
 // imm = this entry's index. It does what the moves and the call would (r0,
-// r1-r5 clobbered), and the `if r0 == 0 goto` after the call if
+// r1-r5 clobbered where read later), and the `if r0 == 0 goto` after the call if
 // null_branch. The moves and the call keep their instructions, so a jump
 // between them runs them one by one.
 struct InterpObjCall {
@@ -70,6 +70,9 @@ struct InterpObjCall {
   uint64_t owned = 0;
   uint32_t size = 0;
   uint32_t cls = 0;
+  // Bits 1-5: the r1-r5 that a path after the call may read before writing
+  // them, set to kClobberedReg by the call; the others are never seen.
+  uint8_t clobber = 0x3e;
 };
 
 struct Program {

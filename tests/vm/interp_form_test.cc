@@ -898,6 +898,60 @@ TEST_F(InterpObjCall, ReturningHoldingAnObjectIsRefused) {
   EXPECT_EQ(d.in_use(), base);
 }
 
+// ---- which argument registers a fused call clobbers --------------------------
+
+// The call writes kClobberedReg only into the r1-r5 some path after it reads
+// before writing (bits 1-5 of clobber): none when all are written first or
+// never read; what a later instruction, call argument or branch reads; all
+// when a subprogram returns (its caller may read them).
+TEST(InterpForm, ClobbersOnlyTheArgumentRegistersReadLater) {
+  constexpr uint8_t kAll = 0x3e;
+  const auto bit = [](int r) { return static_cast<uint8_t>(1u << r); };
+  const struct {
+    const char* what;
+    std::function<void(Asm&)> after;  // after `call new` (fused on itself)
+    uint8_t want;
+  } cases[] = {
+      {"all written, then exit",
+       [](Asm& a) {
+         for (uint8_t r = 1; r <= 5; r++) a.mov64_imm(r, 0);
+         a.exit();
+       },
+       0},
+      {"none read before the program's exit", [](Asm& a) { a.exit(); }, 0},
+      {"r3 read", [](Asm& a) { a.mov64_reg(0, 3).exit(); }, bit(3)},
+      {"r4 read on one branch only",
+       [](Asm& a) {
+         a.jmp_imm(kJmpJeq, 0, 0, "write").alu64_reg(kAluAdd, 0, 4).exit();
+         a.label("write").mov64_imm(4, 1).mov64_reg(0, 4).exit();
+       },
+       bit(4)},
+      {"the next call's arguments: r1 set first, r2 read",
+       [](Asm& a) { a.mov64_reg(1, 0).call_kfunc(kKfPlain).exit(); }, bit(2)},
+      {"a store through r5", [](Asm& a) { a.stx(kSizeDw, 10, 5, -8).exit(); }, bit(5)},
+      {"r2 read at the loop head",
+       [](Asm& a) {
+         a.label("head").alu64_reg(kAluAdd, 0, 2).alu64_imm(kAluAdd, 6, 1);
+         a.jmp_imm(kJmpJlt, 6, 3, "head").exit();
+       },
+       bit(2)},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    Asm a;
+    a.mov64_imm(6, 0).call_kfunc(kKfNew);
+    c.after(a);
+    auto p = prepare(a);
+    EXPECT_EQ(int{only_call(*p).clobber}, int{c.want});
+  }
+  // In a subprogram, its exit leaves r1-r5 to the caller: all are live.
+  Asm a;
+  a.call_local("sub").exit();
+  a.label("sub").call_kfunc(kKfNew).exit();
+  auto p = prepare(a);
+  EXPECT_EQ(int{only_call(*p).clobber}, int{kAll});
+}
+
 // ---- `add K` fused with the jump after it ------------------------------------
 
 // Which adds are fused: an immediate add (64- or 32-bit) right before a
