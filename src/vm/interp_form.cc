@@ -197,10 +197,10 @@ std::vector<uint8_t> args_live_after(const Program& prog) {
   const size_t main_end = prog.func_entries.size() > 1 ? prog.func_entries[1] : n;
   std::vector<uint8_t> use(n, 0), set(n, 0), live_in(n, 0), live_out(n, 0);
   std::vector<std::vector<uint32_t>> preds(n);
-  std::vector<bool> is_insn(n, false);
+  std::vector<uint32_t> work;  // every instruction (not ld_imm64's second slots)
   for (size_t pc = 0; pc < n; ++pc) {
     const Insn& insn = in[pc];
-    is_insn[pc] = true;
+    work.push_back(static_cast<uint32_t>(pc));
     args_used_and_set(prog, insn, pc < main_end, &use[pc], &set[pc]);
     const isa::OpKind kind = isa::opcode_info(insn.code).kind;
     const size_t next = pc + (insn.code == isa::kLdImm64 ? 2 : 1);
@@ -217,9 +217,6 @@ std::vector<uint8_t> args_live_after(const Program& prog) {
     }
     if (insn.code == isa::kLdImm64) ++pc;
   }
-  std::vector<uint32_t> work;
-  for (size_t pc = 0; pc < n; ++pc)
-    if (is_insn[pc]) work.push_back(static_cast<uint32_t>(pc));
   std::vector<bool> queued(n, true);
   while (!work.empty()) {
     const uint32_t pc = work.back();
