@@ -50,6 +50,31 @@ void spin_until(const std::atomic<uint64_t>& word, uint64_t value) {
   }
 }
 
+// A thread parked inside a record section of rcu from construction until
+// leave() (which joins it).
+class ParkedReader {
+ public:
+  explicit ParkedReader(RcuDomain& rcu)
+      : t_([this, &rcu] {
+          RcuReadGuard g(rcu);
+          EXPECT_TRUE(g.on_record());
+          phase_ = 1;
+          spin_until(phase_, 2);
+        }) {
+    spin_until(phase_, 1);
+  }
+  ~ParkedReader() { leave(); }
+  void leave() {
+    if (!t_.joinable()) return;
+    phase_ = 2;
+    t_.join();
+  }
+
+ private:
+  std::atomic<uint64_t> phase_{0};
+  std::thread t_;
+};
+
 TEST(RcuReaders, HostSectionsUseARecordAndNoSlot) {
   Rcu r;
   RcuReadGuard g(r.rcu);
@@ -69,22 +94,14 @@ TEST(RcuReaders, HostSectionsUseARecordAndNoSlot) {
 // flavors), not the sleepable flavor's nor another domain's.
 TEST(RcuReaders, RecordSectionBlocksItsDomainOnly) {
   Rcu r, other;
-  std::atomic<uint64_t> phase{0};
-  std::thread reader([&] {
-    RcuReadGuard g(r.rcu);
-    EXPECT_TRUE(g.on_record());
-    phase = 1;
-    spin_until(phase, 2);
-  });
-  spin_until(phase, 1);
+  ParkedReader reader(r.rcu);
   const uint64_t cookie = r.rcu.start_gp();
   EXPECT_FALSE(r.rcu.poll_gp(cookie, RcuFlavor::kNormal));
   EXPECT_FALSE(r.rcu.poll_gp(cookie, RcuFlavor::kBoth));
   EXPECT_TRUE(r.rcu.poll_gp(cookie, RcuFlavor::kTasksTrace));
   const uint64_t other_cookie = other.rcu.start_gp();
   EXPECT_TRUE(other.rcu.poll_gp(other_cookie, RcuFlavor::kNormal));
-  phase = 2;
-  reader.join();
+  reader.leave();
   EXPECT_TRUE(r.rcu.poll_gp(cookie, RcuFlavor::kNormal));
   EXPECT_TRUE(r.rcu.poll_gp(cookie, RcuFlavor::kBoth));
   // A section entered after the grace period started does not block it.
@@ -188,14 +205,7 @@ TEST(RcuReaders, RecordsAreReusedAfterThreadsExit) {
 TEST(RcuReaders, ForkedChildIsNotBlockedByTheParentsOtherThreads) {
   Rcu r;
   ASSERT_NE(registered_record(r.rcu), nullptr);
-  std::atomic<uint64_t> phase{0};
-  std::thread reader([&] {
-    RcuReadGuard g(r.rcu);
-    EXPECT_TRUE(g.on_record());
-    phase = 1;
-    spin_until(phase, 2);
-  });
-  spin_until(phase, 1);
+  ParkedReader reader(r.rcu);
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -205,8 +215,7 @@ TEST(RcuReaders, ForkedChildIsNotBlockedByTheParentsOtherThreads) {
   }
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  phase = 2;
-  reader.join();
+  reader.leave();
   ASSERT_TRUE(WIFEXITED(status)) << "child ended by signal " << WTERMSIG(status);
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
