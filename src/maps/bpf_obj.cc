@@ -89,6 +89,10 @@ uint64_t obj_free_state(mem::MemDomain& d, uint32_t size) {
   return make_state(&d.global_ma, kStFree, size);
 }
 
+void obj_free_class(mem::MemDomain& d, int slot, uint32_t cls, uintptr_t o) {
+  d.global_ma.free_class(slot, cls, reinterpret_cast<void*>(o));
+}
+
 int percpu_obj_class(uint32_t size) {
   if (size == 0 || size > kPercpuObjMaxSize) return -1;
   for (uint32_t c = 0; c <= mem::MemDomain::kPercpuMaxClass; c++)

@@ -115,14 +115,20 @@ inline std::atomic<uint64_t>& state_word(uintptr_t o) {
 
 }  // namespace objw
 
+// d.global_ma.free_class out of line: the end of a drop whose inline push
+// declined (the list busy or above high), kept off the callers' fast path.
+void obj_free_class(mem::MemDomain& d, int slot, uint32_t cls, uintptr_t o);
+
 // obj_new_in_slot's fast path for an object of size bytes (1..48) of class
-// cls (obj_class(size)) whose owned state word is owned
-// (obj_owned_state(d, size)): the object, or nullptr when the slot's list
-// is empty, busy or at its low watermark (the caller then makes the full
-// call, which decides). slot: held by the caller.
-[[gnu::always_inline]] inline void* obj_new_fast(mem::MemDomain& d, uint64_t owned, uint32_t size,
-                                                 uint32_t cls, int slot, ObjMemo* memo) {
-  auto* o = static_cast<char*>(d.global_ma.try_alloc_class(slot, cls));
+// cls (obj_class(size)), whose lists are lists (d.global_ma.class_lists(cls))
+// and whose owned state word is owned (obj_owned_state(d, size)): the
+// object, or nullptr when the slot's list is empty, busy or at its low
+// watermark (the caller then makes the full call, which decides). slot:
+// held by the caller.
+[[gnu::always_inline]] inline void* obj_new_fast(const mem::ClassLists& lists, uint64_t owned,
+                                                 uint32_t size, uint32_t cls, int slot,
+                                                 ObjMemo* memo) {
+  auto* o = static_cast<char*>(mem::MemAlloc::try_alloc_in(lists, slot));
   if (!o) [[unlikely]]
     return nullptr;
   objw::zero_data(o + 8, size);
@@ -149,6 +155,30 @@ inline std::atomic<uint64_t>& state_word(uintptr_t o) {
     return true;
   }
   return false;
+}
+
+// obj_drop_in_slot's fast path for an object a (not 0) that the caller
+// knows to be of size bytes of class cls (lists: its lists) and, if the run
+// still owns it, never published (an engine's static facts: a bpf_obj_new
+// of this run with no call in between): true when its state word is
+// exactly owned (obj_owned_state(d, size)) with slot, and it was dropped
+// (state word freed: obj_free_state(d, size)); false with nothing changed
+// otherwise (the caller then makes the full call). When the list declines
+// the push (busy, or above high) the drop ends in declined(o), which must
+// call obj_free_class(d, slot, cls, o): the caller passes what it needs
+// only there, so the fast path does not load it.
+template <typename Declined>
+[[gnu::always_inline]] inline bool obj_drop_known(const mem::ClassLists& lists, uint64_t owned,
+                                                  uint64_t freed, uintptr_t a, int slot,
+                                                  Declined&& declined) {
+  const uintptr_t o = a - 8;
+  const uint64_t w = objw::state_word(o).load(std::memory_order_relaxed);
+  if (slot < 0 || w != (owned | uint64_t(uint16_t(slot)) << kObjSlotShift)) [[unlikely]]
+    return false;
+  objw::state_word(o).store(freed, std::memory_order_relaxed);
+  if (!mem::MemAlloc::try_free_in(lists, slot, reinterpret_cast<void*>(o))) [[unlikely]]
+    declined(o);
+  return true;
 }
 
 }  // namespace userbpf::maps

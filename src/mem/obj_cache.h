@@ -55,6 +55,7 @@
 #include "base/assert.h"
 #include "base/result.h"
 #include "mem/bg_worker.h"
+#include "mem/class_lists.h"
 #include "mem/cpu_slots.h"
 #include "mem/page_pool.h"
 #include "mem/rcu.h"
@@ -170,6 +171,18 @@ class MemAlloc {
   }
   [[gnu::always_inline]] bool try_free_class(int slot, uint32_t cls, void* p) {
     return unit_try_free(cache(slot, cls), static_cast<ObjHdr*>(p) - 1);
+  }
+  // The same fast paths for a caller that resolved the class ahead
+  // (class_lists.h). Valid for the allocator's life, after init.
+  ClassLists class_lists(uint32_t cls) const {
+    return ClassLists{reinterpret_cast<uintptr_t>(&caches_[cls]), nclasses_ * sizeof(SlotCache),
+                      class_word(cls)};
+  }
+  [[gnu::always_inline]] static void* try_alloc_in(const ClassLists& l, int slot) {
+    return unit_pop(list_in(l, slot), reinterpret_cast<SizeClass*>(l.class_word));
+  }
+  [[gnu::always_inline]] static bool try_free_in(const ClassLists& l, int slot, void* p) {
+    return unit_try_free(list_in(l, slot), static_cast<ObjHdr*>(p) - 1);
   }
   // bpf_mem_free_rcu: reusable after a grace period.
   void free_rcu(int slot, void* p);
@@ -298,10 +311,17 @@ class MemAlloc {
   SlotCache& cache(int slot, uint32_t cls) {
     return caches_[static_cast<size_t>(slot) * nclasses_ + cls];
   }
+  static SlotCache& list_in(const ClassLists& l, int slot) {
+    return *reinterpret_cast<SlotCache*>(l.base + static_cast<uintptr_t>(slot) * l.stride);
+  }
   // Fast paths (inline below): the holder's list, no call; anything else (an
   // empty list, re-entry, a watermark to report) goes out of line.
-  [[gnu::always_inline]] inline void* unit_try_alloc(SlotCache& c);
-  [[gnu::always_inline]] inline bool unit_try_free(SlotCache& c, ObjHdr* h);
+  [[gnu::always_inline]] void* unit_try_alloc(SlotCache& c) {
+    return unit_pop(c, &classes_[c.cls]);
+  }
+  // unit_try_alloc of c, whose class is sc.
+  [[gnu::always_inline]] static inline void* unit_pop(SlotCache& c, SizeClass* sc);
+  [[gnu::always_inline]] static inline bool unit_try_free(SlotCache& c, ObjHdr* h);
   [[gnu::always_inline]] void* unit_alloc(SlotCache& c) {
     if (void* p = unit_try_alloc(c)) [[likely]]
       return p;
@@ -419,7 +439,7 @@ class MemAlloc {
 // keeps off (alloc fails, free goes to the side list). Nothing inside the
 // bracket can fault or call out.
 
-inline void* MemAlloc::unit_try_alloc(SlotCache& c) {
+inline void* MemAlloc::unit_pop(SlotCache& c, SizeClass* sc) {
   if (c.active.load(std::memory_order_relaxed)) [[unlikely]]
     return nullptr;
   c.active.store(1, std::memory_order_relaxed);
@@ -428,18 +448,19 @@ inline void* MemAlloc::unit_try_alloc(SlotCache& c) {
   const uint32_t cnt = c.free_cnt.load(std::memory_order_relaxed);
   // Taking one leaves the list below low with no batch waiting and the
   // worker not yet asked: the slow path asks it (once per crossing).
-  const bool report = cnt <= c.wm.low && !c.incoming.load(std::memory_order_relaxed) &&
-                      !c.kicked.load(std::memory_order_relaxed);
-  if (!h || report) [[unlikely]] {
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    c.active.store(0, std::memory_order_relaxed);
-    return nullptr;
+  if (!h || cnt <= c.wm.low) [[unlikely]] {
+    if (!h || (!c.incoming.load(std::memory_order_relaxed) &&
+               !c.kicked.load(std::memory_order_relaxed))) {
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      c.active.store(0, std::memory_order_relaxed);
+      return nullptr;
+    }
   }
   c.free_head = h->next;
   c.free_cnt.store(cnt - 1, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   c.active.store(0, std::memory_order_relaxed);
-  h->cls = &classes_[c.cls];
+  h->cls = sc;
   return h + 1;
 }
 

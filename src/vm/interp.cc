@@ -23,7 +23,9 @@
 // check found. The program runs in the interpreter's form
 // (Program::interp_insns, interp_form.cc): bpf_obj_new / bpf_obj_drop with
 // the moves that set their arguments, and `add K` with the jump after it,
-// are one dispatch each.
+// are one dispatch each; loads and stores that the form's facts prove
+// inside an object the run holds run unchecked (obj_* handlers), and a
+// drop of an object the facts follow knows its class.
 #include <cinttypes>
 #include <cstring>
 #include <optional>
@@ -91,6 +93,12 @@ inline void enter_frame(InterpState& s) {
   }
 }
 
+// A known drop (kExecObjDropKnown) whose inline push the list declined.
+[[gnu::noinline, gnu::cold]] void drop_known_declined(const InterpObjCall& f, const InterpState& s,
+                                                      uintptr_t o) {
+  maps::obj_free_class(*f.domain, s.obj.slot, f.cls, o);
+}
+
 uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args);
 
 // RunContext::call_fn: a helper calling back into the program.
@@ -142,10 +150,13 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
   [fused_add_jump_code(true, kClassJmp | kSrcX | op)] = &&add32_jmp_##name##_x,      \
   [fused_add_jump_code(true, kClassJmp32 | kSrcK | op)] = &&add32_jmp32_##name##_k,  \
   [fused_add_jump_code(true, kClassJmp32 | kSrcX | op)] = &&add32_jmp32_##name##_x,
-#define USERBPF_MEM_ENTRY(name, size, bytes)             \
-  [kClassLdx | kModeMem | size] = &&ldx_##name,          \
-  [kClassSt | kModeMem | size] = &&st_##name,            \
-  [kClassStx | kModeMem | size] = &&stx_##name,
+#define USERBPF_MEM_ENTRY(name, size, bytes)                          \
+  [kClassLdx | kModeMem | size] = &&ldx_##name,                       \
+  [kClassSt | kModeMem | size] = &&st_##name,                         \
+  [kClassStx | kModeMem | size] = &&stx_##name,                       \
+  [obj_access_code(kClassLdx | kModeMem | size)] = &&obj_ldx_##name,  \
+  [obj_access_code(kClassSt | kModeMem | size)] = &&obj_st_##name,    \
+  [obj_access_code(kClassStx | kModeMem | size)] = &&obj_stx_##name,
   static const void* const kTable[256] = {
       [0 ... 255] = &&invalid,
       USERBPF_ALU_BINOPS(USERBPF_ALU_ENTRY)
@@ -167,6 +178,8 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
       [kExecAddrSpaceCast] = &&exec_addr_space_cast,
       [kExecObjNew] = &&exec_obj_new,
       [kExecObjDrop] = &&exec_obj_drop,
+      [kExecObjNewKnown] = &&exec_obj_new_known,
+      [kExecObjDropKnown] = &&exec_obj_drop_known,
       [kCall] = &&call,
       [kCallx] = &&callx,
       [kExit] = &&exit,
@@ -180,6 +193,9 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
       [kClassLdx | kModeMemsx | kSizeB] = &&ldxsx_b,
       [kClassLdx | kModeMemsx | kSizeH] = &&ldxsx_h,
       [kClassLdx | kModeMemsx | kSizeW] = &&ldxsx_w,
+      [obj_access_code(kClassLdx | kModeMemsx | kSizeB)] = &&obj_ldxsx_b,
+      [obj_access_code(kClassLdx | kModeMemsx | kSizeH)] = &&obj_ldxsx_h,
+      [obj_access_code(kClassLdx | kModeMemsx | kSizeW)] = &&obj_ldxsx_w,
       [kClassStx | kModeAtomic | kSizeW] = &&atomic_w,
       [kClassStx | kModeAtomic | kSizeDw] = &&atomic_dw,
   };
@@ -224,15 +240,16 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
     DISPATCH(); \
   } while (0)
   // Backward jumps charge the budget with their distance.
-#define JUMP_BY(o)                                              \
-  do {                                                          \
-    const int64_t o_ = (o);                                     \
-    if (o_ < 0) {                                               \
-      if (budget < static_cast<uint64_t>(-o_)) goto budget_out; \
-      budget -= static_cast<uint64_t>(-o_);                     \
-    }                                                           \
-    pc += o_ + 1;                                               \
-    DISPATCH();                                                 \
+#define JUMP_BY(o)                                                                             \
+  do {                                                                                         \
+    const int64_t o_ = (o);                                                                    \
+    if (o_ < 0) {                                                                              \
+      uint64_t left_;                                                                          \
+      if (__builtin_sub_overflow(budget, static_cast<uint64_t>(-o_), &left_)) goto budget_out; \
+      budget = left_;                                                                          \
+    }                                                                                          \
+    pc += o_ + 1;                                                                              \
+    DISPATCH();                                                                                \
   } while (0)
 #define CHECK_ACCESS(a, size, write, atomic)                         \
   do {                                                               \
@@ -549,31 +566,50 @@ call:
     if (s.stop != Stop::kRunning) goto stopped;                \
     budget = s.budget;                                         \
   } while (0)
-#define OBJ_CALL_RETURNED()                                   \
+#define OBJ_CALL_CLOBBER()                                    \
   do {                                                        \
     if (f->clobber != 0) [[unlikely]] {                       \
       for (int r_ = 1; r_ <= 5; r_++)                         \
         if (f->clobber & (1u << r_)) reg[r_] = kClobberedReg; \
     }                                                         \
-    if (f->null_branch) {                                     \
-      ++pc;                                                   \
-      if (reg[0] == 0) JUMP_BY(pc->off);                      \
-    }                                                         \
-    NEXT();                                                   \
+  } while (0)
+#define OBJ_CALL_RETURNED()              \
+  do {                                   \
+    OBJ_CALL_CLOBBER();                  \
+    if (f->null_branch) {                \
+      ++pc;                              \
+      if (reg[0] == 0) JUMP_BY(pc->off); \
+    }                                    \
+    NEXT();                              \
+  } while (0)
+    // A new that got its object: the null branch (if any) falls through.
+#define OBJ_NEW_GOT(o)                       \
+  do {                                       \
+    ++s.obj.held;                            \
+    reg[0] = reinterpret_cast<uintptr_t>(o); \
+    OBJ_CALL_CLOBBER();                      \
+    pc += pc->off;                           \
+    DISPATCH();                              \
   } while (0)
   exec_obj_new:
     f = &obj_calls[pc->imm];
     if (f->size != 0 && s.obj.slot >= 0) [[likely]] {
-      if (void* o = maps::obj_new_fast(*f->domain, f->owned, f->size, f->cls, s.obj.slot,
+      if (void* o = maps::obj_new_fast(f->lists, f->owned, f->size, f->cls, s.obj.slot,
                                        &s.obj.memo)) [[likely]] {
-        pc += f->call_off;
-        ++s.obj.held;
-        reg[0] = reinterpret_cast<uintptr_t>(o);
         // The object's data is the region its first accesses hit (exactly
         // what obj_region gives, without asking it).
-        s.hit = Region{reg[0], f->size, true};
-        OBJ_CALL_RETURNED();
+        s.hit = Region{reinterpret_cast<uintptr_t>(o), f->size, true};
+        OBJ_NEW_GOT(o);
       }
+    }
+    OBJ_CALL_SLOW();
+    OBJ_CALL_RETURNED();
+  exec_obj_new_known:  // the inline path; the facts follow the object to its drop
+    f = &obj_calls[pc->imm];
+    if (s.obj.slot >= 0) [[likely]] {
+      if (void* o = maps::obj_new_fast(f->lists, f->owned, f->size, f->cls, s.obj.slot, nullptr))
+          [[likely]]
+        OBJ_NEW_GOT(o);
     }
     OBJ_CALL_SLOW();
     OBJ_CALL_RETURNED();
@@ -591,9 +627,25 @@ call:
     }
     OBJ_CALL_SLOW();
     OBJ_CALL_RETURNED();
+  exec_obj_drop_known:  // the facts know the object: its class, never published
+    f = &obj_calls[pc->imm];
+    if (const uint64_t a1 = reg[f->arg_reg[0]];
+        a1 != 0 && maps::obj_drop_known(f->lists, f->owned, f->freed, a1, s.obj.slot,
+                                        [f, &s](uintptr_t o) { drop_known_declined(*f, s, o); }))
+        [[likely]] {
+      --s.obj.held;
+      reg[0] = 0;
+      OBJ_CALL_CLOBBER();
+      pc += pc->off;  // no null branch (interp_form.cc)
+      DISPATCH();
+    }
+    OBJ_CALL_SLOW();
+    OBJ_CALL_RETURNED();
 #undef OBJ_CALL_ARG
 #undef OBJ_CALL_SLOW
+#undef OBJ_CALL_CLOBBER
 #undef OBJ_CALL_RETURNED
+#undef OBJ_NEW_GOT
   }
 callx:
   if (!is_callback_value(*s.prog, DST)) {
@@ -643,27 +695,46 @@ ld_imm64:
   pc += 2;
   DISPATCH();
 
-#define LDX(name, T)                                                            \
-  ldx_##name : {                                                                \
-    CHECK_ACCESS(SRC + static_cast<int64_t>(pc->off), sizeof(T), false, false); \
-    T v;                                                                        \
-    __builtin_memcpy(&v, reinterpret_cast<const void*>(addr), sizeof(T));       \
-    DST = static_cast<uint64_t>(v);                                             \
-    NEXT();                                                                     \
+  // Each load and store twice: checked, and as obj_* for accesses that the
+  // facts prove inside an object the run holds (obj_access_code).
+#define LDX(name, T)                                                               \
+  ldx_##name : {                                                                   \
+    CHECK_ACCESS(SRC + static_cast<int64_t>(pc->off), sizeof(T), false, false);    \
+    T v;                                                                           \
+    __builtin_memcpy(&v, reinterpret_cast<const void*>(addr), sizeof(T));          \
+    DST = static_cast<uint64_t>(v);                                                \
+    NEXT();                                                                        \
+  }                                                                                \
+  obj_ldx_##name : {                                                               \
+    T v;                                                                           \
+    __builtin_memcpy(&v, reinterpret_cast<const void*>(SRC + pc->off), sizeof(T)); \
+    DST = static_cast<uint64_t>(v);                                                \
+    NEXT();                                                                        \
   }
-#define LDXSX(name, T)                                                          \
-  ldxsx_##name : {                                                              \
-    CHECK_ACCESS(SRC + static_cast<int64_t>(pc->off), sizeof(T), false, false); \
-    T v;                                                                        \
-    __builtin_memcpy(&v, reinterpret_cast<const void*>(addr), sizeof(T));       \
-    DST = static_cast<uint64_t>(static_cast<int64_t>(v));                       \
-    NEXT();                                                                     \
+#define LDXSX(name, T)                                                             \
+  ldxsx_##name : {                                                                 \
+    CHECK_ACCESS(SRC + static_cast<int64_t>(pc->off), sizeof(T), false, false);    \
+    T v;                                                                           \
+    __builtin_memcpy(&v, reinterpret_cast<const void*>(addr), sizeof(T));          \
+    DST = static_cast<uint64_t>(static_cast<int64_t>(v));                          \
+    NEXT();                                                                        \
+  }                                                                                \
+  obj_ldxsx_##name : {                                                             \
+    T v;                                                                           \
+    __builtin_memcpy(&v, reinterpret_cast<const void*>(SRC + pc->off), sizeof(T)); \
+    DST = static_cast<uint64_t>(static_cast<int64_t>(v));                          \
+    NEXT();                                                                        \
   }
 #define STORE(name, T, VALUE, KIND)                                            \
   KIND##_##name : {                                                            \
     CHECK_ACCESS(DST + static_cast<int64_t>(pc->off), sizeof(T), true, false); \
     const T v = static_cast<T>(VALUE);                                         \
     __builtin_memcpy(reinterpret_cast<void*>(addr), &v, sizeof(T));            \
+    NEXT();                                                                    \
+  }                                                                            \
+  obj_##KIND##_##name : {                                                      \
+    const T v = static_cast<T>(VALUE);                                         \
+    __builtin_memcpy(reinterpret_cast<void*>(DST + pc->off), &v, sizeof(T));   \
     NEXT();                                                                    \
   }
   LDX(b, uint8_t)

@@ -17,9 +17,15 @@
 //
 // A loop's counter update and its test or goto (`add K` and the jump right
 // after it) are one dispatch too (fused_add_jump_code, program.h).
+//
+// In programs with obj calls, the facts (find_obj_facts) say which loads
+// and stores lie inside an object the run holds (they get
+// obj_access_code: no check) and which drops get an object whose class is
+// known (kExecObjDropKnown, and its new kExecObjNewKnown).
 #include "isa/decode.h"
 #include "isa/opcodes.h"
 #include "maps/bpf_obj.h"
+#include "mem/domain.h"
 #include "vm/program.h"
 
 namespace userbpf::vm {
@@ -238,6 +244,139 @@ std::vector<uint8_t> args_live_after(const Program& prog) {
   return live_out;
 }
 
+// ---- objects the run holds ----------------------------------------------------
+// The kernel's verifier knows which registers point into an object the
+// program allocated and how big it is, so its accesses need no check and
+// its bpf_obj_drop knows the class. A forward pass over straight-line code
+// finds the easy cases, as the JIT's facts do (jit/x86_64/emit_facts.cc):
+// after a bpf_obj_new, r0 is the object or null, not null where
+// `if r0 == 0 goto` falls through, and the fact follows register moves and
+// constant adds. Everything is forgotten at jump targets and function
+// entries, and an object fact at any call (a callee could publish or drop
+// the object): while a fact lives, its object is the run's own and was never
+// published, and no one else may free it (bpf_obj.h: only the owning run
+// moves an owned object on).
+struct ObjFacts {
+  std::vector<bool> access;     // per pc: a load or store inside an object
+  std::vector<uint32_t> drop;   // per call pc: the size of the object dropped, or 0
+  std::vector<bool> new_known;  // per call pc of a new: some drop knows its object
+};
+
+ObjFacts find_obj_facts(const Program& prog) {
+  const std::vector<Insn>& in = prog.exec_insns;
+  const size_t n = in.size();
+  ObjFacts out{std::vector<bool>(n, false), std::vector<uint32_t>(n, 0),
+               std::vector<bool>(n, false)};
+  std::vector<bool> target(n, false);
+  for (uint32_t e : prog.func_entries)
+    if (e < n) target[e] = true;
+  for (size_t pc = 0; pc < n; ++pc) {
+    const isa::OpKind kind = isa::opcode_info(in[pc].code).kind;
+    if (kind == isa::OpKind::kJa || kind == isa::OpKind::kJmpCond || kind == isa::OpKind::kJcond) {
+      const int64_t t = isa::branch_target(in[pc], pc);
+      if (t >= 0 && static_cast<size_t>(t) < n) target[static_cast<size_t>(t)] = true;
+    }
+    if (in[pc].code == isa::kLdImm64) ++pc;
+  }
+  struct Fact {
+    enum Kind : uint8_t { kNone, kObjOrNull, kObj } kind = kNone;
+    int64_t off = 0;      // from the object's data
+    uint32_t size = 0;    // the object's bytes
+    uint32_t origin = 0;  // the call pc of its bpf_obj_new
+  };
+  constexpr int64_t kMaxOff = int64_t{1} << 30;
+  Fact f[isa::kNumRegs];
+  auto forget_all = [&] {
+    for (Fact& x : f) x = Fact{};
+  };
+  auto forget_call = [&] {
+    for (Fact& x : f) x = Fact{};  // r0-r5 and every object fact: all there is
+  };
+  // Whether an access of size bytes at [f[base] + off) lies in an object.
+  auto inside = [&](int base, int16_t off, uint32_t size) {
+    const Fact& b = f[base];
+    const int64_t lo = b.off + off;
+    return b.kind == Fact::kObj && lo >= 0 && lo + size <= b.size;
+  };
+  for (size_t pc = 0; pc < n; ++pc) {
+    if (target[pc]) forget_all();
+    const Insn& insn = in[pc];
+    const uint8_t code = insn.code;
+    if (code == kExecMovsx64 || code == kExecMovsx32 || code == kExecAddrSpaceCast) {
+      f[insn.dst] = Fact{};
+      continue;
+    }
+    switch (isa::opcode_info(code).kind) {
+      case isa::OpKind::kLdImm64:
+        f[insn.dst] = Fact{};
+        ++pc;
+        break;
+      case isa::OpKind::kAluBin: {
+        Fact& d = f[insn.dst];
+        if (code == (isa::kClassAlu64 | isa::kSrcX | isa::kAluMov)) {
+          d = f[insn.src];
+        } else if ((code == (isa::kClassAlu64 | isa::kSrcK | isa::kAluAdd) ||
+                    code == (isa::kClassAlu64 | isa::kSrcK | isa::kAluSub)) &&
+                   d.kind != Fact::kNone) {
+          d.off += (code & 0xf0) == isa::kAluAdd ? int64_t{insn.imm} : -int64_t{insn.imm};
+          if (d.off > kMaxOff || d.off < -kMaxOff) d = Fact{};
+        } else {
+          d = Fact{};
+        }
+        break;
+      }
+      case isa::OpKind::kAluNeg:
+      case isa::OpKind::kAluEnd:
+        f[insn.dst] = Fact{};
+        break;
+      case isa::OpKind::kLdx:
+      case isa::OpKind::kLdxSx:
+        out.access[pc] = inside(insn.src, insn.off, isa::size_bytes(isa::insn_size(code)));
+        f[insn.dst] = Fact{};
+        break;
+      case isa::OpKind::kSt:
+      case isa::OpKind::kStx:
+        out.access[pc] = inside(insn.dst, insn.off, isa::size_bytes(isa::insn_size(code)));
+        break;
+      case isa::OpKind::kAtomic:  // fetch forms write src, cmpxchg r0
+        f[insn.src] = f[0] = Fact{};
+        break;
+      case isa::OpKind::kCall: {
+        const HelperProto* proto = nullptr;
+        if (isa::is_kfunc_call(insn) && insn.imm >= 0 &&
+            static_cast<size_t>(insn.imm) < prog.kfuncs.size())
+          proto = prog.kfuncs[static_cast<size_t>(insn.imm)];
+        const auto obj = proto ? proto->obj_call : HelperProto::ObjCall::kNone;
+        if (obj == HelperProto::ObjCall::kDrop && f[1].kind != Fact::kNone && f[1].off == 0) {
+          out.drop[pc] = f[1].size;
+          out.new_known[f[1].origin] = true;
+        }
+        forget_call();
+        if (obj == HelperProto::ObjCall::kNew && proto->ret_size != 0)
+          f[0] = Fact{Fact::kObjOrNull, 0, proto->ret_size, static_cast<uint32_t>(pc)};
+        break;
+      }
+      case isa::OpKind::kJmpCond:
+        // `if rX == 0 goto`: where it falls through, rX is the object.
+        if (code == (isa::kClassJmp | isa::kSrcK | isa::kJmpJeq) && insn.imm == 0 &&
+            f[insn.dst].kind == Fact::kObjOrNull && f[insn.dst].off == 0)
+          f[insn.dst].kind = Fact::kObj;
+        break;
+      case isa::OpKind::kJcond:
+        break;
+      case isa::OpKind::kLdAbs:
+      case isa::OpKind::kLdInd:
+      case isa::OpKind::kCallx:
+        forget_call();
+        break;
+      default:  // exit, ja: what follows is reached by a jump only
+        forget_all();
+        break;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 void build_interp_form(Program& prog) {
@@ -265,6 +404,7 @@ void build_interp_form(Program& prog) {
       out[head].imm = static_cast<int32_t>(calls.size());
       calls.push_back(make_obj_call(prog, *proto, vals, static_cast<uint32_t>(pc - head),
                                     pc + 1 < n ? &in[pc + 1] : nullptr));
+      out[head].off = static_cast<int16_t>(pc - head + 1 + (calls.back().null_branch ? 1 : 0));
     }
     if (insn.code == isa::kLdImm64) ++pc;
     vals.reset();
@@ -285,11 +425,30 @@ void build_interp_form(Program& prog) {
   }
   if (!calls.empty()) {
     const std::vector<uint8_t> live = args_live_after(prog);
+    const ObjFacts facts = find_obj_facts(prog);
     for (size_t pc = 0; pc < n; ++pc) {
+      if (facts.access[pc] && out[pc].code == in[pc].code) {
+        if (const uint8_t c = obj_access_code(in[pc].code)) out[pc].code = c;
+      }
       const uint8_t code = out[pc].code;
       if (code != kExecObjNew && code != kExecObjDrop) continue;
       InterpObjCall& f = calls[static_cast<size_t>(out[pc].imm)];
-      f.clobber = live[pc + f.call_off];
+      const size_t call = pc + f.call_off;
+      f.clobber = live[call];
+      if (f.domain == nullptr) continue;
+      if (code == kExecObjNew) {
+        f.lists = f.domain->global_ma.class_lists(f.cls);
+        if (f.size != 0 && facts.new_known[call]) out[pc].code = kExecObjNewKnown;
+      } else if (const uint32_t size = facts.drop[call];
+                 size != 0 && size <= kInlineObjMax && maps::obj_class(size) >= 0 &&
+                 f.arg_reg[0] != InterpObjCall::kArgConst && !f.null_branch) {
+        f.size = size;
+        f.cls = static_cast<uint32_t>(maps::obj_class(size));
+        f.owned = maps::obj_owned_state(*f.domain, size);
+        f.freed = maps::obj_free_state(*f.domain, size);
+        f.lists = f.domain->global_ma.class_lists(f.cls);
+        out[pc].code = kExecObjDropKnown;
+      }
     }
   }
   prog.interp_insns = std::move(out);

@@ -32,6 +32,7 @@
 #include "isa/insn.h"
 #include "isa/opcodes.h"
 #include "maps/map.h"
+#include "mem/class_lists.h"
 #include "vm/helper_proto.h"
 #include "vm/prog_types.h"
 
@@ -50,10 +51,12 @@ struct JitImage;
 // A bpf_obj_new / bpf_obj_drop call (a kfunc with a slot_fn) fused with the
 // moves that set its arguments, in the interpreter's form: the first of
 // those moves (or the call itself) becomes kExecObjNew / kExecObjDrop with
-// imm = this entry's index. It does what the moves and the call would (r0,
-// r1-r5 clobbered where read later), and the `if r0 == 0 goto` after the call if
-// null_branch. The moves and the call keep their instructions, so a jump
-// between them runs them one by one.
+// imm = this entry's index and off = the distance to the instruction after
+// the call and its null branch (where a new that got its object goes on:
+// read from the instruction, the next pc waits on one load, not two). It does what the moves and
+// the call would (r0, r1-r5 clobbered where read later), and the `if r0 == 0 goto` after the call
+// if null_branch. The moves and the call keep their instructions, so a jump between them runs them
+// one by one.
 struct InterpObjCall {
   static constexpr uint8_t kArgConst = 0xff;
   uint64_t (*slot_fn)(uint64_t r1, uint64_t r2, ObjRunState* run) = nullptr;
@@ -65,11 +68,15 @@ struct InterpObjCall {
   // domain: new also needs a constant size of 1..48 bytes (its class in
   // cls). nullptr: always the call.
   mem::MemDomain* domain = nullptr;
-  // maps::obj_owned_state(*domain, size) (drop: size 0, the state word of
-  // an owned object without its size and slot).
+  // maps::obj_owned_state(*domain, size). A drop has a size when the
+  // program's facts give its object (interp_form.cc: a bpf_obj_new of the
+  // run with no call in between); size 0 otherwise, with the state word of
+  // an owned object without its size and slot.
   uint64_t owned = 0;
   uint32_t size = 0;
   uint32_t cls = 0;
+  mem::ClassLists lists;  // of cls, when size != 0
+  uint64_t freed = 0;     // drop with a size: maps::obj_free_state(*domain, size)
   // Bits 1-5: the r1-r5 that a path after the call may read before writing
   // them, set to kClobberedReg by the call; the others are never seen.
   uint8_t clobber = 0x3e;
@@ -119,7 +126,8 @@ struct Program {
 inline constexpr uint8_t kExecMovsx64 = 0xef;        // ALU64 MOV X, off 8/16/32
 inline constexpr uint8_t kExecMovsx32 = 0xec;        // ALU MOV X, off 8/16
 inline constexpr uint8_t kExecAddrSpaceCast = 0xff;  // ALU64 MOV X, off 1
-// The interpreter's form only (interp_insns): fused obj calls.
+// The interpreter's form only (interp_insns): fused obj calls (kExecObjNewKnown
+// and kExecObjDropKnown below are their variants the facts settle).
 inline constexpr uint8_t kExecObjNew = 0xe7;   // InterpObjCall of a bpf_obj_new
 inline constexpr uint8_t kExecObjDrop = 0xe4;  // InterpObjCall of a bpf_obj_drop
 
@@ -169,7 +177,38 @@ constexpr uint8_t fused_add_jump_code(bool alu32, uint8_t jump_code) {
   }
   return fused_detail::free_code((alu32 ? 45 : 0) + k);
 }
-static_assert(fused_detail::free_code(89) != 0, "not enough free opcode bytes for the fusions");
+
+// The interpreter's form only: a load or store (mode MEM) that the
+// program's facts prove inside an object the run holds (interp_form.cc), so
+// it runs with no check. Codes: the free bytes after the fused add + jump
+// pairs, one per load or store code; obj_access_code gives 0 for others.
+constexpr uint8_t obj_access_code(uint8_t code) {
+  constexpr uint8_t kCodes[] = {isa::kClassLdx | isa::kModeMem | isa::kSizeB,
+                                isa::kClassLdx | isa::kModeMem | isa::kSizeH,
+                                isa::kClassLdx | isa::kModeMem | isa::kSizeW,
+                                isa::kClassLdx | isa::kModeMem | isa::kSizeDw,
+                                isa::kClassLdx | isa::kModeMemsx | isa::kSizeB,
+                                isa::kClassLdx | isa::kModeMemsx | isa::kSizeH,
+                                isa::kClassLdx | isa::kModeMemsx | isa::kSizeW,
+                                isa::kClassSt | isa::kModeMem | isa::kSizeB,
+                                isa::kClassSt | isa::kModeMem | isa::kSizeH,
+                                isa::kClassSt | isa::kModeMem | isa::kSizeW,
+                                isa::kClassSt | isa::kModeMem | isa::kSizeDw,
+                                isa::kClassStx | isa::kModeMem | isa::kSizeB,
+                                isa::kClassStx | isa::kModeMem | isa::kSizeH,
+                                isa::kClassStx | isa::kModeMem | isa::kSizeW,
+                                isa::kClassStx | isa::kModeMem | isa::kSizeDw};
+  for (unsigned i = 0; i < sizeof(kCodes); i++)
+    if (kCodes[i] == code) return fused_detail::free_code(90 + i);
+  return 0;
+}
+// Fused obj calls the facts settle (interp_form.cc): a bpf_obj_new with the
+// inline path whose object the facts follow to its bpf_obj_drop (it needs
+// no ObjMemo entry, and no region cache: its accesses there are unchecked),
+// and that drop (its InterpObjCall has the size; r1 is a register).
+inline constexpr uint8_t kExecObjNewKnown = fused_detail::free_code(105);
+inline constexpr uint8_t kExecObjDropKnown = fused_detail::free_code(106);
+static_assert(kExecObjDropKnown != 0, "not enough free opcode bytes for the fusions");
 
 // Checks the linked form (valid opcodes and variants, registers, r10 never
 // written, jumps and calls inside the program and not into the middle of an

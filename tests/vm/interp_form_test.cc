@@ -10,7 +10,11 @@
 //                    branch (and its budget), jumps into the run, faults name
 //                    the call; with a real MemDomain and the helpers' slot_fns,
 //                    the inline paths keep objects and stats balanced, bad
-//                    drops fault at the call, held objects are refused.
+//                    drops fault at the call, held objects are refused; the
+//                    facts (accesses proven inside an object run unchecked,
+//                    a drop of a known object knows its class) hold only
+//                    where they should, and unchecked accesses act as
+//                    checked ones.
 // Programs run through vm::interpret directly (not TestProg's engine hook):
 // the fused form is the interpreter's alone.
 #include <algorithm>
@@ -128,7 +132,8 @@ RunOutcome run(vm::Program& p, void* ctx = nullptr, size_t ctx_size = 0,
 }
 
 bool is_fused(const Insn& i) {
-  return i.code == vm::kExecObjNew || i.code == vm::kExecObjDrop;
+  return i.code == vm::kExecObjNew || i.code == vm::kExecObjDrop ||
+         i.code == vm::kExecObjNewKnown || i.code == vm::kExecObjDropKnown;
 }
 
 // The pc of the instruction fused as interp_obj_calls[idx], or -1.
@@ -155,6 +160,12 @@ void expect_unchanged_but_heads(const vm::Program& p) {
       continue;
     }
     const Insn& e = p.exec_insns[pc];
+    if (f.code != e.code && f.code == vm::obj_access_code(e.code)) {  // facts: unchecked
+      Insn g = f;
+      g.code = e.code;
+      EXPECT_EQ(std::memcmp(&g, &e, sizeof(Insn)), 0) << "pc " << pc;
+      continue;
+    }
     if (f.code != e.code && pc + 1 < p.exec_insns.size()) {
       const bool alu32 = e.code == (kClassAlu | kSrcK | kAluAdd);
       EXPECT_TRUE(alu32 || e.code == (kClassAlu64 | kSrcK | kAluAdd)) << "pc " << pc;
@@ -767,6 +778,12 @@ TEST_F(InterpObjCall, NewStoreDropLoopBalances) {
     EXPECT_TRUE(p->interp_obj_calls[0].null_branch);
     EXPECT_EQ(p->interp_obj_calls[0].domain, domain_in_reg ? nullptr : &d.dom);
     EXPECT_EQ(p->interp_obj_calls[1].domain, domain_in_reg ? nullptr : &d.dom);
+    // The facts follow the object from the new to the drop: both known
+    // when they have the inline paths.
+    EXPECT_EQ(p->interp_insns[head_of(*p, 0)].code,
+              domain_in_reg ? vm::kExecObjNew : vm::kExecObjNewKnown);
+    EXPECT_EQ(p->interp_insns[head_of(*p, 1)].code,
+              domain_in_reg ? vm::kExecObjDrop : vm::kExecObjDropKnown);
 
     const uint64_t base = d.in_use();
     const RunOutcome o = run(*p);
@@ -795,6 +812,9 @@ TEST_F(InterpObjCall, NewObjectsRegionIsExactlyItsData) {
     a.jmp_imm(kJmpJeq, 0, 0, "out").mov64_reg(6, 0);
     d.obj_new(a);  // inline
     a.jmp_imm(kJmpJeq, 0, 0, "drop6").mov64_reg(7, 0);
+    // A jump target: the facts forget r7 (else the store in bounds would be
+    // unchecked and the object's new would skip the region cache).
+    a.jmp_imm(kJmpJeq, 7, 0, "store").label("store");
     const size_t store = a.pc();
     a.st(kSizeDw, 7, static_cast<int16_t>(off), 1);
     d.obj_drop(a, 7);
@@ -802,6 +822,8 @@ TEST_F(InterpObjCall, NewObjectsRegionIsExactlyItsData) {
     d.obj_drop(a, 6);
     a.label("out").mov64_imm(0, 0).exit();
     auto p = d.prepare(a);
+    EXPECT_EQ(p->interp_insns[store].code, p->exec_insns[store].code);  // checked
+    EXPECT_EQ(p->interp_insns[head_of(*p, 1)].code, vm::kExecObjNew);
     const RunOutcome o = run(*p);
     EXPECT_EQ(g_slow_new, 1u);
     if (off < ObjDomain::kSize) {
@@ -896,6 +918,211 @@ TEST_F(InterpObjCall, ReturningHoldingAnObjectIsRefused) {
   EXPECT_EQ(g_slow_new, 1u);  // the second new took the inline path
   EXPECT_EQ(g_slow_drop, 0u);
   EXPECT_EQ(d.in_use(), base);
+}
+
+// ---- the facts: objects the run holds (interp_form.cc find_obj_facts) -------
+
+// Whether the access at pc of p runs unchecked (expect_unchanged_but_heads
+// says any change of a load or store is to its obj_access_code).
+bool unchecked(const vm::Program& p, size_t pc) {
+  return p.interp_insns[pc].code != p.exec_insns[pc].code;
+}
+
+// Accesses the facts prove inside a fresh 16-byte object run unchecked:
+// after the null test, through copies and constant adds, loads and stores
+// of every size. Not before the null test, nothing past either end (the
+// state word just before the data included), nothing after the register
+// is otherwise written, no atomics.
+TEST_F(InterpObjCall, FactsProveAccessesInsideAFreshObject) {
+  ObjDomain d;
+  Asm a;
+  std::vector<std::pair<size_t, bool>> want;  // pc, unchecked
+  auto at = [&](bool u) -> Asm& {
+    want.emplace_back(a.pc(), u);
+    return a;
+  };
+  d.obj_new(a);
+  at(false).ldx(kSizeB, 3, 0, 0);  // r0 may be null
+  a.jmp_imm(kJmpJeq, 0, 0, "out");
+  at(true).st(kSizeDw, 0, 0, 1);
+  at(true).st(kSizeDw, 0, 8, 1);
+  at(false).st(kSizeDw, 0, 9, 1);   // one byte past the end
+  at(false).st(kSizeDw, 0, -8, 1);  // the state word
+  at(false).st(kSizeB, 0, -1, 1);
+  at(true).stx(kSizeB, 0, 6, 15);
+  at(false).stx(kSizeH, 0, 6, 15);
+  at(true).stx(kSizeW, 0, 6, 4);
+  at(true).ldx(kSizeW, 3, 0, 12);
+  at(true).ldx(kSizeH, 3, 0, 2);
+  at(true).ldxsx(kSizeH, 3, 0, 14);
+  at(true).ldxsx(kSizeB, 3, 0, 15);
+  at(true).ldxsx(kSizeW, 3, 0, 0);
+  at(false).ldxsx(kSizeW, 3, 0, 13);
+  a.mov64_reg(7, 0).alu64_imm(kAluAdd, 7, 8);
+  at(true).ldx(kSizeDw, 3, 7, 0);
+  at(true).ldx(kSizeDw, 3, 7, -8);
+  at(false).ldx(kSizeDw, 3, 7, 8);
+  at(false).ldx(kSizeB, 3, 7, -9);
+  a.alu64_imm(kAluSub, 7, 8);
+  at(true).st(kSizeH, 7, 14, 1);
+  a.alu64_imm(kAluMul, 7, 1);  // any other operation: a number now
+  at(false).st(kSizeB, 7, 0, 1);
+  a.mov64_reg(8, 0).alu32_imm(kAluAdd, 8, 0);  // so is a 32-bit add
+  at(false).st(kSizeB, 8, 0, 1);
+  at(false).atomic(kSizeDw, kAtomicAdd, 0, 6, 0);  // atomics keep their checks
+  d.obj_drop(a, 0);
+  a.label("out").mov64_imm(0, 0).exit();
+  auto p = d.prepare(a);
+  for (const auto& [pc, u] : want) EXPECT_EQ(unchecked(*p, pc), u) << "pc " << pc;
+  expect_unchanged_but_heads(*p);
+}
+
+// Facts die where another path may join (a jump target), at any call (a
+// callee could drop or publish the object) and after an exit; an object
+// they no longer follow keeps its checks, and its new and drop the
+// general paths.
+TEST_F(InterpObjCall, FactsEndAtJumpTargetsCallsAndExits) {
+  ObjDomain d;
+  Asm a;
+  d.obj_new(a);
+  a.jmp_imm(kJmpJeq, 0, 0, "out").mov64_reg(6, 0);
+  const size_t before_target = a.pc();
+  a.st(kSizeDw, 6, 0, 1);
+  a.jmp_imm(kJmpJeq, 9, 1, "target").label("target");
+  const size_t after_target = a.pc();
+  a.st(kSizeDw, 6, 0, 1);
+  d.obj_new(a);
+  a.jmp_imm(kJmpJeq, 0, 0, "drop6").mov64_reg(7, 0);
+  const size_t before_call = a.pc();
+  a.st(kSizeDw, 7, 0, 1);
+  a.mov64_imm(1, 0).mov64_imm(2, 0).mov64_imm(3, 0).mov64_imm(4, 0).mov64_imm(5, 0);
+  a.call_helper(kHelperSum5);
+  const size_t after_call = a.pc();
+  a.st(kSizeDw, 7, 0, 1);
+  d.obj_drop(a, 7);
+  a.label("drop6");
+  d.obj_drop(a, 6);
+  a.label("out").mov64_imm(0, 0).exit();
+  // Code after an exit is reached by a jump only (here: none, so it is
+  // dead, but its facts must start empty all the same).
+  d.obj_new(a);
+  a.jmp_imm(kJmpJeq, 0, 0, "out2");
+  a.exit();
+  const size_t after_exit = a.pc();
+  a.st(kSizeDw, 0, 0, 1);
+  a.label("out2").exit();
+  auto p = d.prepare(a);
+  EXPECT_TRUE(unchecked(*p, before_target));
+  EXPECT_FALSE(unchecked(*p, after_target));
+  EXPECT_TRUE(unchecked(*p, before_call));
+  EXPECT_FALSE(unchecked(*p, after_call));
+  EXPECT_FALSE(unchecked(*p, after_exit));
+  ASSERT_EQ(p->interp_obj_calls.size(), 5u);
+  for (size_t i = 0; i < 4; i++) {
+    const uint8_t code = p->interp_insns[head_of(*p, i)].code;
+    EXPECT_TRUE(code == vm::kExecObjNew || code == vm::kExecObjDrop) << "entry " << i;
+  }
+  const RunOutcome o = run(*p);
+  ASSERT_TRUE(o.ok) << o.error.message;
+  EXPECT_EQ(o.r0, 0u);
+  EXPECT_EQ(g_slow_drop, 0u);  // the general inline drops (the memo)
+}
+
+// A known drop's entry: the object's size, class, state words and lists;
+// its new needs no memo. A drop with a null branch after it, or of a
+// register the facts lost, stays general.
+TEST_F(InterpObjCall, KnownDropHasTheObjectsClass) {
+  ObjDomain d;
+  Asm a;
+  d.obj_new(a);
+  a.jmp_imm(kJmpJeq, 0, 0, "out").mov64_reg(6, 0);
+  d.obj_drop(a, 6);
+  a.label("out").mov64_imm(0, 0).exit();
+  auto p = d.prepare(a);
+  ASSERT_EQ(p->interp_obj_calls.size(), 2u);
+  EXPECT_EQ(p->interp_insns[head_of(*p, 0)].code, vm::kExecObjNewKnown);
+  EXPECT_EQ(p->interp_insns[head_of(*p, 1)].code, vm::kExecObjDropKnown);
+  const vm::InterpObjCall& drop = p->interp_obj_calls[1];
+  EXPECT_EQ(drop.size, static_cast<uint32_t>(ObjDomain::kSize));
+  EXPECT_EQ(drop.cls, static_cast<uint32_t>(maps::obj_class(ObjDomain::kSize)));
+  EXPECT_EQ(drop.owned, maps::obj_owned_state(d.dom, ObjDomain::kSize));
+  EXPECT_EQ(drop.freed, maps::obj_free_state(d.dom, ObjDomain::kSize));
+  EXPECT_EQ(drop.lists.class_word, d.dom.global_ma.class_word(drop.cls));
+  EXPECT_EQ(drop.lists.class_word, p->interp_obj_calls[0].lists.class_word);
+  EXPECT_EQ(drop.lists.base, p->interp_obj_calls[0].lists.base);
+  EXPECT_EQ(int{drop.arg_reg[0]}, 6);
+  expect_unchanged_but_heads(*p);
+
+  Asm b;  // the drop's r0 tested after it (nothing a compiler emits, but valid)
+  d.obj_new(b);
+  b.jmp_imm(kJmpJeq, 0, 0, "out");
+  d.obj_drop(b, 0);
+  b.jmp_imm(kJmpJeq, 0, 0, "out");
+  b.label("out").mov64_imm(0, 0).exit();
+  auto q = d.prepare(b);
+  EXPECT_EQ(q->interp_insns[head_of(*q, 1)].code, vm::kExecObjDrop);
+  const RunOutcome o = run(*q);
+  ASSERT_TRUE(o.ok) << o.error.message;
+}
+
+// Unchecked accesses read and write the object exactly as checked ones
+// would: every size, sign extension, and the values seen again through
+// checked loads (after a jump target) and by the next object that reuses
+// the memory (zeroed by its new).
+TEST_F(InterpObjCall, UncheckedAccessesActOnTheObject) {
+  ObjDomain d;
+  Asm a;
+  d.obj_new(a);
+  a.jmp_imm(kJmpJeq, 0, 0, "fail").mov64_reg(6, 0);
+  a.ld_imm64(3, 0x8877665544332211ull).stx(kSizeDw, 6, 3, 0);
+  a.st(kSizeW, 6, 8, -2).st(kSizeH, 6, 12, 0x7ffe).st(kSizeB, 6, 14, 0x80);
+  a.mov64_imm(3, 0x1ff).stx(kSizeB, 6, 3, 15);
+  a.ldxsx(kSizeB, 7, 6, 14);                            // -128
+  a.ldxsx(kSizeW, 8, 6, 8);                             // -2
+  a.ldx(kSizeH, 9, 6, 0);                               // 0x2211
+  a.alu64_reg(kAluAdd, 7, 8).alu64_reg(kAluAdd, 7, 9);  // 0x2211 - 130
+  a.jmp_imm(kJmpJne, 9, 0, "checked").label("checked");
+  a.ldx(kSizeDw, 8, 6, 8);  // checked: 0xff80'7ffe'ffff'fffe
+  a.ld_imm64(3, 0xff807ffefffffffeull).jmp_reg(kJmpJne, 8, 3, "fail");
+  d.obj_drop(a, 6);
+  d.obj_new(a);  // the same memory again (the slot's list is LIFO), zeroed
+  a.jmp_imm(kJmpJeq, 0, 0, "fail");
+  a.ldx(kSizeDw, 8, 0, 0).ldx(kSizeDw, 4, 0, 8).alu64_reg(kAluOr, 8, 4);
+  a.mov64_reg(9, 0);
+  d.obj_drop(a, 0);
+  a.jmp_imm(kJmpJne, 8, 0, "fail").jmp_reg(kJmpJne, 9, 6, "fail");
+  a.mov64_reg(0, 7).exit();
+  a.label("fail").mov64_imm(0, -1).exit();
+  auto p = d.prepare(a);
+  size_t n_unchecked = 0;
+  for (size_t pc = 0; pc < p->exec_insns.size(); pc++)
+    if (p->interp_insns[pc].code != p->exec_insns[pc].code &&
+        p->interp_insns[pc].code == vm::obj_access_code(p->exec_insns[pc].code))
+      n_unchecked++;
+  EXPECT_EQ(n_unchecked, 10u);
+  const uint64_t base = d.in_use();
+  const RunOutcome o = run(*p);
+  ASSERT_TRUE(o.ok) << o.error.message;
+  EXPECT_EQ(o.r0, uint64_t{0x2211 - 130});
+  EXPECT_EQ(d.in_use(), base);
+}
+
+// The state word before an object's data is never the program's: a store
+// there faults, whatever the facts know (its check stays).
+TEST_F(InterpObjCall, StateWordStoreFaults) {
+  ObjDomain d;
+  Asm a;
+  d.obj_new(a);
+  a.jmp_imm(kJmpJeq, 0, 0, "out");
+  const size_t store = a.pc();
+  a.st(kSizeDw, 0, -8, 0);
+  d.obj_drop(a, 0);
+  a.label("out").mov64_imm(0, 0).exit();
+  auto p = d.prepare(a);
+  const RunOutcome o = run(*p);
+  ASSERT_FALSE(o.ok);
+  EXPECT_EQ(o.error.code, EFAULT) << o.error.message;
+  EXPECT_EQ(o.fault.pc, store);
 }
 
 // ---- which argument registers a fused call clobbers --------------------------
