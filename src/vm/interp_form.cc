@@ -278,12 +278,14 @@ ObjFacts find_obj_facts(const Program& prog) {
     }
     if (in[pc].code == isa::kLdImm64) ++pc;
   }
+  // kConst: a constant (off), only to see the size a new gets in r1.
   struct Fact {
-    enum Kind : uint8_t { kNone, kObjOrNull, kObj } kind = kNone;
-    int64_t off = 0;      // from the object's data
+    enum Kind : uint8_t { kNone, kConst, kObjOrNull, kObj } kind = kNone;
+    int64_t off = 0;      // from the object's data, or the constant
     uint32_t size = 0;    // the object's bytes
     uint32_t origin = 0;  // the call pc of its bpf_obj_new
   };
+  auto constant = [](uint64_t v) { return Fact{Fact::kConst, static_cast<int64_t>(v)}; };
   constexpr int64_t kMaxOff = int64_t{1} << 30;
   Fact f[isa::kNumRegs];
   auto forget_all = [&] {
@@ -309,15 +311,22 @@ ObjFacts find_obj_facts(const Program& prog) {
     switch (isa::opcode_info(code).kind) {
       case isa::OpKind::kLdImm64:
         f[insn.dst] = Fact{};
+        if (insn.src == 0 && pc + 1 < n)
+          f[insn.dst] = constant(static_cast<uint32_t>(insn.imm) |
+                                 uint64_t{static_cast<uint32_t>(in[pc + 1].imm)} << 32);
         ++pc;
         break;
       case isa::OpKind::kAluBin: {
         Fact& d = f[insn.dst];
         if (code == (isa::kClassAlu64 | isa::kSrcX | isa::kAluMov)) {
           d = f[insn.src];
+        } else if (code == (isa::kClassAlu64 | isa::kSrcK | isa::kAluMov)) {
+          d = constant(static_cast<uint64_t>(int64_t{insn.imm}));
+        } else if (code == (isa::kClassAlu | isa::kSrcK | isa::kAluMov)) {
+          d = constant(static_cast<uint32_t>(insn.imm));
         } else if ((code == (isa::kClassAlu64 | isa::kSrcK | isa::kAluAdd) ||
                     code == (isa::kClassAlu64 | isa::kSrcK | isa::kAluSub)) &&
-                   d.kind != Fact::kNone) {
+                   (d.kind == Fact::kObjOrNull || d.kind == Fact::kObj)) {
           d.off += (code & 0xf0) == isa::kAluAdd ? int64_t{insn.imm} : -int64_t{insn.imm};
           if (d.off > kMaxOff || d.off < -kMaxOff) d = Fact{};
         } else {
@@ -339,7 +348,7 @@ ObjFacts find_obj_facts(const Program& prog) {
         out.access[pc] = inside(insn.dst, insn.off, isa::size_bytes(isa::insn_size(code)));
         break;
       case isa::OpKind::kAtomic:  // fetch forms write src, cmpxchg r0
-        f[insn.src] = f[0] = Fact{};
+        f[insn.dst] = f[insn.src] = f[0] = Fact{};
         break;
       case isa::OpKind::kCall: {
         const HelperProto* proto = nullptr;
@@ -347,12 +356,18 @@ ObjFacts find_obj_facts(const Program& prog) {
             static_cast<size_t>(insn.imm) < prog.kfuncs.size())
           proto = prog.kfuncs[static_cast<size_t>(insn.imm)];
         const auto obj = proto ? proto->obj_call : HelperProto::ObjCall::kNone;
-        if (obj == HelperProto::ObjCall::kDrop && f[1].kind != Fact::kNone && f[1].off == 0) {
+        if (obj == HelperProto::ObjCall::kDrop &&
+            (f[1].kind == Fact::kObjOrNull || f[1].kind == Fact::kObj) && f[1].off == 0) {
           out.drop[pc] = f[1].size;
           out.new_known[f[1].origin] = true;
         }
+        // The object has r1 bytes: the loader's proto says ret_size, and
+        // sets r1 to it right before the call, but facts rest only on what
+        // this code shows (the call no jump target, r1 that constant).
+        const bool sized = f[1].kind == Fact::kConst && proto != nullptr && proto->ret_size != 0 &&
+                           f[1].off == int64_t{proto->ret_size};
         forget_call();
-        if (obj == HelperProto::ObjCall::kNew && proto->ret_size != 0)
+        if (obj == HelperProto::ObjCall::kNew && sized)
           f[0] = Fact{Fact::kObjOrNull, 0, proto->ret_size, static_cast<uint32_t>(pc)};
         break;
       }

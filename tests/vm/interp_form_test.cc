@@ -29,6 +29,7 @@
 #include "helpers/helpers_obj.h"
 #include "maps/bpf_obj.h"
 #include "mem/domain.h"
+#include "obj_test_domain.h"
 #include "vm/interp_state.h"
 #include "vm_test_util.h"
 
@@ -681,44 +682,21 @@ uint64_t counted_obj_drop(uint64_t p, uint64_t domain, vm::ObjRunState* run) {
   return helpers::bpf_obj_drop_in_slot(p, domain, run);
 }
 
-enum ObjKfunc : int32_t { kKfObjNew = 0, kKfObjDrop = 1 };
+constexpr int32_t kKfObjNew = ObjTestDomain::kKfNew;
+constexpr int32_t kKfObjDrop = ObjTestDomain::kKfDrop;
 
-// A memory domain with the loader's bpf_obj_new (of 16-byte objects) and
-// bpf_obj_drop protos, and a slot of it held around the runs as the host
-// API does. Its 16-byte list is refilled once first, so the only slow
-// call of a run is its first (the run's slot not known yet).
-struct ObjDomain {
-  static constexpr int32_t kSize = 16;
-
-  ObjDomain() {
-    new_proto.ret = vm::RetKind::kMemOrNull;
-    new_proto.ret_size = kSize;
-    new_proto.slot_fn = counted_obj_new;
-    new_proto.obj_call = ObjCall::kNew;
-    drop_proto.ret = vm::RetKind::kVoid;
-    drop_proto.slot_fn = counted_obj_drop;
-    drop_proto.obj_call = ObjCall::kDrop;
-    guard.emplace(dom.slots);
-    EXPECT_TRUE(guard->ok());
+// ObjTestDomain with the counted slot_fns. Its 16-byte list is refilled
+// once first, so the only slow call of a run is its first (the run's slot
+// not known yet).
+struct ObjDomain : ObjTestDomain {
+  ObjDomain() : ObjTestDomain(counted_obj_new, counted_obj_drop) {
     void* o = maps::obj_new_in_slot(dom, kSize, guard->slot());
     EXPECT_NE(o, nullptr);
     EXPECT_EQ(maps::obj_drop_in_slot(dom, o, guard->slot()), maps::ObjError::kOk);
     dom.global_ma.flush();
     g_slow_new = g_slow_drop = 0;
   }
-  ~ObjDomain() {
-    guard.reset();
-    (void)dom.rcu.rcu_barrier();
-  }
 
-  uint64_t addr() const { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&dom)); }
-  uint64_t in_use() {
-    dom.global_ma.flush();
-    return dom.global_ma.stats().in_use;
-  }
-  std::unique_ptr<vm::Program> prepare(const Asm& a) {
-    return test::prepare(a, &dom, {&new_proto, &drop_proto});
-  }
   // bpf_obj_new of a kSize object and bpf_obj_drop(r<obj>) as the loader
   // leaves them: its r1 = size and r2 = domain (ld_imm64, or from
   // domain_reg) after clang's r1 = type id and r2 = 0. The call's pc.
@@ -741,15 +719,6 @@ struct ObjDomain {
       a.mov64_reg(2, static_cast<uint8_t>(domain_reg));
     }
   }
-
-  mem::MemDomain dom{mem::MemDomainOptions{2, 1, {}}};
-  std::optional<mem::SlotGuard> guard;
-  vm::HelperProto new_proto{"bpf_obj_new_impl",
-                            helpers::bpf_obj_new_resolved,
-                            {vm::ArgKind::kAnything, vm::ArgKind::kAnything}};
-  vm::HelperProto drop_proto{"bpf_obj_drop_impl",
-                             helpers::bpf_obj_drop_resolved,
-                             {vm::ArgKind::kAnything, vm::ArgKind::kAnything}};
 };
 
 // kN times: new, check it is zeroed, store into it, drop. Returns kN plus
@@ -1105,6 +1074,37 @@ TEST_F(InterpObjCall, UncheckedAccessesActOnTheObject) {
   ASSERT_TRUE(o.ok) << o.error.message;
   EXPECT_EQ(o.r0, uint64_t{0x2211 - 130});
   EXPECT_EQ(d.in_use(), base);
+}
+
+// The facts take the object's size from what the code shows: r1 the
+// proto's ret_size on the straight path to the call. A new whose r1 may be
+// something else (the call a jump target, or r1 another constant: not what
+// the loader emits, but a valid program) makes no fact, and an access past
+// the real object's end faults instead of running unchecked.
+TEST_F(InterpObjCall, FactsNeedTheSizeInR1) {
+  for (bool jump : {true, false}) {
+    SCOPED_TRACE(jump ? "call reached by a jump with r1 = 8" : "r1 = 8 right before the call");
+    ObjDomain d;
+    Asm a;
+    if (jump) {
+      a.mov64_imm(6, 0).jmp_imm(kJmpJeq, 6, 0, "small");  // taken
+      a.mov64_imm(1, ObjDomain::kSize).ld_imm64(2, d.addr()).ja("call");
+      a.label("small");
+    }
+    a.mov64_imm(1, 8).ld_imm64(2, d.addr());
+    a.label("call").call_kfunc(kKfObjNew);
+    a.jmp_imm(kJmpJeq, 0, 0, "out");
+    const size_t store = a.pc();
+    a.st(kSizeDw, 0, 8, 1);
+    d.obj_drop(a, 0);
+    a.label("out").mov64_imm(0, 0).exit();
+    auto p = d.prepare(a);
+    EXPECT_FALSE(unchecked(*p, store));
+    const RunOutcome o = run(*p);
+    ASSERT_FALSE(o.ok);
+    EXPECT_EQ(o.error.code, EFAULT) << o.error.message;
+    EXPECT_EQ(o.fault.pc, store);
+  }
 }
 
 // The state word before an object's data is never the program's: a store

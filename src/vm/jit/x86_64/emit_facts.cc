@@ -581,12 +581,17 @@ void Emitter::find_safe_accesses(const Bits& target) {
           (f[1].kind == Fact::kObj || f[1].kind == Fact::kObjOrNull) && f[1].off == 0) {
         drop_obj_size_[pc] = f[1].size;
       }
+      // A new's object has r1 bytes: the loader sets r1 to the proto's
+      // ret_size right before the call, but the facts rest only on what
+      // this code shows (r1 exactly that constant here).
+      const bool sized_new = obj_call == HelperProto::ObjCall::kNew && proto->ret_size != 0 &&
+                             f[1].kind == Fact::kNone && f[1].exact && f[1].umax == proto->ret_size;
       forget_call();
       if (array || hash) {
         f[0] = Fact{Fact::kValueOrNull, m, 0, static_cast<uint32_t>(pc)};
         any_origin = true;
       }
-      if (obj_call == HelperProto::ObjCall::kNew && proto->ret_size != 0) {
+      if (sized_new) {
         f[0] = Fact{Fact::kObjOrNull};
         f[0].size = proto->ret_size;
         any_obj = true;
