@@ -587,7 +587,6 @@ call:
   do {                                       \
     ++s.obj.held;                            \
     reg[0] = reinterpret_cast<uintptr_t>(o); \
-    OBJ_CALL_CLOBBER();                      \
     pc += pc->off;                           \
     DISPATCH();                              \
   } while (0)
@@ -599,12 +598,13 @@ call:
         // The object's data is the region its first accesses hit (exactly
         // what obj_region gives, without asking it).
         s.hit = Region{reinterpret_cast<uintptr_t>(o), f->size, true};
+        OBJ_CALL_CLOBBER();
         OBJ_NEW_GOT(o);
       }
     }
     OBJ_CALL_SLOW();
     OBJ_CALL_RETURNED();
-  exec_obj_new_known:  // the inline path; the facts follow the object to its drop
+  exec_obj_new_known:  // the inline path, no clobber; the facts follow the object to its drop
     f = &obj_calls[pc->imm];
     if (s.obj.slot >= 0) [[likely]] {
       if (void* o = maps::obj_new_fast(f->lists, f->owned, f->size, f->cls, s.obj.slot, nullptr))
@@ -635,8 +635,7 @@ call:
         [[likely]] {
       --s.obj.held;
       reg[0] = 0;
-      OBJ_CALL_CLOBBER();
-      pc += pc->off;  // no null branch (interp_form.cc)
+      pc += pc->off;  // no null branch, no clobber (interp_form.cc)
       DISPATCH();
     }
     OBJ_CALL_SLOW();

@@ -257,16 +257,16 @@ std::vector<uint8_t> args_live_after(const Program& prog) {
 // published, and no one else may free it (bpf_obj.h: only the owning run
 // moves an owned object on).
 struct ObjFacts {
-  std::vector<bool> access;     // per pc: a load or store inside an object
-  std::vector<uint32_t> drop;   // per call pc: the size of the object dropped, or 0
-  std::vector<bool> new_known;  // per call pc of a new: some drop knows its object
+  std::vector<bool> access;         // per pc: a load or store inside an object
+  std::vector<uint32_t> drop;       // per drop's call pc: the object's size, or 0
+  std::vector<uint32_t> drop_from;  // and the call pc of the new that made it
 };
 
 ObjFacts find_obj_facts(const Program& prog) {
   const std::vector<Insn>& in = prog.exec_insns;
   const size_t n = in.size();
   ObjFacts out{std::vector<bool>(n, false), std::vector<uint32_t>(n, 0),
-               std::vector<bool>(n, false)};
+               std::vector<uint32_t>(n, 0)};
   std::vector<bool> target(n, false);
   for (uint32_t e : prog.func_entries)
     if (e < n) target[e] = true;
@@ -359,7 +359,7 @@ ObjFacts find_obj_facts(const Program& prog) {
         if (obj == HelperProto::ObjCall::kDrop &&
             (f[1].kind == Fact::kObjOrNull || f[1].kind == Fact::kObj) && f[1].off == 0) {
           out.drop[pc] = f[1].size;
-          out.new_known[f[1].origin] = true;
+          out.drop_from[pc] = f[1].origin;
         }
         // The object has r1 bytes: the loader's proto says ret_size, and
         // sets r1 to it right before the call, but facts rest only on what
@@ -441,6 +441,10 @@ void build_interp_form(Program& prog) {
   if (!calls.empty()) {
     const std::vector<uint8_t> live = args_live_after(prog);
     const ObjFacts facts = find_obj_facts(prog);
+    // The known variants: a drop the facts give its object's size (and
+    // whose handler needs no null branch and no clobbering), then the news
+    // whose objects such drops get.
+    std::vector<bool> new_known(n, false);
     for (size_t pc = 0; pc < n; ++pc) {
       if (facts.access[pc] && out[pc].code == in[pc].code) {
         if (const uint8_t c = obj_access_code(in[pc].code)) out[pc].code = c;
@@ -453,17 +457,23 @@ void build_interp_form(Program& prog) {
       if (f.domain == nullptr) continue;
       if (code == kExecObjNew) {
         f.lists = f.domain->global_ma.class_lists(f.cls);
-        if (f.size != 0 && facts.new_known[call]) out[pc].code = kExecObjNewKnown;
       } else if (const uint32_t size = facts.drop[call];
                  size != 0 && size <= kInlineObjMax && maps::obj_class(size) >= 0 &&
-                 f.arg_reg[0] != InterpObjCall::kArgConst && !f.null_branch) {
+                 f.arg_reg[0] != InterpObjCall::kArgConst && !f.null_branch && f.clobber == 0) {
         f.size = size;
         f.cls = static_cast<uint32_t>(maps::obj_class(size));
         f.owned = maps::obj_owned_state(*f.domain, size);
         f.freed = maps::obj_free_state(*f.domain, size);
         f.lists = f.domain->global_ma.class_lists(f.cls);
         out[pc].code = kExecObjDropKnown;
+        new_known[facts.drop_from[call]] = true;
       }
+    }
+    for (size_t pc = 0; pc < n; ++pc) {
+      if (out[pc].code != kExecObjNew) continue;
+      const InterpObjCall& f = calls[static_cast<size_t>(out[pc].imm)];
+      if (f.size != 0 && f.clobber == 0 && new_known[pc + f.call_off])
+        out[pc].code = kExecObjNewKnown;
     }
   }
   prog.interp_insns = std::move(out);

@@ -57,7 +57,7 @@ struct JitImage;
 // the call would (r0, r1-r5 clobbered where read later), and the `if r0 == 0 goto` after the call
 // if null_branch. The moves and the call keep their instructions, so a jump between them runs them
 // one by one.
-struct InterpObjCall {
+struct alignas(64) InterpObjCall {  // 128 bytes: its index times a shift
   static constexpr uint8_t kArgConst = 0xff;
   uint64_t (*slot_fn)(uint64_t r1, uint64_t r2, ObjRunState* run) = nullptr;
   uint64_t arg[2] = {};                         // r1, r2 when constant
@@ -202,10 +202,11 @@ constexpr uint8_t obj_access_code(uint8_t code) {
     if (kCodes[i] == code) return fused_detail::free_code(90 + i);
   return 0;
 }
-// Fused obj calls the facts settle (interp_form.cc): a bpf_obj_new with the
-// inline path whose object the facts follow to its bpf_obj_drop (it needs
-// no ObjMemo entry, and no region cache: its accesses there are unchecked),
-// and that drop (its InterpObjCall has the size; r1 is a register).
+// Fused obj calls the facts settle (interp_form.cc): a bpf_obj_drop whose
+// object the facts follow from its bpf_obj_new (its InterpObjCall has the
+// size; r1 is a register), and that new, with the inline path (it needs no
+// ObjMemo entry, and no region cache: its accesses there are unchecked).
+// Both clobber no register (clobber == 0), and the drop has no null branch.
 inline constexpr uint8_t kExecObjNewKnown = fused_detail::free_code(105);
 inline constexpr uint8_t kExecObjDropKnown = fused_detail::free_code(106);
 static_assert(kExecObjDropKnown != 0, "not enough free opcode bytes for the fusions");

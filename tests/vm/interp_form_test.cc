@@ -998,8 +998,8 @@ TEST_F(InterpObjCall, FactsEndAtJumpTargetsCallsAndExits) {
 }
 
 // A known drop's entry: the object's size, class, state words and lists;
-// its new needs no memo. A drop with a null branch after it, or of a
-// register the facts lost, stays general.
+// its new needs no memo. A drop with a null branch after it, or one that
+// must clobber a register read later, stays general.
 TEST_F(InterpObjCall, KnownDropHasTheObjectsClass) {
   ObjDomain d;
   Asm a;
@@ -1032,6 +1032,19 @@ TEST_F(InterpObjCall, KnownDropHasTheObjectsClass) {
   EXPECT_EQ(q->interp_insns[head_of(*q, 1)].code, vm::kExecObjDrop);
   const RunOutcome o = run(*q);
   ASSERT_TRUE(o.ok) << o.error.message;
+
+  Asm c;  // r3 read after the drop: the drop clobbers it, so does its new's
+  d.obj_new(c);
+  c.jmp_imm(kJmpJeq, 0, 0, "out").mov64_reg(6, 0).mov64_reg(3, 6);
+  d.obj_drop(c, 6);
+  c.mov64_reg(0, 3).exit();
+  c.label("out").mov64_imm(0, 0).exit();
+  auto r = d.prepare(c);
+  EXPECT_EQ(r->interp_insns[head_of(*r, 0)].code, vm::kExecObjNew);
+  EXPECT_EQ(r->interp_insns[head_of(*r, 1)].code, vm::kExecObjDrop);
+  const RunOutcome oc = run(*r);
+  ASSERT_TRUE(oc.ok) << oc.error.message;
+  EXPECT_EQ(oc.r0, vm::interp::kClobberedReg);
 }
 
 // Unchecked accesses read and write the object exactly as checked ones
