@@ -255,7 +255,11 @@ std::vector<uint8_t> args_live_after(const Program& prog) {
 // entries, and an object fact at any call (a callee could publish or drop
 // the object): while a fact lives, its object is the run's own and was never
 // published, and no one else may free it (bpf_obj.h: only the owning run
-// moves an owned object on).
+// moves an owned object on). Were it freed anyway (a program that hands the
+// pointer on as a number: no verifier here refuses that), an unchecked
+// access would still land in the data of an object of that class, never in
+// the allocator's headers or state words: an object's memory stays an
+// object of its class for the domain's life.
 struct ObjFacts {
   std::vector<bool> access;         // per pc: a load or store inside an object
   std::vector<uint32_t> drop;       // per drop's call pc: the object's size, or 0
@@ -288,11 +292,10 @@ ObjFacts find_obj_facts(const Program& prog) {
   auto constant = [](uint64_t v) { return Fact{Fact::kConst, static_cast<int64_t>(v)}; };
   constexpr int64_t kMaxOff = int64_t{1} << 30;
   Fact f[isa::kNumRegs];
-  auto forget_all = [&] {
+  // At jump targets, exits and calls (r0-r5, and every object fact: all
+  // there is but the constants in r6-r9, which nothing here needs).
+  auto forget = [&] {
     for (Fact& x : f) x = Fact{};
-  };
-  auto forget_call = [&] {
-    for (Fact& x : f) x = Fact{};  // r0-r5 and every object fact: all there is
   };
   // Whether an access of size bytes at [f[base] + off) lies in an object.
   auto inside = [&](int base, int16_t off, uint32_t size) {
@@ -301,7 +304,7 @@ ObjFacts find_obj_facts(const Program& prog) {
     return b.kind == Fact::kObj && lo >= 0 && lo + size <= b.size;
   };
   for (size_t pc = 0; pc < n; ++pc) {
-    if (target[pc]) forget_all();
+    if (target[pc]) forget();
     const Insn& insn = in[pc];
     const uint8_t code = insn.code;
     if (code == kExecMovsx64 || code == kExecMovsx32 || code == kExecAddrSpaceCast) {
@@ -366,7 +369,7 @@ ObjFacts find_obj_facts(const Program& prog) {
         // this code shows (the call no jump target, r1 that constant).
         const bool sized = f[1].kind == Fact::kConst && proto != nullptr && proto->ret_size != 0 &&
                            f[1].off == int64_t{proto->ret_size};
-        forget_call();
+        forget();
         if (obj == HelperProto::ObjCall::kNew && sized)
           f[0] = Fact{Fact::kObjOrNull, 0, proto->ret_size, static_cast<uint32_t>(pc)};
         break;
@@ -382,10 +385,8 @@ ObjFacts find_obj_facts(const Program& prog) {
       case isa::OpKind::kLdAbs:
       case isa::OpKind::kLdInd:
       case isa::OpKind::kCallx:
-        forget_call();
-        break;
       default:  // exit, ja: what follows is reached by a jump only
-        forget_all();
+        forget();
         break;
     }
   }
