@@ -212,9 +212,6 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
   enter_frame(s);
   const int base = s.depth;
   const Insn* const insns = s.insns;
-  const HelperProto* const* const helpers = s.prog->helpers;
-  const HelperProto* const* const kfuncs = s.prog->kfuncs.data();
-  const InterpObjCall* const obj_calls = s.prog->interp_obj_calls.data();
   const Insn* pc = insns + entry;
   const Insn* target;
   uint64_t reg[kNumRegs] = {0, args[0], args[1], args[2], args[3], args[4]};
@@ -502,7 +499,8 @@ call:
     goto push_frame;
   }
   {
-    const HelperProto& proto = pc->src == kPseudoCallHelper ? *helpers[pc->imm] : *kfuncs[pc->imm];
+    const HelperProto& proto =
+        pc->src == kPseudoCallHelper ? *s.prog->helpers[pc->imm] : *s.prog->kfuncs[pc->imm];
     s.budget = budget;
     s.call_pc = pc;
     // After the call: r1-r5 unreadable, a fault in the callee stops the
@@ -591,7 +589,7 @@ call:
     DISPATCH();                              \
   } while (0)
   exec_obj_new:
-    f = &obj_calls[pc->imm];
+    f = &s.obj_calls[pc->imm];
     if (f->size != 0 && s.obj.slot >= 0) [[likely]] {
       if (void* o = maps::obj_new_fast(f->lists, f->owned, f->size, f->cls, s.obj.slot,
                                        &s.obj.memo)) [[likely]] {
@@ -605,7 +603,7 @@ call:
     OBJ_CALL_SLOW();
     OBJ_CALL_RETURNED();
   exec_obj_new_known:  // the inline path, no clobber; the facts follow the object to its drop
-    f = &obj_calls[pc->imm];
+    f = &s.obj_calls[pc->imm];
     if (s.obj.slot >= 0) [[likely]] {
       if (void* o = maps::obj_new_fast(f->lists, f->owned, f->size, f->cls, s.obj.slot, nullptr))
           [[likely]]
@@ -614,7 +612,7 @@ call:
     OBJ_CALL_SLOW();
     OBJ_CALL_RETURNED();
   exec_obj_drop:
-    f = &obj_calls[pc->imm];
+    f = &s.obj_calls[pc->imm];
     if (f->domain != nullptr && s.obj.slot >= 0) [[likely]] {
       const uint64_t a1 = OBJ_CALL_ARG(0);
       if (a1 != 0 && maps::obj_drop_fast(*f->domain, f->owned, a1, s.obj.slot, s.obj.memo))
@@ -628,7 +626,7 @@ call:
     OBJ_CALL_SLOW();
     OBJ_CALL_RETURNED();
   exec_obj_drop_known:  // the facts know the object: its class, never published
-    f = &obj_calls[pc->imm];
+    f = &s.obj_calls[pc->imm];
     if (const uint64_t a1 = reg[f->arg_reg[0]];
         a1 != 0 && maps::obj_drop_known(f->lists, f->owned, f->freed, a1, s.obj.slot,
                                         [f, &s](uintptr_t o) { drop_known_declined(*f, s, o); }))
@@ -967,6 +965,7 @@ Status begin_interp_loop(RunLoop& loop, Program& prog, RunContext& rc) {
   s.prog = &prog;
   s.rc = &rc;
   s.insns = prog.interp_insns.data();
+  s.obj_calls = prog.interp_obj_calls.data();
   s.stack_top = l.stack + sizeof(l.stack);
   s.user_base_hi = interp::arena_user_base_hi(prog);
   l.saved_call_fn = rc.call_fn;

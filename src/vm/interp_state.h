@@ -54,7 +54,8 @@ enum class Stop : uint8_t { kRunning, kFaulted, kAborted /* ld_abs out of range:
 struct InterpState {
   Program* prog = nullptr;
   RunContext* rc = nullptr;
-  const isa::Insn* insns = nullptr;
+  const isa::Insn* insns = nullptr;          // prog->interp_insns
+  const InterpObjCall* obj_calls = nullptr;  // prog->interp_obj_calls
   uint8_t* stack_top = nullptr;
   int depth = -1;
   int zeroed = 0;
