@@ -625,12 +625,10 @@ call:
     }
     OBJ_CALL_SLOW();
     OBJ_CALL_RETURNED();
-  exec_obj_drop_known:  // the facts know the object: its class, never published
+  exec_obj_drop_known:  // the facts know the object (not null): its class, never published
     f = &s.obj_calls[pc->imm];
-    if (const uint64_t a1 = reg[f->arg_reg[0]];
-        a1 != 0 && maps::obj_drop_known(f->lists, f->owned, f->freed, a1, s.obj.slot,
-                                        [f, &s](uintptr_t o) { drop_known_declined(*f, s, o); }))
-        [[likely]] {
+    if (maps::obj_drop_known(f->lists, f->owned, f->freed, reg[f->arg_reg[0]], s.obj.slot,
+                             [f, &s](uintptr_t o) { drop_known_declined(*f, s, o); })) [[likely]] {
       --s.obj.held;
       reg[0] = 0;
       pc += pc->off;  // no null branch, no clobber (interp_form.cc)

@@ -262,7 +262,7 @@ std::vector<uint8_t> args_live_after(const Program& prog) {
 // object of its class for the domain's life.
 struct ObjFacts {
   std::vector<bool> access;         // per pc: a load or store inside an object
-  std::vector<uint32_t> drop;       // per drop's call pc: the object's size, or 0
+  std::vector<uint32_t> drop;       // per drop's call pc: its object's size (not null), or 0
   std::vector<uint32_t> drop_from;  // and the call pc of the new that made it
 };
 
@@ -359,8 +359,9 @@ ObjFacts find_obj_facts(const Program& prog) {
             static_cast<size_t>(insn.imm) < prog.kfuncs.size())
           proto = prog.kfuncs[static_cast<size_t>(insn.imm)];
         const auto obj = proto ? proto->obj_call : HelperProto::ObjCall::kNone;
-        if (obj == HelperProto::ObjCall::kDrop &&
-            (f[1].kind == Fact::kObjOrNull || f[1].kind == Fact::kObj) && f[1].off == 0) {
+        // (Only past the null test: the kernel's verifier refuses to drop a
+        // maybe-null pointer, so compiled code always tests first.)
+        if (obj == HelperProto::ObjCall::kDrop && f[1].kind == Fact::kObj && f[1].off == 0) {
           out.drop[pc] = f[1].size;
           out.drop_from[pc] = f[1].origin;
         }

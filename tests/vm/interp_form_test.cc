@@ -998,8 +998,9 @@ TEST_F(InterpObjCall, FactsEndAtJumpTargetsCallsAndExits) {
 }
 
 // A known drop's entry: the object's size, class, state words and lists;
-// its new needs no memo. A drop with a null branch after it, or one that
-// must clobber a register read later, stays general.
+// its new needs no memo. A drop of what may be null (no null test), with
+// a null branch after it, or that must clobber a register read later,
+// stays general.
 TEST_F(InterpObjCall, KnownDropHasTheObjectsClass) {
   ObjDomain d;
   Asm a;
@@ -1032,6 +1033,15 @@ TEST_F(InterpObjCall, KnownDropHasTheObjectsClass) {
   EXPECT_EQ(q->interp_insns[head_of(*q, 1)].code, vm::kExecObjDrop);
   const RunOutcome o = run(*q);
   ASSERT_TRUE(o.ok) << o.error.message;
+
+  Asm m;  // no null test: the drop may get null (it stays general, and drops nothing)
+  d.obj_new(m);
+  d.obj_drop(m, 0);
+  m.mov64_imm(0, 0).exit();
+  auto pm = d.prepare(m);
+  EXPECT_EQ(pm->interp_insns[head_of(*pm, 1)].code, vm::kExecObjDrop);
+  const RunOutcome om = run(*pm);
+  ASSERT_TRUE(om.ok) << om.error.message;
 
   Asm c;  // r3 read after the drop: the drop clobbers it, so does its new's
   d.obj_new(c);
