@@ -132,6 +132,13 @@ RunOutcome run(vm::Program& p, void* ctx = nullptr, size_t ctx_size = 0,
   return o;
 }
 
+// The run stopped on a bad memory access at pc.
+void expect_efault_at(const RunOutcome& o, size_t pc) {
+  ASSERT_FALSE(o.ok);
+  EXPECT_EQ(o.error.code, EFAULT) << o.error.message;
+  EXPECT_EQ(o.fault.pc, pc);
+}
+
 bool is_fused(const Insn& i) {
   return i.code == vm::kExecObjNew || i.code == vm::kExecObjDrop ||
          i.code == vm::kExecObjNewKnown || i.code == vm::kExecObjDropKnown;
@@ -798,9 +805,7 @@ TEST_F(InterpObjCall, NewObjectsRegionIsExactlyItsData) {
     if (off < ObjDomain::kSize) {
       EXPECT_TRUE(o.ok) << o.error.message;
     } else {
-      ASSERT_FALSE(o.ok);
-      EXPECT_EQ(o.error.code, EFAULT) << o.error.message;
-      EXPECT_EQ(o.fault.pc, store);
+      expect_efault_at(o, store);
     }
   }
 }
@@ -1124,9 +1129,7 @@ TEST_F(InterpObjCall, FactsNeedTheSizeInR1) {
     auto p = d.prepare(a);
     EXPECT_FALSE(unchecked(*p, store));
     const RunOutcome o = run(*p);
-    ASSERT_FALSE(o.ok);
-    EXPECT_EQ(o.error.code, EFAULT) << o.error.message;
-    EXPECT_EQ(o.fault.pc, store);
+    expect_efault_at(o, store);
   }
 }
 
@@ -1143,9 +1146,7 @@ TEST_F(InterpObjCall, StateWordStoreFaults) {
   a.label("out").mov64_imm(0, 0).exit();
   auto p = d.prepare(a);
   const RunOutcome o = run(*p);
-  ASSERT_FALSE(o.ok);
-  EXPECT_EQ(o.error.code, EFAULT) << o.error.message;
-  EXPECT_EQ(o.fault.pc, store);
+  expect_efault_at(o, store);
 }
 
 // ---- which argument registers a fused call clobbers --------------------------
