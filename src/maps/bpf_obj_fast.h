@@ -119,6 +119,16 @@ inline std::atomic<uint64_t>& state_word(uintptr_t o) {
 // declined (the list busy or above high), kept off the callers' fast path.
 void obj_free_class(mem::MemDomain& d, int slot, uint32_t cls, uintptr_t o);
 
+// The new of an object o (its allocator's pointer, header set) the caller
+// took off a free list of its own: zeroed and owned (owned as for
+// obj_new_fast) by the run holding slot; its data pointer.
+[[gnu::always_inline]] inline void* obj_renew(char* o, uint64_t owned, uint32_t size, int slot) {
+  objw::zero_data(o + 8, size);
+  objw::state_word(reinterpret_cast<uintptr_t>(o))
+      .store(owned | uint64_t(uint16_t(slot)) << kObjSlotShift, std::memory_order_relaxed);
+  return o + 8;
+}
+
 // obj_new_in_slot's fast path for an object of size bytes (1..48) of class
 // cls (obj_class(size)), whose lists are lists (d.global_ma.class_lists(cls))
 // and whose owned state word is owned (obj_owned_state(d, size)): the
@@ -131,10 +141,7 @@ void obj_free_class(mem::MemDomain& d, int slot, uint32_t cls, uintptr_t o);
   auto* o = static_cast<char*>(mem::MemAlloc::try_alloc_in(lists, slot));
   if (!o) [[unlikely]]
     return nullptr;
-  objw::zero_data(o + 8, size);
-  objw::state_word(reinterpret_cast<uintptr_t>(o))
-      .store(owned | uint64_t(uint16_t(slot)) << kObjSlotShift, std::memory_order_relaxed);
-  return objw::remember(memo, o + 8, cls);
+  return objw::remember(memo, obj_renew(o, owned, size, slot), cls);
 }
 
 // obj_drop_in_slot's fast path: true when a (not 0) is one of memo's
@@ -157,28 +164,36 @@ void obj_free_class(mem::MemDomain& d, int slot, uint32_t cls, uintptr_t o);
   return false;
 }
 
-// obj_drop_in_slot's fast path for an object a (not 0) that the caller
-// knows to be of size bytes of class cls (lists: its lists) and, if the run
-// still owns it, never published (an engine's static facts: a bpf_obj_new
-// of this run with no call in between): true when its state word is
-// exactly owned (obj_owned_state(d, size)) with slot, and it was dropped
-// (state word freed: obj_free_state(d, size)); false with nothing changed
-// otherwise (the caller then makes the full call). When the list declines
-// the push (busy, or above high) the drop ends in declined(o), which must
-// call obj_free_class(d, slot, cls, o): the caller passes what it needs
-// only there, so the fast path does not load it.
-template <typename Declined>
-[[gnu::always_inline]] inline bool obj_drop_known(const mem::ClassLists& lists, uint64_t owned,
-                                                  uint64_t freed, uintptr_t a, int slot,
-                                                  Declined&& declined) {
-  const uintptr_t o = a - 8;
-  const uint64_t w = objw::state_word(o).load(std::memory_order_relaxed);
-  if (slot < 0 || w != (owned | uint64_t(uint16_t(slot)) << kObjSlotShift)) [[unlikely]]
+// The first half of obj_drop_in_slot's fast path for an object a (not 0)
+// that the caller knows to be of size bytes and, if the run still owns it,
+// never published (an engine's static facts: a bpf_obj_new of this run with
+// no call in between; slot: the one that new found, so not negative): true
+// when its state word is exactly owned (obj_owned_state(d, size)) with
+// slot, and then the word is freed (obj_free_state(d, size)); false with
+// nothing changed otherwise (the caller then makes the full call, which
+// decides, faults included). The caller then gives the object (a - 8, its
+// allocator pointer) back (obj_give_back), or keeps it for a new of its
+// own (obj_renew).
+[[gnu::always_inline]] inline bool obj_release_known(uint64_t owned, uint64_t freed, uintptr_t a,
+                                                     int slot) {
+  const uint64_t w = objw::state_word(a - 8).load(std::memory_order_relaxed);
+  if (w != (owned | uint64_t(uint16_t(slot)) << kObjSlotShift)) [[unlikely]]
     return false;
-  objw::state_word(o).store(freed, std::memory_order_relaxed);
+  objw::state_word(a - 8).store(freed, std::memory_order_relaxed);
+  return true;
+}
+
+// The end of a drop of o, a never-published object of the class whose lists
+// are lists (d.global_ma.class_lists(cls)), released by the run holding
+// slot: onto the slot's list, immediately reusable. When the list declines
+// the push (busy, or above high) it ends in declined(o), which must call
+// obj_free_class(d, slot, cls, o): the caller passes what it needs only
+// there, so the fast path does not load it.
+template <typename Declined>
+[[gnu::always_inline]] inline void obj_give_back(const mem::ClassLists& lists, int slot,
+                                                 uintptr_t o, Declined&& declined) {
   if (!mem::MemAlloc::try_free_in(lists, slot, reinterpret_cast<void*>(o))) [[unlikely]]
     declined(o);
-  return true;
 }
 
 }  // namespace userbpf::maps

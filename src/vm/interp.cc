@@ -25,7 +25,9 @@
 // the moves that set their arguments, and `add K` with the jump after it,
 // are one dispatch each; loads and stores that the form's facts prove
 // inside an object the run holds run unchecked (obj_* handlers), and a
-// drop of an object the facts follow knows its class.
+// drop of an object the facts follow knows its class, and keeps the object
+// for the run's next such new of the class (InterpState::stash), so a loop
+// that allocates and drops does not go through the slot's list.
 #include <cinttypes>
 #include <cstring>
 #include <optional>
@@ -93,10 +95,19 @@ inline void enter_frame(InterpState& s) {
   }
 }
 
-// A known drop (kExecObjDropKnown) whose inline push the list declined.
-[[gnu::noinline, gnu::cold]] void drop_known_declined(const InterpObjCall& f, const InterpState& s,
-                                                      uintptr_t o) {
-  maps::obj_free_class(*f.domain, s.obj.slot, f.cls, o);
+// The object a known drop kept (InterpState::stash), back on its list.
+[[gnu::noinline]] void give_back_stash(InterpState& s) {
+  const InterpObjCall& f = *s.stash_call;
+  maps::obj_give_back(f.lists, s.obj.slot, s.stash,
+                      [&](uintptr_t o) { maps::obj_free_class(*f.domain, s.obj.slot, f.cls, o); });
+  s.stash_class = 0;
+}
+
+// The end of a run that kept an object or holds some: the kept one back on
+// its list, the held ones dropped (release_held_objects).
+[[gnu::noinline, gnu::cold]] void end_run_objects(InterpState& s) {
+  if (s.stash_class != 0) give_back_stash(s);
+  if (s.obj.held != 0) release_held_objects(s);
 }
 
 uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args);
@@ -236,13 +247,14 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
     ++pc;       \
     DISPATCH(); \
   } while (0)
-  // Backward jumps charge the budget with their distance.
+  // Backward jumps charge the budget with their distance: budget + o_ (o_
+  // negative, as unsigned) carries exactly when budget >= -o_.
 #define JUMP_BY(o)                                                                             \
   do {                                                                                         \
     const int64_t o_ = (o);                                                                    \
     if (o_ < 0) {                                                                              \
       uint64_t left_;                                                                          \
-      if (__builtin_sub_overflow(budget, static_cast<uint64_t>(-o_), &left_)) goto budget_out; \
+      if (!__builtin_add_overflow(budget, static_cast<uint64_t>(o_), &left_)) goto budget_out; \
       budget = left_;                                                                          \
     }                                                                                          \
     pc += o_ + 1;                                                                              \
@@ -604,6 +616,10 @@ call:
     OBJ_CALL_RETURNED();
   exec_obj_new_known:  // the inline path, no clobber; the facts follow the object to its drop
     f = &s.obj_calls[pc->imm];
+    if (s.stash_class == f->lists.base) [[likely]] {  // a kept object of the class
+      s.stash_class = 0;
+      OBJ_NEW_GOT(maps::obj_renew(reinterpret_cast<char*>(s.stash), f->owned, f->size, s.obj.slot));
+    }
     if (s.obj.slot >= 0) [[likely]] {
       if (void* o = maps::obj_new_fast(f->lists, f->owned, f->size, f->cls, s.obj.slot, nullptr))
           [[likely]]
@@ -627,8 +643,15 @@ call:
     OBJ_CALL_RETURNED();
   exec_obj_drop_known:  // the facts know the object (not null): its class, never published
     f = &s.obj_calls[pc->imm];
-    if (maps::obj_drop_known(f->lists, f->owned, f->freed, reg[f->arg_reg[0]], s.obj.slot,
-                             [f, &s](uintptr_t o) { drop_known_declined(*f, s, o); })) [[likely]] {
+    // The run's slot is known: the object's new found it.
+    if (const uintptr_t a = reg[f->arg_reg[0]];
+        maps::obj_release_known(f->owned, f->freed, a, s.obj.slot)) [[likely]] {
+      // Kept for the next new of its class; the object kept before goes back.
+      if (s.stash_class != 0) [[unlikely]]
+        give_back_stash(s);
+      s.stash_class = f->lists.base;
+      s.stash = a - 8;
+      s.stash_call = f;
       --s.obj.held;
       reg[0] = 0;
       pc += pc->off;  // no null branch, no clobber (interp_form.cc)
@@ -920,8 +943,8 @@ uint64_t interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
     if (rc.faulted) clear_fault(rc);
   }
   const uint64_t r0 = interp::run_frames(s, entry, args);
-  if (s.obj.held != 0) [[unlikely]]
-    interp::release_held_objects(s);
+  if ((s.obj.held | s.stash_class) != 0) [[unlikely]]
+    interp::end_run_objects(s);
   rc.insn_budget = s.budget;
   loop.stopped = s.stop != interp::Stop::kRunning;
   return r0;

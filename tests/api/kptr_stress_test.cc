@@ -1,5 +1,6 @@
 // Stress: threads run programs that bpf_obj_new, store with bpf_kptr_xchg
-// into a hash map, take objects out and drop them, and look them up, while
+// into a hash map, take objects out and drop them, look them up, and drop
+// new objects right away, while
 // a timer thread interrupts those threads with signals whose handlers run
 // the same programs on the same threads (a nested run takes another slot or
 // is a miss). No deadlock, no corruption (every object a program reaches
@@ -10,6 +11,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -22,6 +24,7 @@
 #include "signal_kicker.h"
 #include "mem/domain.h"
 #include "vm/jit/jit.h"
+#include "vm/program.h"
 #include "vm/run_context.h"
 
 #if defined(__has_feature)
@@ -45,13 +48,20 @@ constexpr uint32_t kKeys = 16;
 struct World {
   mem::MemDomain dom{mem::MemDomainOptions{4, 2, {}}};
   std::unique_ptr<loader::LoadedObject> obj;
-  vm::Program* progs[3] = {};  // stash_hash, take_hash, peek_hash
+  vm::Program* progs[5] = {};  // kNames
   bool jit = false;
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> runs{0}, handler_runs{0}, misses{0}, corrupt{0}, faults{0}, nulls{0};
+  std::atomic<uint64_t> returned_0[5] = {};  // runs of each program that returned 0
 };
 
 World* g_world;
+
+// peek_hash last: TSan runs skip it. new_drop_loop drops each object
+// right after its new (the interpreter keeps it for the run's next new:
+// InterpState::stash); new_drop_many holds 40 at once, then pairs.
+const char* const kNames[5] = {"stash_hash", "take_hash", "new_drop_loop", "new_drop_many",
+                               "peek_hash"};
 
 uint64_t next_rand(uint64_t& s) {
   s ^= s << 13;
@@ -64,11 +74,11 @@ uint64_t next_rand(uint64_t& s) {
 // handler), the runtime's RCU section, the chosen engine. No allocation.
 void run_one(World& w, uint64_t& seed, bool in_handler) {
   uint64_t r = next_rand(seed);
-  int which = static_cast<int>(r % 3);
+  int which = static_cast<int>(r % 5);
 #ifdef USERBPF_KPTR_TSAN
   // peek reads the kptr field with a plain load while others exchange it:
-  // fine for BPF, a report for TSan. Stash/take only under TSan.
-  which = static_cast<int>(r % 2);
+  // fine for BPF, a report for TSan. Not under TSan.
+  which = static_cast<int>(r % 4);
 #endif
   Args a{static_cast<uint32_t>((r >> 8) % kKeys), 0, (r >> 16) & 0xffffff, 0};
   mem::SlotTable& slots = w.dom.slots;
@@ -93,7 +103,13 @@ void run_one(World& w, uint64_t& seed, bool in_handler) {
     return;
   }
   const auto r0 = static_cast<int32_t>(res.value());
-  if (r0 == -9) w.corrupt.fetch_add(1, std::memory_order_relaxed);
+  // new_drop_loop and new_drop_many: -1 no object, -3 one not zeroed;
+  // new_drop_many's out: the sum of 3 * i.
+  bool bad = r0 == -9;
+  if (which == 2 || which == 3) bad = r0 == -3;
+  if (which == 3 && r0 == 0 && a.out != 3 * (63 * 64 / 2)) bad = true;
+  if (bad) w.corrupt.fetch_add(1, std::memory_order_relaxed);
+  if (r0 == 0) w.returned_0[which].fetch_add(1, std::memory_order_relaxed);
   if (r0 == -1) w.nulls.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -122,13 +138,17 @@ void stress(bool jit) {
   auto obj = loader::load_object(*spec, &w.dom);
   ASSERT_TRUE(obj.ok()) << obj.error().message;
   w.obj = std::move(*obj);
-  const char* names[3] = {"stash_hash", "take_hash", "peek_hash"};
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < 5; i++) {
     for (auto& p : w.obj->programs)
-      if (p->name == names[i]) w.progs[i] = p.get();
-    ASSERT_NE(w.progs[i], nullptr) << names[i];
+      if (p->name == kNames[i]) w.progs[i] = p.get();
+    ASSERT_NE(w.progs[i], nullptr) << kNames[i];
     if (jit) ASSERT_TRUE(vm::ensure_jit(*w.progs[i]).ok());
   }
+  // new_drop_loop's new and drop are the interpreter's known pair (else
+  // nothing here would run the kept-object path).
+  const auto& form = w.progs[2]->interp_insns;
+  EXPECT_TRUE(std::any_of(form.begin(), form.end(),
+                          [](const isa::Insn& in) { return in.code == vm::kExecObjDropKnown; }));
   const uint64_t base = w.dom.global_ma.stats().in_use;
 
   userbpf::test::ScopedSignal handler_scope(SIGUSR2, on_signal);
@@ -165,6 +185,7 @@ void stress(bool jit) {
   EXPECT_EQ(w.faults.load(), 0u);
   EXPECT_GT(w.runs.load(), 100u);
   EXPECT_GT(w.handler_runs.load(), 0u);
+  for (int i = 0; i < 4; i++) EXPECT_GT(w.returned_0[i].load(), 0u) << kNames[i];
 
   // Empty the map from the host: every stored object is dropped.
   maps::Map* hash = nullptr;

@@ -119,6 +119,25 @@ int new_drop_many(struct args* a) {
   return 0;
 }
 
+// Objects allocated and dropped in a loop, no call between: the
+// interpreter keeps each dropped one for the next new (InterpState::stash).
+// Each must start zeroed although the last one was dropped dirty. r0: -1 on
+// NULL, -3 if one was not zeroed (out: the bits found).
+SEC("syscall")
+int new_drop_loop(struct args* a) {
+  __u64 dirty = 0;
+  for (__u32 i = 0; i < 32; i++) {
+    struct node* n = bpf_obj_new(struct node);
+    if (!n) return -1;
+    dirty |= n->a | n->b;
+    n->a = a->val + i;
+    n->b = ~0ull;
+    bpf_obj_drop(n);
+  }
+  a->out = dirty;
+  return dirty ? -3 : 0;
+}
+
 // bpf_obj_drop of what bpf_obj_new returned, NULL included (a no-op).
 SEC("syscall")
 int new_drop_unchecked(struct args* a) {

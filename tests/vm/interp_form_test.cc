@@ -713,6 +713,13 @@ struct ObjDomain : ObjTestDomain {
     a.call_kfunc(kKfObjNew);
     return a.pc() - 1;
   }
+  // The same for a kBigSize object (another size class).
+  size_t obj_new_big(Asm& a) const {
+    a.ld_imm64(1, 6).mov64_imm(2, 0).mov64_imm(1, kBigSize);
+    set_r2(a, -1);
+    a.call_kfunc(kKfNewBig);
+    return a.pc() - 1;
+  }
   size_t obj_drop(Asm& a, uint8_t obj, int domain_reg = -1) const {
     a.mov64_reg(1, obj);
     set_r2(a, domain_reg);
@@ -1101,6 +1108,69 @@ TEST_F(InterpObjCall, UncheckedAccessesActOnTheObject) {
   const RunOutcome o = run(*p);
   ASSERT_TRUE(o.ok) << o.error.message;
   EXPECT_EQ(o.r0, uint64_t{0x2211 - 130});
+  EXPECT_EQ(d.in_use(), base);
+}
+
+// A known drop keeps its object for the run's next known new of its class
+// (InterpState::stash): that new gets it back (the object the slot's LIFO
+// list would give), a new of another class does not, and the next known
+// drop first puts the kept one back on its list. Nothing is lost: the end
+// of the run gives the last one back.
+TEST_F(InterpObjCall, KnownDropKeepsItsObjectForItsClass) {
+  ObjDomain d;
+  Asm a;
+  d.obj_new(a);  // A
+  a.jmp_imm(kJmpJeq, 0, 0, "fail").mov64_reg(6, 0);
+  d.obj_drop(a, 6);  // A kept
+  d.obj_new_big(a);  // B: another class, not A
+  a.jmp_imm(kJmpJeq, 0, 0, "fail").mov64_reg(7, 0);
+  a.st(kSizeDw, 7, ObjDomain::kBigSize - 8, -1);  // B's last word
+  d.obj_drop(a, 7);                               // A back on its list, B kept
+  d.obj_new(a);                                   // A again
+  a.jmp_imm(kJmpJeq, 0, 0, "fail").mov64_reg(8, 0);
+  d.obj_drop(a, 8);  // B back on its list, A kept
+  d.obj_new_big(a);  // B again, zeroed
+  a.jmp_imm(kJmpJeq, 0, 0, "fail").mov64_reg(9, 0);
+  a.ldx(kSizeDw, 3, 9, ObjDomain::kBigSize - 8).jmp_imm(kJmpJne, 3, 0, "fail");
+  d.obj_drop(a, 9);  // A back, B kept until the run ends
+  a.jmp_reg(kJmpJeq, 7, 6, "fail").jmp_reg(kJmpJne, 8, 6, "fail");
+  a.jmp_reg(kJmpJne, 9, 7, "fail");
+  a.mov64_imm(0, 1).exit();
+  a.label("fail").mov64_imm(0, -1).exit();
+  auto p = d.prepare(a);
+  ASSERT_EQ(p->interp_obj_calls.size(), 8u);
+  for (int i = 0; i < 8; i += 2) {
+    EXPECT_EQ(p->interp_insns[head_of(*p, i)].code, vm::kExecObjNewKnown) << i;
+    EXPECT_EQ(p->interp_insns[head_of(*p, i + 1)].code, vm::kExecObjDropKnown) << i;
+  }
+  EXPECT_NE(p->interp_obj_calls[0].lists.base, p->interp_obj_calls[2].lists.base);
+  const uint64_t base = d.in_use();
+  for (int run_no = 0; run_no < 2; run_no++) {  // each run starts with nothing kept
+    SCOPED_TRACE(run_no);
+    const RunOutcome o = run(*p);
+    ASSERT_TRUE(o.ok) << o.error.message;
+    EXPECT_EQ(o.r0, 1u);
+    EXPECT_EQ(g_slow_drop, 0u);  // every drop inline
+    EXPECT_EQ(d.in_use(), base);
+  }
+}
+
+// A run that stops after a known drop kept its object gives it back too.
+TEST_F(InterpObjCall, KeptObjectGoesBackWhenTheRunFaults) {
+  ObjDomain d;
+  Asm a;
+  d.obj_new(a);
+  a.jmp_imm(kJmpJeq, 0, 0, "out").mov64_reg(6, 0);
+  d.obj_drop(a, 6);  // kept
+  a.mov64_imm(3, 0);
+  const size_t bad = a.pc();
+  a.st(kSizeDw, 3, 8, 1);  // a null pointer store: the run faults
+  a.label("out").mov64_imm(0, 0).exit();
+  auto p = d.prepare(a);
+  EXPECT_EQ(p->interp_insns[head_of(*p, 1)].code, vm::kExecObjDropKnown);
+  const uint64_t base = d.in_use();
+  const RunOutcome o = run(*p);
+  expect_efault_at(o, bad);
   EXPECT_EQ(d.in_use(), base);
 }
 

@@ -2,7 +2,8 @@
 // interpreter's fused obj calls, the JIT's inline ones): the loader's
 // bpf_obj_new (of kSize-byte objects: ret_size) and bpf_obj_drop protos
 // with the given slot_fns, as kfuncs 0 and 1 of the programs prepare()
-// makes, and one slot of the domain held around the runs as the host API
+// makes, kfunc 2 the bpf_obj_new of kBigSize-byte objects (another size
+// class), and one slot of the domain held around the runs as the host API
 // does.
 #pragma once
 
@@ -19,6 +20,8 @@ struct ObjTestDomain {
   static constexpr int32_t kSize = 16;
   static constexpr int32_t kKfNew = 0;
   static constexpr int32_t kKfDrop = 1;
+  static constexpr int32_t kBigSize = 40;
+  static constexpr int32_t kKfNewBig = 2;
   using SlotFn = uint64_t (*)(uint64_t, uint64_t, vm::ObjRunState*);
 
   explicit ObjTestDomain(SlotFn new_fn = helpers::bpf_obj_new_in_slot,
@@ -27,6 +30,8 @@ struct ObjTestDomain {
     new_proto.ret_size = kSize;
     new_proto.slot_fn = new_fn;
     new_proto.obj_call = vm::HelperProto::ObjCall::kNew;
+    big_new_proto = new_proto;
+    big_new_proto.ret_size = kBigSize;
     drop_proto.ret = vm::RetKind::kVoid;
     drop_proto.slot_fn = drop_fn;
     drop_proto.obj_call = vm::HelperProto::ObjCall::kDrop;
@@ -50,7 +55,7 @@ struct ObjTestDomain {
     p->name = "objs";
     p->insns = a.build();
     p->helpers = fake_helper_table();
-    p->kfuncs = {&new_proto, &drop_proto};
+    p->kfuncs = {&new_proto, &drop_proto, &big_new_proto};
     p->mem_domain = &dom;
     const Status st = vm::prepare_program(*p);
     EXPECT_TRUE(st.ok()) << st.error().message;
@@ -65,6 +70,7 @@ struct ObjTestDomain {
   vm::HelperProto drop_proto{"bpf_obj_drop_impl",
                              helpers::bpf_obj_drop_resolved,
                              {vm::ArgKind::kAnything, vm::ArgKind::kAnything}};
+  vm::HelperProto big_new_proto;
 };
 
 }  // namespace userbpf::test
