@@ -26,7 +26,7 @@
 // are one dispatch each; loads and stores that the form's facts prove
 // inside an object the run holds run unchecked (obj_* handlers), and a
 // drop of an object the facts follow knows its class, and keeps the object
-// for the run's next such new of the class (InterpState::stash), so a loop
+// for the run's next such new of the class (run_frames' kept), so a loop
 // that allocates and drops does not go through the slot's list.
 #include <cinttypes>
 #include <cstring>
@@ -95,19 +95,10 @@ inline void enter_frame(InterpState& s) {
   }
 }
 
-// The object a known drop kept (InterpState::stash), back on its list.
-[[gnu::noinline]] void give_back_stash(InterpState& s) {
-  const InterpObjCall& f = *s.stash_call;
-  maps::obj_give_back(f.lists, s.obj.slot, s.stash,
-                      [&](uintptr_t o) { maps::obj_free_class(*f.domain, s.obj.slot, f.cls, o); });
-  s.stash_class = 0;
-}
-
-// The end of a run that kept an object or holds some: the kept one back on
-// its list, the held ones dropped (release_held_objects).
-[[gnu::noinline, gnu::cold]] void end_run_objects(InterpState& s) {
-  if (s.stash_class != 0) give_back_stash(s);
-  if (s.obj.held != 0) release_held_objects(s);
+// Object o, which the known drop f kept (run_frames), back on its list.
+[[gnu::noinline]] void give_back_kept(const InterpState& s, const InterpObjCall& f, uintptr_t o) {
+  maps::obj_give_back(f.lists, s.obj.slot, o,
+                      [&](uintptr_t p) { maps::obj_free_class(*f.domain, s.obj.slot, f.cls, p); });
 }
 
 uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args);
@@ -126,6 +117,10 @@ uint64_t call_callback(RunContext* rc, uint64_t fn, uint64_t a1, uint64_t a2, ui
     return 0;
   }
   --s.budget;
+  if (s.depth + 1 >= kMaxCallFrames) {
+    set_fault(s, E2BIG, s.call_pc, 0, "call stack deeper than %d frames", kMaxCallFrames);
+    return 0;
+  }
   const Insn* saved_call_pc = s.call_pc;
   const uint64_t args[5] = {a1, a2, a3, a4, a5};
   const uint64_t r0 = run_frames(s, static_cast<uint32_t>(fn), args);
@@ -134,7 +129,8 @@ uint64_t call_callback(RunContext* rc, uint64_t fn, uint64_t a1, uint64_t a2, ui
 }
 
 // Runs the function at entry on a new frame until it returns; r0 or 0 if the
-// run stopped. Re-entered (recursively) for callbacks.
+// run stopped. Re-entered (recursively) for callbacks; the caller checked
+// that one more frame fits (a run's first frame always does).
 uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
 #pragma clang diagnostic push
 #pragma clang diagnostic ignored "-Wc99-designator"
@@ -216,10 +212,6 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
 #undef USERBPF_FUSED_ENTRY
   // clang-format on
 
-  if (s.depth + 1 >= kMaxCallFrames) {
-    set_fault(s, E2BIG, s.call_pc, 0, "call stack deeper than %d frames", kMaxCallFrames);
-    return 0;
-  }
   enter_frame(s);
   const int base = s.depth;
   const Insn* const insns = s.insns;
@@ -232,6 +224,15 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
   uintptr_t stk_lo = top - (base + 1) * kFrame;
   uintptr_t stk_span = (base + 1) * kFrame;
   uint64_t budget = s.budget;
+  // The object the last known drop released (kExecObjDropKnown), kept for
+  // the next known new of its class: the top of the slot's free list
+  // (LIFO), held here so a loop's new and drop do not go through the list.
+  // kept_class: its class (ClassLists::base; 0: none kept), kept_by: the
+  // drop (its lists, domain, class). The next known drop gives it back
+  // before keeping its own, and so do both ways out of this function.
+  uintptr_t kept_class = 0;
+  uintptr_t kept = 0;
+  const InterpObjCall* kept_by = nullptr;
   uint64_t addr;
   uint64_t acc_size;
   bool acc_write;
@@ -616,9 +617,9 @@ call:
     OBJ_CALL_RETURNED();
   exec_obj_new_known:  // the inline path, no clobber; the facts follow the object to its drop
     f = &s.obj_calls[pc->imm];
-    if (s.stash_class == f->lists.base) [[likely]] {  // a kept object of the class
-      s.stash_class = 0;
-      OBJ_NEW_GOT(maps::obj_renew(reinterpret_cast<char*>(s.stash), f->owned, f->size, s.obj.slot));
+    if (kept_class == f->lists.base) [[likely]] {  // a kept object of the class
+      kept_class = 0;
+      OBJ_NEW_GOT(maps::obj_renew(reinterpret_cast<char*>(kept), f->owned, f->size, s.obj.slot));
     }
     if (s.obj.slot >= 0) [[likely]] {
       if (void* o = maps::obj_new_fast(f->lists, f->owned, f->size, f->cls, s.obj.slot, nullptr))
@@ -647,11 +648,11 @@ call:
     if (const uintptr_t a = reg[f->arg_reg[0]];
         maps::obj_release_known(f->owned, f->freed, a, s.obj.slot)) [[likely]] {
       // Kept for the next new of its class; the object kept before goes back.
-      if (s.stash_class != 0) [[unlikely]]
-        give_back_stash(s);
-      s.stash_class = f->lists.base;
-      s.stash = a - 8;
-      s.stash_call = f;
+      if (kept_class != 0) [[unlikely]]
+        give_back_kept(s, *kept_by, kept);
+      kept_class = f->lists.base;
+      kept = a - 8;
+      kept_by = f;
       --s.obj.held;
       reg[0] = 0;
       pc += pc->off;  // no null branch, no clobber (interp_form.cc)
@@ -693,6 +694,7 @@ exit:
   if (s.depth == base) {
     --s.depth;
     s.budget = budget;
+    if (kept_class != 0) give_back_kept(s, *kept_by, kept);
     return reg[0];
   }
   --s.depth;
@@ -858,6 +860,7 @@ bad_access:
 stopped:
   s.depth = base - 1;
   if (s.stop == Stop::kRunning) s.stop = Stop::kFaulted;
+  if (kept_class != 0) give_back_kept(s, *kept_by, kept);
   return 0;
 
 #undef DST
@@ -943,8 +946,8 @@ uint64_t interp_loop_run(RunLoop& loop, uint32_t entry, const uint64_t* args) {
     if (rc.faulted) clear_fault(rc);
   }
   const uint64_t r0 = interp::run_frames(s, entry, args);
-  if ((s.obj.held | s.stash_class) != 0) [[unlikely]]
-    interp::end_run_objects(s);
+  if (s.obj.held != 0) [[unlikely]]
+    interp::release_held_objects(s);
   rc.insn_budget = s.budget;
   loop.stopped = s.stop != interp::Stop::kRunning;
   return r0;

@@ -66,17 +66,6 @@ struct InterpState {
   uint64_t user_base_hi = 0;           // addr_space_cast as0 -> as1 upper half
   const isa::Insn* call_pc = nullptr;  // helper call in progress (fault pc in callbacks)
   ObjRunState obj;                     // per run (helper_proto.h)
-  // The object the run's last known drop (kExecObjDropKnown) released,
-  // kept for the run's next known new of its class: the top of the slot's
-  // free list (LIFO), held in the run's state, so a loop's new and drop do
-  // not go through the list. stash_class: its class (ClassLists::base; 0:
-  // no object kept), stash: its allocator pointer, stash_call: the drop
-  // (its lists, domain, class). The next known drop gives it back before
-  // keeping its own, and so does the end of the run, before its slot is
-  // left (interp.cc).
-  uintptr_t stash_class = 0;
-  uintptr_t stash = 0;
-  const InterpObjCall* stash_call = nullptr;
 
   Region hit{};  // last non-stack region an access hit (span 0: none)
   const maps::Map* hit_map = nullptr;

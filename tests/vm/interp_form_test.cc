@@ -1155,6 +1155,47 @@ TEST_F(InterpObjCall, KnownDropKeepsItsObjectForItsClass) {
   }
 }
 
+// A callback run by a helper keeps objects of its own: its news do not take
+// the object its caller's drop kept (that one is the caller's until the
+// caller's next new), and its kept object goes back when it returns.
+TEST_F(InterpObjCall, CallbacksKeepTheirOwnObjects) {
+  ObjDomain d;
+  Asm a;
+  d.obj_new(a);  // A
+  a.jmp_imm(kJmpJeq, 0, 0, "fail").mov64_reg(6, 0);
+  d.obj_drop(a, 6);  // A kept by this frame
+  a.mov64_imm(1, 3).ld_func(2, "cb").mov64_imm(3, 0).call_helper(kHelperLoop);
+  a.mov64_reg(7, 0);  // the sum of the callbacks' objects
+  d.obj_new(a);       // A again
+  a.jmp_imm(kJmpJeq, 0, 0, "fail").mov64_reg(8, 0);
+  d.obj_drop(a, 8);
+  a.jmp_reg(kJmpJne, 8, 6, "fail");
+  a.mov64_reg(1, 6).alu64_imm(kAluMul, 1, 3).jmp_reg(kJmpJeq, 7, 1, "fail");
+  a.mov64_imm(0, 1).exit();
+  a.label("fail").mov64_imm(0, -1).exit();
+  a.label("cb");  // a new and a drop; r0 = the object's address
+  d.obj_new(a);
+  a.jmp_imm(kJmpJeq, 0, 0, "cb_out").mov64_reg(6, 0);
+  d.obj_drop(a, 6);
+  a.mov64_reg(0, 6);
+  a.label("cb_out");
+  // A function's r1-r5 are live at its exit (its caller may read them):
+  // cleared here, so the calls clobber nothing and are known.
+  for (uint8_t r = 1; r <= 5; r++) a.mov64_imm(r, 0);
+  a.exit();
+  auto p = d.prepare(a);
+  for (int i = 0; i < 6; i++) {
+    EXPECT_EQ(p->interp_insns[head_of(*p, i)].code,
+              i % 2 ? vm::kExecObjDropKnown : vm::kExecObjNewKnown)
+        << i;
+  }
+  const uint64_t base = d.in_use();
+  const RunOutcome o = run(*p);
+  ASSERT_TRUE(o.ok) << o.error.message;
+  EXPECT_EQ(o.r0, 1u);
+  EXPECT_EQ(d.in_use(), base);
+}
+
 // A run that stops after a known drop kept its object gives it back too.
 TEST_F(InterpObjCall, KeptObjectGoesBackWhenTheRunFaults) {
   ObjDomain d;
