@@ -59,7 +59,7 @@ World* g_world;
 
 // peek_hash last: TSan runs skip it. new_drop_loop drops each object
 // right after its new (the interpreter keeps it for the run's next new:
-// InterpState::stash); new_drop_many holds 40 at once, then pairs.
+// run_frames' kept object); new_drop_many holds 40 at once, then pairs.
 const char* const kNames[5] = {"stash_hash", "take_hash", "new_drop_loop", "new_drop_many",
                                "peek_hash"};
 

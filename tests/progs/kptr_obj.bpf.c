@@ -120,9 +120,9 @@ int new_drop_many(struct args* a) {
 }
 
 // Objects allocated and dropped in a loop, no call between: the
-// interpreter keeps each dropped one for the next new (InterpState::stash).
-// Each must start zeroed although the last one was dropped dirty. r0: -1 on
-// NULL, -3 if one was not zeroed (out: the bits found).
+// interpreter keeps each dropped one for the next new (run_frames' kept
+// object). Each must start zeroed although the last one was dropped dirty.
+// r0: -1 on NULL, -3 if one was not zeroed (out: the bits found).
 SEC("syscall")
 int new_drop_loop(struct args* a) {
   __u64 dirty = 0;

@@ -1112,10 +1112,10 @@ TEST_F(InterpObjCall, UncheckedAccessesActOnTheObject) {
 }
 
 // A known drop keeps its object for the run's next known new of its class
-// (InterpState::stash): that new gets it back (the object the slot's LIFO
-// list would give), a new of another class does not, and the next known
-// drop first puts the kept one back on its list. Nothing is lost: the end
-// of the run gives the last one back.
+// (run_frames' kept object): that new gets it back (the object the slot's
+// LIFO list would give), a new of another class does not, and the next
+// known drop first puts the kept one back on its list. Nothing is lost: the
+// end of the run gives the last one back.
 TEST_F(InterpObjCall, KnownDropKeepsItsObjectForItsClass) {
   ObjDomain d;
   Asm a;
