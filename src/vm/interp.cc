@@ -89,7 +89,10 @@ inline bool load_packet(const RunContext& rc, int64_t off, int size, uint64_t* o
 // time this run reaches that depth.
 inline void enter_frame(InterpState& s) {
   ++s.depth;
-  if (s.depth >= s.zeroed) {
+  // (Out of line: a program that writes its stack clears a frame every run
+  // anyway; the hint lays run_frames out better, measured on the loop
+  // benchmarks: ARCHITECTURE.md.)
+  if (s.depth >= s.zeroed) [[unlikely]] {
     std::memset(s.stack_top - (s.depth + 1) * kFrame, 0, kFrame);
     s.zeroed = s.depth + 1;
   }
@@ -231,8 +234,8 @@ uint64_t run_frames(InterpState& s, uint32_t entry, const uint64_t* args) {
   // drop (its lists, domain, class). The next known drop gives it back
   // before keeping its own, and so do both ways out of this function.
   uintptr_t kept_class = 0;
-  uintptr_t kept = 0;
-  const InterpObjCall* kept_by = nullptr;
+  uintptr_t kept;                // set with kept_class
+  const InterpObjCall* kept_by;  // set with kept_class
   uint64_t addr;
   uint64_t acc_size;
   bool acc_write;
